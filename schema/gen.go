@@ -1,0 +1,3 @@
+package schema
+
+//go:generate sh gen.sh

@@ -1,0 +1,38 @@
+# Init: the bootstrap interface every executable serves on its IPC socket.
+# The controlling process calls its methods to get further capabilities.
+# Clients in other languages find it by this file's ID and the type IDs
+# below; methods are only ever appended, never renumbered.
+@0xcaa0a91c028b018b;
+
+using Go = import "/go.capnp";
+$Go.package("schema");
+$Go.import("github.com/gomultiprocess/multiprocess/schema");
+
+using import "echo.capnp".Echo;
+
+struct PeerInfo {
+  # What one side of a connection tells the other about itself, so that
+  # two executables that do not belong together fail early and clearly.
+
+  protocolVersion @0 :UInt32;
+  # The version of this schema's contract. Peers with different versions
+  # refuse each other.
+
+  build @1 :Text;
+  # The build of the executable: module version and VCS revision.
+
+  executable @2 :Text;
+  # The executable's name, e.g. "node" or "wallet".
+
+  pid @3 :Int32;
+  # The process ID, for logs.
+}
+
+interface Init {
+  makeEcho @0 () -> (result :Echo);
+  # makeEcho returns a new Echo served by this process.
+
+  hello @1 (caller :PeerInfo) -> (callee :PeerInfo);
+  # hello exchanges PeerInfo. The callee refuses a caller whose protocol
+  # version differs from its own with an error naming both.
+}
