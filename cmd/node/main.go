@@ -1,0 +1,58 @@
+// Command node is the controlling process: it spawns its wallet as a child
+// process, calls it through Cap'n Proto RPC, and accepts other processes on
+// -ipcbind, until SIGINT or SIGTERM.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/gomultiprocess/multiprocess/init/node"
+	"github.com/gomultiprocess/multiprocess/internal/cli"
+)
+
+const usage = `Usage: node -datadir=DIR [options]
+
+Runs the node with its wallet in a child process until SIGINT or SIGTERM.
+
+Options:
+`
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	fs := cli.NewFlagSet("node", usage)
+	var (
+		cfg   node.Config
+		debug cli.Debug
+		binds cli.Strings
+	)
+	fs.StringVar(&cfg.DataDir, "datadir", "", "data `directory` (created with mode 0700)")
+	fs.BoolVar(&cfg.DisableWallet, "disablewallet", false, "run without a wallet process")
+	fs.Var(&binds, "ipcbind", "accept IPC connections on `address` (unix, unix:PATH); may be repeated")
+	fs.DurationVar(&cfg.ShutdownTimeout, "ipcshutdowntimeout", 10*time.Second, "how long the wallet may take to stop before it is killed")
+	fs.Var(&debug, "debug", "log more about `category` (ipc)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "node: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return 2
+	}
+	cfg.IPCBind = binds
+	cfg.DebugIPC = debug.Has("ipc")
+	cfg.Logger = cli.NewLogger(os.Stderr, "node", cfg.DebugIPC)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := node.Run(ctx, cfg); err != nil {
+		cfg.Logger.Error("node failed", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,220 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// raceEnabled is set when the tests run with -race; the binaries are then
+// built with it too.
+var raceEnabled bool
+
+// binDir holds the executables built once for the whole run.
+var binDir string
+
+// deadline turns a hang into a failure; it never measures speed.
+const deadline = 60 * time.Second
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "mpbin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	args := []string{"build", "-o", dir + "/"}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	args = append(args, "github.com/gomultiprocess/multiprocess/cmd/node", "github.com/gomultiprocess/multiprocess/cmd/wallet")
+	build := exec.Command("go", args...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build executables:", err)
+		return 1
+	}
+	binDir = dir
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			return 1
+		}
+	}
+	return code
+}
+
+// output collects what a process writes and lets a test wait for a line.
+type output struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{}
+}
+
+func newOutput() *output { return &output{changed: make(chan struct{})} }
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.buf.Write(p)
+	close(o.changed)
+	o.changed = make(chan struct{})
+	return len(p), nil
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}
+
+// waitFor waits until the output has a line matching re and returns the
+// submatches of the first such line.
+func (o *output) waitFor(t *testing.T, re *regexp.Regexp) []string {
+	t.Helper()
+	timer := time.NewTimer(deadline)
+	defer timer.Stop()
+	for {
+		o.mu.Lock()
+		m := re.FindStringSubmatch(o.buf.String())
+		changed := o.changed
+		o.mu.Unlock()
+		if m != nil {
+			return m
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			t.Fatalf("no line matching %q within %s; output:\n%s", re, deadline, o.String())
+		}
+	}
+}
+
+// proc is a real executable started by a test.
+type proc struct {
+	cmd  *exec.Cmd
+	out  *output
+	done chan struct{}
+	err  error
+}
+
+// start runs one of the built executables with args. Its stdout and
+// stderr (and its children's, which share them) are collected; the test
+// fails if they ever mention a data race. The process is killed at the end
+// of the test if still running.
+func start(t *testing.T, name string, args []string, setup func(*exec.Cmd)) *proc {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	out := newOutput()
+	cmd.Stdout, cmd.Stderr = out, out
+	if setup != nil {
+		setup(cmd)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &proc{cmd: cmd, out: out, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+		if strings.Contains(out.String(), "DATA RACE") {
+			t.Errorf("%s reported a data race:\n%s", name, out.String())
+		}
+	})
+	return p
+}
+
+// wait waits for the process to exit and returns its status.
+func (p *proc) wait(t *testing.T) syscall.WaitStatus {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(deadline):
+		t.Fatalf("%s did not exit within %s; output:\n%s", p.cmd.Path, deadline, p.out.String())
+	}
+	return p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+}
+
+func (p *proc) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v: %v", sig, err)
+	}
+}
+
+// cmdline reads the argv of a running process.
+func cmdline(t *testing.T, pid int) []string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatalf("read cmdline of %d: %v", pid, err)
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+}
+
+// gone reports whether pid no longer exists, not even as a zombie.
+func gone(pid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	return os.IsNotExist(err)
+}
+
+// waitGone waits until pid has been reaped.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	for !gone(pid) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("process %d still exists (state %s)", pid, procState(pid))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// procState returns the state letter of pid from /proc/PID/stat.
+func procState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "gone"
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2 : i+3]
+	}
+	return "?"
+}
+
+var childPidRE = regexp.MustCompile(`msg="spawned child process" .*child=wallet child_pid=(\d+)`)
+
+// walletPid waits for the node to report its wallet's pid.
+func walletPid(t *testing.T, node *proc) int {
+	t.Helper()
+	m := node.out.waitFor(t, childPidRE)
+	pid, err := strconv.Atoi(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}

@@ -1,0 +1,194 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type fileID struct{ dev, ino uint64 }
+
+func idOf(t *testing.T, path string) (fileID, bool) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fileID{}, false // the descriptor closed meanwhile
+	}
+	return fileID{st.Dev, st.Ino}, true
+}
+
+// openFileIDs lists the identities of every descriptor pid holds.
+func openFileIDs(t *testing.T, pid int) map[fileID]string {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("list descriptors of %d: %v", pid, err)
+	}
+	ids := make(map[fileID]string)
+	for _, e := range entries {
+		if id, ok := idOf(t, filepath.Join(dir, e.Name())); ok {
+			ids[id] = e.Name()
+		}
+	}
+	return ids
+}
+
+// The node spawns its wallet as `<dir>/wallet -ipcfd 3`, calls it, and
+// passes it none of the descriptors the node itself inherited. On SIGTERM
+// both exit 0 and the wallet is reaped.
+func TestNodeSpawnsWalletAndStopsOnSIGTERM(t *testing.T) {
+	dataDir := t.TempDir()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	regular, err := os.Create(filepath.Join(t.TempDir(), "inherited"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer regular.Close()
+	inherited := []*os.File{r, w, regular}
+
+	node := start(t, "node", []string{"-datadir=" + dataDir}, func(c *exec.Cmd) {
+		c.ExtraFiles = inherited
+	})
+	pid := walletPid(t, node)
+	node.out.waitFor(t, regexp.MustCompile(`msg="wallet answered" .*echo="hello from node"`))
+
+	if got, want := cmdline(t, pid), []string{filepath.Join(binDir, "wallet"), "-ipcfd", "3"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("wallet argv = %q, want %q", got, want)
+	}
+	walletFDs := openFileIDs(t, pid)
+	for _, f := range inherited {
+		id, _ := idOf(t, fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+		if fd, ok := walletFDs[id]; ok {
+			t.Errorf("wallet holds the node's inherited %s as fd %s", f.Name(), fd)
+		}
+	}
+	// The node itself did inherit them (fds 3-5), so the check above is
+	// looking at the right identities.
+	nodeFDs := openFileIDs(t, node.cmd.Process.Pid)
+	for _, f := range inherited {
+		id, _ := idOf(t, fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+		if _, ok := nodeFDs[id]; !ok {
+			t.Errorf("node does not hold inherited %s; the check proves nothing", f.Name())
+		}
+	}
+
+	node.signal(t, syscall.SIGTERM)
+	if ws := node.wait(t); !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Fatalf("node ended with %v; output:\n%s", ws, node.out.String())
+	}
+	node.out.waitFor(t, regexp.MustCompile(`msg="child process exited" .*child=wallet child_pid=\d+ status="exit status 0"`))
+	waitGone(t, pid)
+}
+
+// SIGKILL of the node: the wallet sees its socket close and exits 0 by
+// itself. The test becomes a subreaper so that the orphaned wallet is
+// reparented to it and its status can be read.
+func TestWalletExitsWhenNodeIsKilled(t *testing.T) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatalf("become subreaper: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+
+	node := start(t, "node", []string{"-datadir=" + t.TempDir()}, nil)
+	pid := walletPid(t, node)
+	node.out.waitFor(t, regexp.MustCompile(`msg="wallet answered"`))
+	node.signal(t, syscall.SIGKILL)
+	if ws := node.wait(t); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("node ended with %v", ws)
+	}
+	// The wallet is now the test's child.
+	type result struct {
+		ws  unix.WaitStatus
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(pid, &ws, 0, nil)
+		done <- result{ws, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("reap wallet %d: %v", pid, r.err)
+		}
+		if !r.ws.Exited() || r.ws.ExitStatus() != 0 {
+			t.Fatalf("orphaned wallet ended with %v; output:\n%s", r.ws, node.out.String())
+		}
+	case <-time.After(deadline):
+		_ = unix.Kill(pid, unix.SIGKILL)
+		<-done
+		t.Fatalf("orphaned wallet did not exit within %s; output:\n%s", deadline, node.out.String())
+	}
+	node.out.waitFor(t, regexp.MustCompile(`msg="parent closed the connection; exiting" process=wallet`))
+}
+
+// SIGKILL of the wallet: the node logs the death with its signal, reaps
+// the child and keeps running until told to stop.
+func TestNodeSurvivesWalletKill(t *testing.T) {
+	node := start(t, "node", []string{"-datadir=" + t.TempDir()}, nil)
+	pid := walletPid(t, node)
+	node.out.waitFor(t, regexp.MustCompile(`msg="node started"`))
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	node.out.waitFor(t, regexp.MustCompile(`level=WARN msg="child process exited" .*child=wallet child_pid=\d+ status="killed by signal 9 \(killed\)"`))
+	waitGone(t, pid)
+	select {
+	case <-node.done:
+		t.Fatalf("node exited after its wallet was killed; output:\n%s", node.out.String())
+	default:
+	}
+	node.signal(t, syscall.SIGTERM)
+	if ws := node.wait(t); !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Fatalf("node ended with %v; output:\n%s", ws, node.out.String())
+	}
+}
+
+// A second node on the same data directory is refused.
+func TestDataDirInUse(t *testing.T) {
+	dataDir := t.TempDir()
+	first := start(t, "node", []string{"-datadir=" + dataDir, "-disablewallet"}, nil)
+	first.out.waitFor(t, regexp.MustCompile(`msg="node started"`))
+	second := start(t, "node", []string{"-datadir=" + dataDir, "-disablewallet"}, nil)
+	if ws := second.wait(t); !ws.Exited() || ws.ExitStatus() != 1 {
+		t.Fatalf("second node ended with %v; output:\n%s", ws, second.out.String())
+	}
+	second.out.waitFor(t, regexp.MustCompile(`data directory in use`))
+	select {
+	case <-first.done:
+		t.Fatalf("first node exited; output:\n%s", first.out.String())
+	default:
+	}
+}
+
+// The data directory is created with mode 0700.
+func TestDataDirCreatedPrivate(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "new")
+	node := start(t, "node", []string{"-datadir=" + dataDir, "-disablewallet"}, nil)
+	node.out.waitFor(t, regexp.MustCompile(`msg="node started"`))
+	st, err := os.Stat(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := st.Mode().Perm(); perm != 0o700 {
+		t.Errorf("data directory mode = %o, want 700", perm)
+	}
+	node.signal(t, syscall.SIGINT)
+	if ws := node.wait(t); !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Fatalf("node ended with %v; output:\n%s", ws, node.out.String())
+	}
+}

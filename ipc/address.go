@@ -1,0 +1,132 @@
+package ipc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/gomultiprocess/multiprocess/process"
+	"github.com/gomultiprocess/multiprocess/protocol"
+	"github.com/gomultiprocess/multiprocess/schema"
+)
+
+// listener is one address this executable accepts connections on.
+type listener struct {
+	addr   string
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// ListenAddress accepts connections on address, as given to -ipcbind, and
+// serves each connection its own Init until DisconnectIncoming or Close.
+// "unix" and "unix:" mean <dataDir>/<exeName>.sock; "unix:PATH" is relative
+// to dataDir unless absolute. It returns the canonical address
+// ("unix:/full/path") once the socket is listening; binding errors (a live
+// process on the path, something that is not a socket, a path too long)
+// are returned as they happen.
+func (i *Ipc) ListenAddress(dataDir, address string) (string, error) {
+	path, err := process.ParseAddress(dataDir, i.ctx.ExeName, address)
+	if err != nil {
+		return "", fmt.Errorf("ipc: listen on %q: %w", address, err)
+	}
+	canonical := process.Address(path)
+	log := i.ctx.Logger.With("address", canonical)
+	l, err := process.Listen(path, &process.ListenConfig{
+		OnRefused: func(cred process.PeerCred, err error) {
+			log.Warn("refused a connection", "peer_pid", cred.PID, "peer_uid", cred.UID, "err", err)
+		},
+	})
+	if err != nil {
+		return "", fmt.Errorf("ipc: listen: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	li := &listener{addr: canonical, cancel: cancel, done: make(chan struct{})}
+	i.mu.Lock()
+	if i.closed {
+		i.mu.Unlock()
+		cancel()
+		_ = l.Close()
+		return "", fmt.Errorf("ipc: listen on %s: %w", canonical, errClosed)
+	}
+	i.listeners[li] = struct{}{}
+	i.tasks.Add(1)
+	i.mu.Unlock()
+	log.Info("listening for IPC connections")
+	go func() {
+		defer i.tasks.Done()
+		defer close(li.done)
+		err := protocol.Listen(ctx, l, i.serveInit, i.protocolOptions())
+		if err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("listener stopped", "err", err)
+		} else {
+			log.Info("stopped listening")
+		}
+		i.mu.Lock()
+		delete(i.listeners, li)
+		i.mu.Unlock()
+	}()
+	return canonical, nil
+}
+
+// DisconnectIncoming stops accepting connections on every address given to
+// ListenAddress, ends the connections accepted there and removes their
+// socket files. Connections this process made itself, to spawned children
+// or to other listeners, are left alone.
+func (i *Ipc) DisconnectIncoming() {
+	i.mu.Lock()
+	ls := make([]*listener, 0, len(i.listeners))
+	for l := range i.listeners {
+		ls = append(ls, l)
+	}
+	i.mu.Unlock()
+	for _, l := range ls {
+		l.cancel()
+	}
+	for _, l := range ls {
+		<-l.done
+	}
+}
+
+// ConnectAddress connects to the process listening on address, as given to
+// -ipcconnect, and returns a proxy for its Init. "unix" and "unix:" mean
+// <dataDir>/<destName>.sock. "auto" connects to the default address if a
+// process listens there and otherwise returns an invalid Init and no error,
+// for callers that carry on alone. Releasing the proxy closes the
+// connection.
+func (i *Ipc) ConnectAddress(ctx context.Context, dataDir, destName, address string) (schema.Init, error) {
+	auto := address == "auto"
+	if auto {
+		address = "unix"
+	}
+	path, err := process.ParseAddress(dataDir, destName, address)
+	if err != nil {
+		return schema.Init{}, fmt.Errorf("ipc: connect to %q: %w", address, err)
+	}
+	canonical := process.Address(path)
+	nc, err := process.Dial(ctx, path)
+	if err != nil {
+		if auto && errors.Is(err, process.ErrNoListener) {
+			return schema.Init{}, nil
+		}
+		if errors.Is(err, process.ErrNoListener) {
+			return schema.Init{}, fmt.Errorf("ipc: %w: is it running with -ipcbind?", err)
+		}
+		return schema.Init{}, fmt.Errorf("ipc: connect: %w", err)
+	}
+	conn, boot, err := protocol.Connect(ctx, nc, i.protocolOptions())
+	if err != nil {
+		_ = nc.Close()
+		return schema.Init{}, fmt.Errorf("ipc: connect to %s: %w", canonical, err)
+	}
+	p, err := i.newPeer(destName, nil, conn, i.ctx.Logger.With("address", canonical))
+	if err != nil {
+		boot.Release()
+		_ = conn.Close()
+		return schema.Init{}, fmt.Errorf("ipc: connect to %s: %w", canonical, err)
+	}
+	init, err := i.adopt(ctx, p, boot)
+	if err != nil {
+		return schema.Init{}, fmt.Errorf("ipc: connect to %s: %w", canonical, err)
+	}
+	return init, nil
+}

@@ -1,0 +1,128 @@
+package ipc_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+
+	"github.com/gomultiprocess/multiprocess/ipc"
+	"github.com/gomultiprocess/multiprocess/protocol"
+	"github.com/gomultiprocess/multiprocess/schema"
+)
+
+const deadline = 30 * time.Second
+
+func newTestIpc(t *testing.T, dir string) *ipc.Ipc {
+	t.Helper()
+	i := ipc.New("parent", "", childInits["echo"], &ipc.Options{
+		Logger:          slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		ExecutableDir:   dir,
+		ShutdownTimeout: 5 * time.Second,
+	})
+	t.Cleanup(func() { _ = i.Close() })
+	return i
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+func echo(ctx context.Context, init schema.Init, msg string) (string, error) {
+	made, release := init.MakeEcho(ctx, nil)
+	defer release()
+	fut, release2 := made.Result().Echo(ctx, func(p schema.Echo_echo_Params) error { return p.SetEcho(msg) })
+	defer release2()
+	res, err := fut.Struct()
+	if err != nil {
+		return "", err
+	}
+	return res.Result()
+}
+
+func TestSpawnEchoAndRelease(t *testing.T) {
+	dir := childDir(t, "child", "echo")
+	i := newTestIpc(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	init, err := i.SpawnProcess(ctx, "child")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := echo(ctx, init, "ping")
+	if err != nil || got != "ping" {
+		t.Fatalf("echo = %q, %v", got, err)
+	}
+	cleaned := make(chan struct{})
+	if err := i.AddCleanup(capnp.Client(init), func() { close(cleaned) }); err != nil {
+		t.Fatal(err)
+	}
+	init.Release()
+	select {
+	case <-cleaned:
+	case <-time.After(deadline):
+		t.Fatal("cleanup did not run after release")
+	}
+}
+
+func TestSpawnRefusesOtherProtocolVersion(t *testing.T) {
+	dir := childDir(t, "child", "oldversion")
+	i := newTestIpc(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	_, err := i.SpawnProcess(ctx, "child")
+	if !errors.Is(err, ipc.ErrVersionMismatch) {
+		t.Fatalf("spawn of an old child: %v; want ErrVersionMismatch", err)
+	}
+	for _, want := range []string{"parent", "child", "v0.0.0-old", "protocol 1", "protocol 2"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+func TestSpawnMissingExecutable(t *testing.T) {
+	i := newTestIpc(t, t.TempDir())
+	_, err := i.SpawnProcess(context.Background(), "absent")
+	if err == nil || !strings.Contains(err.Error(), "absent") {
+		t.Fatalf("spawn of a missing executable: %v", err)
+	}
+}
+
+func TestStartSpawnedProcessNotSpawned(t *testing.T) {
+	i := ipc.New("x", "", childInits["echo"], nil)
+	if handled, status := i.StartSpawnedProcess([]string{"x", "-datadir=/tmp"}); handled || status != 0 {
+		t.Fatalf("StartSpawnedProcess without -ipcfd = %v, %d", handled, status)
+	}
+	if handled, status := i.StartSpawnedProcess([]string{"x", "-ipcfd", "abc"}); !handled || status != 1 {
+		t.Fatalf("StartSpawnedProcess with a bad -ipcfd = %v, %d", handled, status)
+	}
+}
+
+func TestCloseStopsChildren(t *testing.T) {
+	dir := childDir(t, "child", "echo")
+	i := newTestIpc(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	init, err := i.SpawnProcess(ctx, "child")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer init.Release()
+	if err := i.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := echo(ctx, init, "after close"); !protocol.IsDisconnected(err) {
+		t.Fatalf("echo after Close: %v; want a disconnection error", err)
+	}
+	if _, err := i.SpawnProcess(ctx, "child"); err == nil {
+		t.Fatal("spawn after Close succeeded")
+	}
+}

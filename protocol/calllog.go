@@ -1,0 +1,193 @@
+package protocol
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/schemas"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+	"capnproto.org/go/capnp/v3/std/capnp/schema"
+)
+
+// callLog times the calls on one connection from the Call message to its
+// Return, in both directions, and logs each at Debug. Questions are
+// numbered by the side that asks, so calls made and calls served are
+// kept apart.
+type callLog struct {
+	log *slog.Logger
+
+	mu     sync.Mutex
+	made   map[uint32]pendingCall // by question ID
+	served map[uint32]pendingCall // by answer ID
+}
+
+type pendingCall struct {
+	iface  uint64
+	method uint16
+	start  time.Time
+}
+
+func newCallLog(log *slog.Logger) *callLog {
+	return &callLog{
+		log:    log,
+		made:   make(map[uint32]pendingCall),
+		served: make(map[uint32]pendingCall),
+	}
+}
+
+func (l *callLog) start(table *map[uint32]pendingCall, call rpccp.Call) {
+	p := pendingCall{iface: call.InterfaceId(), method: call.MethodId(), start: time.Now()}
+	l.mu.Lock()
+	(*table)[call.QuestionId()] = p
+	l.mu.Unlock()
+}
+
+func (l *callLog) finish(table *map[uint32]pendingCall, msg string, ret rpccp.Return) {
+	l.mu.Lock()
+	p, ok := (*table)[ret.AnswerId()]
+	delete(*table, ret.AnswerId())
+	l.mu.Unlock()
+	if !ok {
+		return // a Bootstrap, which is not a call
+	}
+	var err error
+	switch ret.Which() {
+	case rpccp.Return_Which_exception:
+		reason := "(unreadable)"
+		if e, rerr := ret.Exception(); rerr == nil {
+			reason, _ = e.Reason()
+		}
+		err = errors.New(reason)
+	case rpccp.Return_Which_canceled:
+		err = errors.New("canceled")
+	}
+	l.logCall(msg, p, err)
+}
+
+func (l *callLog) failed(question uint32, err error) {
+	l.mu.Lock()
+	p, ok := l.made[question]
+	delete(l.made, question)
+	l.mu.Unlock()
+	if ok {
+		l.logCall("call made", p, err)
+	}
+}
+
+func (l *callLog) logCall(msg string, p pendingCall, err error) {
+	args := []any{"method", methodName(p.iface, p.method), "duration", time.Since(p.start)}
+	if err != nil {
+		args = append(args, "err", err)
+	}
+	l.log.Debug(msg, args...)
+}
+
+// interfaceNames maps interface IDs to names for log lines; a message on
+// the wire carries only IDs. Names come from the schemas registered with
+// go-capnp's schemas.DefaultRegistry (package schema does so when
+// imported) and from the methods
+// that pass through NewServer and through a proxy from Connect. It only
+// ever grows, and only with what the program's own schemas declare.
+var interfaceNames sync.Map // uint64 -> *ifaceName
+
+type ifaceName struct {
+	mu      sync.Mutex
+	name    string            // e.g. "Echo"; "" while unknown
+	methods map[uint16]string // by method ordinal
+}
+
+// names returns the entry for an interface, creating it from the schema
+// registry the first time.
+func names(iface uint64) *ifaceName {
+	if v, ok := interfaceNames.Load(iface); ok {
+		return v.(*ifaceName)
+	}
+	v, _ := interfaceNames.LoadOrStore(iface, lookupInterface(iface))
+	return v.(*ifaceName)
+}
+
+// learnName records the names in m, as generated code fills them in.
+func learnName(m capnp.Method) {
+	if m.InterfaceName == "" || m.MethodName == "" {
+		return
+	}
+	n := names(m.InterfaceID)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.name == "" {
+		n.name = trimFile(m.InterfaceName)
+	}
+	if _, ok := n.methods[m.MethodID]; !ok {
+		n.methods[m.MethodID] = m.MethodName
+	}
+}
+
+// methodName returns "Interface.method" for log lines, falling back to
+// the numeric IDs for what this program has no name for.
+func methodName(iface uint64, method uint16) string {
+	n := names(iface)
+	n.mu.Lock()
+	m := capnp.Method{InterfaceID: iface, MethodID: method, InterfaceName: n.name, MethodName: n.methods[method]}
+	n.mu.Unlock()
+	return m.String()
+}
+
+// displayMethod formats a method from generated code the same way.
+func displayMethod(m capnp.Method) string {
+	m.InterfaceName = trimFile(m.InterfaceName)
+	return m.String()
+}
+
+// trimFile drops the schema file that generated code puts in front of an
+// interface's name ("echo.capnp:Echo").
+func trimFile(name string) string {
+	if i := strings.LastIndexByte(name, ':'); i >= 0 {
+		return name[i+1:]
+	}
+	return name
+}
+
+func lookupInterface(id uint64) *ifaceName {
+	n := &ifaceName{methods: make(map[uint16]string)}
+	data := schemas.Find(id)
+	if data == nil {
+		return n
+	}
+	msg, err := capnp.Unmarshal(data)
+	if err != nil {
+		return n
+	}
+	req, err := schema.ReadRootCodeGeneratorRequest(msg)
+	if err != nil {
+		return n
+	}
+	nodes, err := req.Nodes()
+	if err != nil {
+		return n
+	}
+	for i := 0; i < nodes.Len(); i++ {
+		node := nodes.At(i)
+		if node.Id() != id || node.Which() != schema.Node_Which_interface {
+			continue
+		}
+		if display, err := node.DisplayName(); err == nil && int(node.DisplayNamePrefixLength()) <= len(display) {
+			n.name = display[node.DisplayNamePrefixLength():]
+		}
+		methods, err := node.Interface().Methods()
+		if err != nil {
+			break
+		}
+		// Methods are listed in ordinal order.
+		for j := 0; j < methods.Len(); j++ {
+			if name, err := methods.At(j).Name(); err == nil && name != "" {
+				n.methods[uint16(j)] = name
+			}
+		}
+		break
+	}
+	return n
+}

@@ -1,0 +1,354 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/rpc"
+	"capnproto.org/go/capnp/v3/rpc/transport"
+)
+
+// A Conn is one RPC connection on a socket. It is safe to use from
+// several goroutines.
+//
+// A Conn owns its socket and one goroutine, which waits for go-capnp's
+// connection to end, runs the cleanups and then closes Done. go-capnp's
+// connection ends only after every call it is serving has returned:
+// their contexts are canceled when the connection ends, and methods must
+// then return promptly, or Done never closes.
+type Conn struct {
+	log     *slog.Logger
+	codec   *codec
+	rc      *rpc.Conn
+	done    chan struct{}
+	started time.Time
+
+	mu       sync.Mutex
+	why      endReason // the first cause of the end; stillOpen before
+	cause    error     // the detail behind why
+	ended    bool      // go-capnp's connection is over; set once, by run
+	cleanups []func()
+	wg       sync.WaitGroup // goroutines from spawn; Add only while !ended
+}
+
+// endReason says why a connection ended. Only the first cause counts:
+// once we close the socket, the receive error that follows is ours.
+type endReason int
+
+const (
+	stillOpen  endReason = iota
+	weClosed             // Close
+	ctxEnded             // the context given to Serve ended
+	peerClosed           // end of stream, reset, or a normal Abort
+	failed               // anything else: the peer sent what we refuse
+)
+
+func (r endReason) String() string {
+	switch r {
+	case weClosed:
+		return "we closed"
+	case ctxEnded:
+		return "ctx ended"
+	case peerClosed:
+		return "peer closed"
+	case failed:
+		return "error"
+	}
+	return "open"
+}
+
+// connIDs numbers connections within the process, for log lines only.
+var connIDs atomic.Uint64
+
+// Connect runs Cap'n Proto RPC on nc and returns the peer's bootstrap
+// capability as a proxy. nc is owned by the Conn from then on, even on
+// error. This side offers no bootstrap capability of its own.
+//
+// ctx bounds only the setting up, as with net.Dialer.DialContext: once
+// Connect has returned, the connection lasts until Close or until the
+// peer goes. Connect does not wait for a round trip: the proxy can be
+// called at once, and a peer that does not speak Cap'n Proto shows up as
+// an error from the first call.
+//
+// Releasing the last reference to the proxy releases the peer's bootstrap
+// capability but does not close the connection; Close does. AddCleanup
+// registers functions to run when the proxy goes.
+func Connect(ctx context.Context, nc net.Conn, opts *Options) (*Conn, capnp.Client, error) {
+	if err := ctx.Err(); err != nil {
+		nc.Close()
+		return nil, capnp.Client{}, err
+	}
+	c := newConn(context.Background(), nc, opts, "connect", nil)
+	// Bootstrap's context cancels the bootstrap question; a caller's
+	// deadline must not do that once Connect has returned.
+	p := &proxyHook{conn: c, inner: c.rc.Bootstrap(context.WithoutCancel(ctx))}
+	c.AddCleanup(p.fire)
+	return c, capnp.NewClient(p), nil
+}
+
+// Serve runs Cap'n Proto RPC on nc, offering newInit(conn) as this side's
+// bootstrap capability, until the connection ends. nc is owned by Serve.
+// Each connection gets its own bootstrap object: go-capnp runs one call
+// at a time per server object unless the method calls call.Go(), so a
+// shared object would let one slow peer stall every other. The
+// connection releases the object when it ends. newInit may return the
+// zero Client; the peer's bootstrap requests then fail.
+//
+// Serve returns nil when the peer closes the connection or Close is
+// called, ctx.Err() after closing the connection when ctx ends, and an
+// error wrapping ErrDisconnected when the connection ends for another
+// reason (such as a message over Options.MaxMessageSize). In every case it
+// returns only after the connection has ended and its cleanups have run.
+func Serve(ctx context.Context, nc net.Conn, newInit func(*Conn) capnp.Client, opts *Options) error {
+	if err := ctx.Err(); err != nil {
+		nc.Close()
+		return err
+	}
+	c := newConn(ctx, nc, opts, "serve", newInit)
+	<-c.done
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.why {
+	case weClosed, peerClosed:
+		return nil
+	case ctxEnded:
+		return c.cause
+	}
+	return c.errLocked()
+}
+
+func newConn(ctx context.Context, nc net.Conn, opts *Options, role string, newInit func(*Conn) capnp.Client) *Conn {
+	c := &Conn{done: make(chan struct{}), started: time.Now()}
+	attrs := []any{slog.Uint64("id", connIDs.Add(1))}
+	if a := addrString(nc.RemoteAddr()); a != "" {
+		attrs = append(attrs, slog.String("remote", a))
+	}
+	if a := addrString(nc.LocalAddr()); a != "" {
+		attrs = append(attrs, slog.String("local", a))
+	}
+	c.log = opts.logger().With(slog.Group("conn", attrs...))
+	var calls *callLog
+	if opts.debugCalls() {
+		calls = newCallLog(c.log)
+	}
+	c.codec = newCodec(c, nc, opts.maxMessageSize(), calls)
+
+	var boot capnp.Client
+	if newInit != nil {
+		started := false
+		defer func() {
+			if !started { // newInit panicked
+				nc.Close()
+			}
+		}()
+		boot = newInit(c)
+		started = true
+	}
+	c.log.Info("connection opened", "role", role)
+	c.rc = rpc.NewConn(transport.New(c.codec), &rpc.Options{
+		BootstrapClient: boot,
+		Logger:          rpcLogger{c},
+	})
+	go c.run(ctx)
+	return c
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	s := a.String()
+	if s == "<nil>" || s == "@" { // "@": an unnamed unix socket
+		return ""
+	}
+	return s
+}
+
+// run is the Conn's goroutine: it ends the connection when ctx ends, and
+// once go-capnp's connection is over, records why, runs the cleanups,
+// waits for the goroutines from spawn and closes done.
+func (c *Conn) run(ctx context.Context) {
+	select {
+	case <-c.rc.Done():
+	case <-ctx.Done():
+		c.setEnd(ctxEnded, ctx.Err())
+		c.codec.Close()
+		<-c.rc.Done()
+	}
+
+	c.mu.Lock()
+	if c.why == stillOpen {
+		// go-capnp ended it on its own, for a reason it logged at Error.
+		c.why, c.cause = failed, errors.New("rpc connection ended")
+	}
+	c.ended = true
+	why, cause := c.why, c.cause
+	cleanups := c.cleanups
+	c.cleanups = nil
+	c.mu.Unlock()
+
+	args := []any{"reason", why.String(), "duration", time.Since(c.started).Round(time.Millisecond)}
+	if cause != nil && why != ctxEnded {
+		args = append(args, "err", cause)
+	}
+	c.log.Info("connection closed", args...)
+
+	for i := len(cleanups) - 1; i >= 0; i-- {
+		cleanups[i]()
+	}
+	c.wg.Wait()
+	close(c.done)
+}
+
+// setEnd records why the connection ends, unless a cause was recorded
+// already.
+func (c *Conn) setEnd(why endReason, cause error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.why == stillOpen {
+		c.why, c.cause = why, cause
+	}
+}
+
+// receiveFailed records a receive error as a cause of the end and reports
+// whether the end is a normal one, which go-capnp should not report.
+func (c *Conn) receiveFailed(err error) (normal bool) {
+	why := failed
+	if IsDisconnected(err) {
+		why = peerClosed
+	}
+	c.setEnd(why, err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.why != failed
+}
+
+// peerAborted records an Abort message from the peer. go-capnp sends one
+// with the reason "connection closed" from rpc.Conn.Close; any other
+// reason is the peer complaining about us.
+func (c *Conn) peerAborted(reason string) {
+	why := failed
+	if reason == rpc.ErrConnClosed.Error() {
+		why = peerClosed
+	}
+	c.setEnd(why, errors.New("peer aborted: "+reason))
+}
+
+// Close ends the connection: it closes the socket, so that the peer sees
+// the end at once and pending calls on both sides fail. It does not wait
+// for the calls this side is serving to return (their contexts are
+// canceled), so it may be called from one of them; Done says when the
+// connection is over. Close is idempotent; it returns the error from
+// closing the socket the first time, nil later.
+func (c *Conn) Close() error {
+	c.setEnd(weClosed, nil)
+	return c.codec.Close()
+}
+
+// Done returns a channel that is closed when the connection has ended,
+// every call it served has returned and the cleanups have run. The
+// Shutdown methods of server objects that the connection released run
+// in go-capnp's goroutines, possibly a little after Done.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns nil while the connection is open. Once it is ending (from
+// the moment Close returns, at the latest when Done is closed) it returns
+// ErrClosed if this side ended it (Close, or Serve's context), or an
+// error wrapping ErrDisconnected and the cause if the peer went away,
+// aborted, or sent something this side refused.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.errLocked()
+}
+
+func (c *Conn) errLocked() error {
+	switch c.why {
+	case stillOpen:
+		return nil
+	case weClosed, ctxEnded:
+		return ErrClosed
+	}
+	return fmt.Errorf("%w: %w", ErrDisconnected, c.cause)
+}
+
+// AddCleanup registers fn to run once, after the connection has ended and
+// before Done is closed, in the Conn's goroutine; cleanups run in the
+// reverse order of registration. If the connection has ended already, fn
+// runs at once in a new goroutine.
+func (c *Conn) AddCleanup(fn func()) {
+	c.mu.Lock()
+	if !c.ended {
+		c.cleanups = append(c.cleanups, fn)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	go fn()
+}
+
+// spawn runs fn in a goroutine that Done waits for, or, if the connection
+// has ended already, in a goroutine of its own.
+func (c *Conn) spawn(fn func()) {
+	c.mu.Lock()
+	if c.ended {
+		c.mu.Unlock()
+		go fn()
+		return
+	}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		fn()
+	}()
+}
+
+// Logger returns the connection's logger: the one from Options, with a
+// "conn" group naming this connection.
+func (c *Conn) Logger() *slog.Logger { return c.log }
+
+// rpcLogger passes go-capnp's log lines on to the connection's logger.
+// go-capnp logs everything at Error, including lines that a normal close
+// produces: messages it could not send because the connection was going
+// away (Release, Finish, Return), and the peer's Abort on a normal close.
+// Those go to Debug; the connection's end is logged once, at Info, with
+// its reason.
+type rpcLogger struct{ c *Conn }
+
+func (r rpcLogger) Debug(msg string, args ...any) { r.c.log.Debug(msg, args...) }
+func (r rpcLogger) Info(msg string, args ...any)  { r.c.log.Info(msg, args...) }
+func (r rpcLogger) Warn(msg string, args ...any)  { r.c.log.Warn(msg, args...) }
+
+func (r rpcLogger) Error(msg string, args ...any) {
+	if r.harmless(msg) {
+		r.c.log.Debug(msg, args...)
+		return
+	}
+	r.c.log.Error(msg, args...)
+}
+
+func (r rpcLogger) harmless(msg string) bool {
+	if strings.Contains(msg, "remote abort: ") {
+		return strings.HasSuffix(msg, "remote abort: "+rpc.ErrConnClosed.Error())
+	}
+	if !strings.Contains(msg, "send ") {
+		return false
+	}
+	if strings.Contains(msg, context.Canceled.Error()) || strings.HasSuffix(msg, rpc.ErrConnClosed.Error()) {
+		return true // go-capnp's own shutdown dropped the message
+	}
+	// A send that failed because the connection is ending, for a reason
+	// that the end's log line gives.
+	r.c.mu.Lock()
+	defer r.c.mu.Unlock()
+	return r.c.why != stillOpen
+}

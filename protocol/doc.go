@@ -1,0 +1,42 @@
+// Package protocol runs Cap'n Proto RPC over a net.Conn: one side calls
+// Connect and gets the other side's bootstrap capability as a proxy; the
+// other side calls Serve (or Listen, for a listener) and offers a
+// bootstrap capability made for that connection by a factory.
+//
+// The package is schema-agnostic. It moves a bootstrap capnp.Client and
+// knows no interface; the typed wrappers (schema.Init(client), the
+// generated X_Methods for servers) live in the layers above. Besides the
+// connection itself it provides what every connection needs: cleanup
+// hooks on a proxy and on a connection (AddCleanup), telling "the peer
+// went away" from other errors (IsDisconnected, Conn.Err), a bound on
+// the size of received messages, log lines for the connection's life
+// and, on request, for every call (log/slog), and NewServer, which builds
+// server capabilities whose methods cannot crash the process by
+// panicking.
+//
+// It leaves to others: making and checking sockets, spawning and
+// reaping processes, peer credentials (package process); what a program
+// serves and the facade it uses (packages ipc, init/...); and the
+// schemas (package schema).
+//
+// # Calls and deadlocks
+//
+// go-capnp runs one call at a time per server object unless the method
+// calls call.Go(). Methods that block, or that call out to another
+// process (including back into their caller), must call call.Go() first,
+// and a method that waits for a callback's answer must also watch its
+// ctx, which is canceled when the connection ends.
+//
+// # go-capnp caveats
+//
+// For now the connection is go-capnp v3.1's rpc package. Its rpc.Conn
+// can be crashed by some malformed peer input, from goroutines where no
+// recover of ours reaches, and it is slow; it will be replaced by our own
+// implementation of the RPC protocol inside this package, behind the
+// same API, which is why no go-capnp rpc type appears in it. Until then,
+// code using this package avoids the known traps: never return a null,
+// error or partly implemented capability in results (return an error
+// instead); resolve capabilities before putting them in results; expect
+// a released capability's Finish to be sent 250 ms after its Return, so
+// leak checks wait at least 300 ms.
+package protocol

@@ -1,0 +1,16 @@
+package protocol_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+
+	// Registers the schema's names, as it does in a program, so that call
+	// lines name what this process only calls. testschema stays
+	// unregistered: its names come from NewServer.
+	_ "github.com/gomultiprocess/multiprocess/schema"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}

@@ -1,0 +1,95 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"capnproto.org/go/capnp/v3"
+)
+
+// proxyHook is the capnp.ClientHook behind the client that Connect returns:
+// it forwards every call to the peer's bootstrap capability and runs the
+// functions given to AddCleanup once, when the client's last reference is
+// released or when the connection ends, whichever comes first.
+//
+// go-capnp calls Shutdown while holding the client's locks, so the
+// functions run in a goroutine of the Conn, never in Shutdown itself.
+type proxyHook struct {
+	conn  *Conn
+	inner capnp.Client // the bootstrap capability; released by Shutdown
+
+	mu    sync.Mutex
+	fired bool
+	hooks []func()
+}
+
+func (p *proxyHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	if p.conn.codec.log != nil {
+		learnName(s.Method)
+	}
+	return p.inner.SendCall(ctx, s)
+}
+
+func (p *proxyHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
+	return p.inner.RecvCall(ctx, r)
+}
+
+func (p *proxyHook) Brand() capnp.Brand { return capnp.Brand{Value: p} }
+
+func (p *proxyHook) Shutdown() {
+	p.inner.Release()
+	p.mu.Lock()
+	fired := p.fired
+	p.mu.Unlock()
+	if !fired {
+		p.conn.spawn(p.fire)
+	}
+}
+
+func (p *proxyHook) String() string { return "protocol.proxyHook{" + p.inner.String() + "}" }
+
+// fire runs the hooks, the first time only, in registration order.
+func (p *proxyHook) fire() {
+	p.mu.Lock()
+	if p.fired {
+		p.mu.Unlock()
+		return
+	}
+	p.fired = true
+	hooks := p.hooks
+	p.hooks = nil
+	p.mu.Unlock()
+	for _, fn := range hooks {
+		fn()
+	}
+}
+
+func (p *proxyHook) add(fn func()) {
+	p.mu.Lock()
+	if !p.fired {
+		p.hooks = append(p.hooks, fn)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	p.conn.spawn(fn)
+}
+
+// AddCleanup registers fn on a proxy that Connect returned, or on a copy
+// or AddRef of it: fn runs exactly once, when the proxy's last reference
+// is released or when its connection ends, whichever comes first; at
+// once if that has happened already. It runs in a goroutine that the
+// proxy's Conn owns (Conn.Done waits for it when the connection is still
+// open), not in the goroutine that releases the proxy. AddCleanup returns
+// an error for a client that is not such a proxy, or that was released.
+func AddCleanup(proxy capnp.Client, fn func()) error {
+	snap := proxy.Snapshot()
+	defer snap.Release()
+	p, ok := snap.Brand().Value.(*proxyHook)
+	if !ok {
+		return errors.New("protocol: AddCleanup: not a live proxy from Connect")
+	}
+	p.add(fn)
+	return nil
+}

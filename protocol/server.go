@@ -1,0 +1,80 @@
+package protocol
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/server"
+)
+
+// ServerOptions configures NewServer. The zero value, and nil, are usable.
+type ServerOptions struct {
+	// Logger receives panics at Error and, with DebugCalls, calls at
+	// Debug. Nil means silent. A Conn's Logger is a good choice in a
+	// bootstrap factory: its lines name the connection.
+	Logger *slog.Logger
+
+	// DebugCalls logs every call the server runs at Debug: interface.method,
+	// duration and error. Options.DebugCalls logs the same calls as they
+	// cross a connection; turn on one of the two.
+	DebugCalls bool
+}
+
+// NewServer is this project's ServerToClient: it returns a capability
+// served by the given methods (from a generated X_Methods function).
+// Each method runs inside a wrapper that recovers a panic, logs it with
+// its stack at Error and fails the call with an error, so that a bug in
+// one method never kills the process; with DebugCalls the wrapper also
+// logs each call. impl is the server's brand and, if it implements
+// server.Shutdowner, is shut down when the capability's last reference
+// goes. Typed use:
+//
+//	schema.Echo(protocol.NewServer(schema.Echo_Methods(nil, impl), impl, opts))
+//
+// As with any go-capnp server, the methods run one at a time unless a
+// method calls call.Go(); methods that block or call out to another
+// process must call it first.
+func NewServer(methods []server.Method, impl any, opts *ServerOptions) capnp.Client {
+	var log *slog.Logger
+	debugCalls := false
+	if opts != nil {
+		log, debugCalls = opts.Logger, opts.DebugCalls
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	wrapped := make([]server.Method, len(methods))
+	for i, m := range methods {
+		learnName(m.Method)
+		wrapped[i] = server.Method{Method: m.Method, Impl: guard(m, log, debugCalls)}
+	}
+	shutdown, _ := impl.(server.Shutdowner)
+	return capnp.NewClient(server.New(wrapped, impl, shutdown))
+}
+
+func guard(m server.Method, log *slog.Logger, debugCalls bool) func(context.Context, *server.Call) error {
+	name := displayMethod(m.Method)
+	impl := m.Impl
+	return func(ctx context.Context, call *server.Call) (err error) {
+		start := time.Now()
+		defer func() {
+			if v := recover(); v != nil {
+				log.Error("panic in method", "method", name, "panic", v, "stack", string(debug.Stack()))
+				// The peer learns that the method failed, not our internals.
+				err = fmt.Errorf("%s: internal error (panic)", name)
+			}
+			if debugCalls {
+				args := []any{"method", name, "duration", time.Since(start)}
+				if err != nil {
+					args = append(args, "err", err)
+				}
+				log.Debug("call run", args...)
+			}
+		}()
+		return impl(ctx, call)
+	}
+}
