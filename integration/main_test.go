@@ -124,6 +124,8 @@ func start(t *testing.T, name string, args []string, setup func(*exec.Cmd)) *pro
 	cmd := exec.Command(filepath.Join(binDir, name), args...)
 	out := newOutput()
 	cmd.Stdout, cmd.Stderr = out, out
+	// Race-enabled binaries otherwise sleep a second at exit.
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
 	if setup != nil {
 		setup(cmd)
 	}
@@ -217,4 +219,18 @@ func walletPid(t *testing.T, node *proc) int {
 		t.Fatal(err)
 	}
 	return pid
+}
+
+// inOrder fails unless each pattern matches a line of out, each after the
+// previous one's match.
+func inOrder(t *testing.T, out string, patterns ...string) {
+	t.Helper()
+	rest := out
+	for _, p := range patterns {
+		loc := regexp.MustCompile(p).FindStringIndex(rest)
+		if loc == nil {
+			t.Fatalf("no %q after the previous match; output:\n%s", p, out)
+		}
+		rest = rest[loc[1]:]
+	}
 }

@@ -85,31 +85,80 @@ func TestNodeSpawnsWalletAndStopsOnSIGTERM(t *testing.T) {
 		}
 	}
 
+	// The wallet's start-up, replayed to the node when it subscribed.
+	node.out.waitFor(t, regexp.MustCompile(`msg="child lifetime event" .*kind=startupComplete`))
+	inOrder(t, node.out.String(),
+		`msg="child lifetime event" .*child=wallet .*kind=startup subsystem=process seq=1`,
+		`msg="child lifetime event" .*child=wallet .*kind=startup subsystem=ipcParent seq=2`,
+		`msg="child lifetime event" .*child=wallet .*kind=startupComplete subsystem=process seq=3`,
+	)
+
 	node.signal(t, syscall.SIGTERM)
 	if ws := node.wait(t); !ws.Exited() || ws.ExitStatus() != 0 {
 		t.Fatalf("node ended with %v; output:\n%s", ws, node.out.String())
 	}
-	node.out.waitFor(t, regexp.MustCompile(`msg="child process exited" .*child=wallet child_pid=\d+ status="exit status 0"`))
+	// The wallet's shutdown events reach the node before the wallet exits.
+	inOrder(t, node.out.String(),
+		`msg="shutting down" process=node`,
+		`msg="child lifetime event" .*child=wallet .*kind=shutdown subsystem=ipcParent`,
+		`msg="child process exited" .*child=wallet child_pid=\d+ status="exit status 0"`,
+	)
 	waitGone(t, pid)
 }
 
-// SIGKILL of the node: the wallet sees its socket close and exits 0 by
-// itself. The test becomes a subreaper so that the orphaned wallet is
-// reparented to it and its status can be read.
+// A wallet that does not shut down when asked (SIGSTOP) is killed after
+// -ipcshutdowntimeout and reaped; the node still exits 0.
+func TestStoppedWalletIsKilledAfterTimeout(t *testing.T) {
+	node := start(t, "node", []string{"-datadir=" + t.TempDir(), "-ipcshutdowntimeout=1s"}, nil)
+	pid := walletPid(t, node)
+	node.out.waitFor(t, regexp.MustCompile(`msg="node started"`))
+	if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	node.signal(t, syscall.SIGTERM)
+	if ws := node.wait(t); !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Fatalf("node ended with %v; output:\n%s", ws, node.out.String())
+	}
+	inOrder(t, node.out.String(),
+		`msg="child did not shut down in time; killing it"`,
+		`msg="child process exited" .*child=wallet .*status="killed by signal 9 \(killed\)"`,
+	)
+	waitGone(t, pid)
+}
+
+// SIGKILL of the node: the wallet sees its socket close, runs its
+// shutdown on its own (its events go to its log) and exits 0, every time.
+// The test becomes a subreaper so that the orphaned wallet is reparented
+// to it and its status can be read.
 func TestWalletExitsWhenNodeIsKilled(t *testing.T) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		t.Fatalf("become subreaper: %v", err)
 	}
 	t.Cleanup(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
-
-	node := start(t, "node", []string{"-datadir=" + t.TempDir()}, nil)
-	pid := walletPid(t, node)
-	node.out.waitFor(t, regexp.MustCompile(`msg="wallet answered"`))
-	node.signal(t, syscall.SIGKILL)
-	if ws := node.wait(t); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("node ended with %v", ws)
+	for round := range 20 {
+		node := start(t, "node", []string{"-datadir=" + t.TempDir()}, nil)
+		pid := walletPid(t, node)
+		node.out.waitFor(t, regexp.MustCompile(`msg="wallet answered"`))
+		node.signal(t, syscall.SIGKILL)
+		if ws := node.wait(t); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("round %d: node ended with %v", round, ws)
+		}
+		if ws := reapOrphan(t, pid); !ws.Exited() || ws.ExitStatus() != 0 {
+			t.Fatalf("round %d: orphaned wallet ended with %v; output:\n%s", round, ws, node.out.String())
+		}
+		inOrder(t, node.out.String(),
+			`msg="parent closed the connection; shutting down" process=wallet`,
+			`msg="lifetime event" process=wallet .*kind=shutdown subsystem=ipcParent`,
+			`msg="lifetime event" process=wallet .*kind=shutdownComplete subsystem=process`,
+			`msg="shut down; exiting" process=wallet`,
+		)
 	}
-	// The wallet is now the test's child.
+}
+
+// reapOrphan waits for pid, which must have been reparented to this
+// process (a subreaper), and returns its status.
+func reapOrphan(t *testing.T, pid int) unix.WaitStatus {
+	t.Helper()
 	type result struct {
 		ws  unix.WaitStatus
 		err error
@@ -123,17 +172,15 @@ func TestWalletExitsWhenNodeIsKilled(t *testing.T) {
 	select {
 	case r := <-done:
 		if r.err != nil {
-			t.Fatalf("reap wallet %d: %v", pid, r.err)
+			t.Fatalf("reap %d: %v", pid, r.err)
 		}
-		if !r.ws.Exited() || r.ws.ExitStatus() != 0 {
-			t.Fatalf("orphaned wallet ended with %v; output:\n%s", r.ws, node.out.String())
-		}
+		return r.ws
 	case <-time.After(deadline):
 		_ = unix.Kill(pid, unix.SIGKILL)
 		<-done
-		t.Fatalf("orphaned wallet did not exit within %s; output:\n%s", deadline, node.out.String())
+		t.Fatalf("orphan %d did not exit within %s", pid, deadline)
 	}
-	node.out.waitFor(t, regexp.MustCompile(`msg="parent closed the connection; exiting" process=wallet`))
+	panic("unreachable")
 }
 
 // SIGKILL of the wallet: the node logs the death with its signal, reaps

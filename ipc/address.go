@@ -4,11 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 
 	"github.com/gomultiprocess/multiprocess/process"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
+
+// DefaultMaxConnections is how many connections a ListenAddress listener
+// serves at once when Options.MaxConnections is zero.
+const DefaultMaxConnections = protocol.DefaultMaxConnections
+
+// DefaultMessageTimeout is how long a peer may leave a message incomplete
+// before it is dropped, when Options.MessageTimeout is zero.
+const DefaultMessageTimeout = protocol.DefaultMessageTimeout
 
 // listener is one address this executable accepts connections on.
 type listener struct {
@@ -23,7 +33,12 @@ type listener struct {
 // to dataDir unless absolute. It returns the canonical address
 // ("unix:/full/path") once the socket is listening; binding errors (a live
 // process on the path, something that is not a socket, a path too long)
-// are returned as they happen.
+// are returned as they happen. The rules of the socket itself (mode 0600,
+// peers of another uid refused and logged) are process.Listen's.
+//
+// At most Options.MaxConnections connections are served at once; further
+// clients wait until one closes. A peer that leaves a message incomplete
+// for longer than Options.MessageTimeout is dropped.
 func (i *Ipc) ListenAddress(dataDir, address string) (string, error) {
 	path, err := process.ParseAddress(dataDir, i.ctx.ExeName, address)
 	if err != nil {
@@ -55,11 +70,21 @@ func (i *Ipc) ListenAddress(dataDir, address string) (string, error) {
 	go func() {
 		defer i.tasks.Done()
 		defer close(li.done)
+		// Listen stops accepting (closing l removes the socket file),
+		// then ends and waits for the connections, logging both steps.
 		err := protocol.Listen(ctx, l, i.serveInit, i.protocolOptions())
 		if err != nil && !errors.Is(err, context.Canceled) {
-			log.Error("listener stopped", "err", err)
-		} else {
-			log.Info("stopped listening")
+			log.Error("listener failed", "err", err)
+		}
+		switch _, serr := os.Lstat(path); {
+		case errors.Is(serr, fs.ErrNotExist):
+			log.Info("stopped listening; socket file removed")
+		case serr != nil:
+			log.Warn("stopped listening; cannot check that the socket file is gone", "err", serr)
+		default:
+			// Closing l removes the socket it bound, and nothing else:
+			// another process replaced it, or the removal failed.
+			log.Warn("stopped listening; a file remains at the socket path")
 		}
 		i.mu.Lock()
 		delete(i.listeners, li)
@@ -91,9 +116,15 @@ func (i *Ipc) DisconnectIncoming() {
 // -ipcconnect, and returns a proxy for its Init. "unix" and "unix:" mean
 // <dataDir>/<destName>.sock. "auto" connects to the default address if a
 // process listens there and otherwise returns an invalid Init and no error,
-// for callers that carry on alone. Releasing the proxy closes the
+// for callers that carry on alone; "0" and "" mean not to connect, and
+// return the same. When nothing listens at an explicit address, the error
+// wraps process.ErrNoListener and reads "no node is listening at
+// unix:/path: is it running with -ipcbind?". Releasing the proxy closes the
 // connection.
 func (i *Ipc) ConnectAddress(ctx context.Context, dataDir, destName, address string) (schema.Init, error) {
+	if address == "0" || address == "" {
+		return schema.Init{}, nil
+	}
 	auto := address == "auto"
 	if auto {
 		address = "unix"

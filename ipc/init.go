@@ -2,7 +2,11 @@ package ipc
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/schema"
@@ -59,11 +63,14 @@ func (b *BaseInit) MakeEcho(_ context.Context, call schema.Init_makeEcho) error 
 	if err != nil {
 		return err
 	}
-	return res.SetResult(schema.Echo(protocol.NewServer(schema.Echo_Methods(nil, echo{}), echo{}, b.Ctx.serverOptions())))
+	e := echo{log: b.Ctx.Logger}
+	return res.SetResult(schema.Echo(protocol.NewServer(schema.Echo_Methods(nil, e), e, b.Ctx.serverOptions())))
 }
 
 // echo returns its argument unchanged.
-type echo struct{}
+type echo struct {
+	log *slog.Logger // never nil
+}
 
 func (echo) Echo(_ context.Context, call schema.Echo_echo) error {
 	s, err := call.Args().Echo()
@@ -76,3 +83,68 @@ func (echo) Echo(_ context.Context, call schema.Echo_echo) error {
 	}
 	return res.SetResult(s)
 }
+
+// MaxEchoDelay is the longest delay Echo.echoAfter accepts.
+const MaxEchoDelay = time.Minute
+
+// EchoAfter returns its argument after the requested delay. It calls
+// call.Go() first so that the connection's other calls go on meanwhile,
+// and gives up when the caller cancels or the connection ends.
+func (e echo) EchoAfter(ctx context.Context, call schema.Echo_echoAfter) error {
+	call.Go()
+	delay := time.Duration(call.Args().DelayMs()) * time.Millisecond
+	if delay > MaxEchoDelay {
+		return fmt.Errorf("delay %s is over the limit of %s", delay, MaxEchoDelay)
+	}
+	s, err := call.Args().Echo()
+	if err != nil {
+		return fmt.Errorf("read argument: %w", err)
+	}
+	e.log.Debug("delaying an echo", "delay", delay)
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		e.log.Debug("delayed echo canceled", "delay", delay, "err", context.Cause(ctx))
+		return fmt.Errorf("echo canceled before its delay of %s: %w", delay, context.Cause(ctx))
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	return res.SetResult(s)
+}
+
+// SubscribeLifetime streams this process's lifetime events to the caller's
+// listener until the returned subscription is released or the listener's
+// connection goes.
+func (b *BaseInit) SubscribeLifetime(_ context.Context, call schema.Init_subscribeLifetime) error {
+	listener := call.Args().Listener()
+	if !listener.IsValid() {
+		return errors.New("no listener given")
+	}
+	unsubscribe := b.Ctx.Lifetime.Subscribe(listener.AddRef())
+	res, err := call.AllocResults()
+	if err != nil {
+		unsubscribe()
+		return err
+	}
+	sub := &subscription{unsubscribe: unsubscribe}
+	return res.SetSubscription(schema.LifetimeSubscription(protocol.NewServer(schema.LifetimeSubscription_Methods(nil, sub), sub, b.Ctx.serverOptions())))
+}
+
+// Stop asks this process to shut down; see Context.RequestStop.
+func (b *BaseInit) Stop(context.Context, schema.Init_stop) error {
+	b.Ctx.Logger.Info("stop requested over IPC")
+	b.Ctx.RequestStop()
+	return nil
+}
+
+// subscription ends a lifetime subscription when its last reference goes.
+type subscription struct {
+	once        sync.Once
+	unsubscribe func()
+}
+
+func (s *subscription) Shutdown() { s.once.Do(s.unsubscribe) }

@@ -70,6 +70,16 @@ type Options struct {
 	// Stdout and Stderr are given to spawned children directly; nil means
 	// this process's own.
 	Stdout, Stderr *os.File
+
+	// MaxConnections is how many connections each ListenAddress listener
+	// serves at once; further clients wait until one closes. Zero means
+	// DefaultMaxConnections (16); negative, no limit.
+	MaxConnections int
+
+	// MessageTimeout drops a peer that leaves a message incomplete for
+	// longer, on every connection; an idle peer is never dropped. Zero
+	// means DefaultMessageTimeout (10 s); negative, no timeout.
+	MessageTimeout time.Duration
 }
 
 // Context is the state that an Ipc shares with the Init implementations it
@@ -83,7 +93,22 @@ type Context struct {
 	Logger *slog.Logger
 	// DebugIPC reports whether every call is logged.
 	DebugIPC bool
+	// Lifetime records this process's lifetime events and streams them
+	// to subscribers (Init.subscribeLifetime).
+	Lifetime *Lifetime
+
+	stopOnce sync.Once
+	stopReq  chan struct{}
 }
+
+// RequestStop asks the process to shut down, as Init.stop does: it closes
+// the channel StopRequested returns. It never blocks.
+func (c *Context) RequestStop() {
+	c.stopOnce.Do(func() { close(c.stopReq) })
+}
+
+// StopRequested is closed once a stop has been requested.
+func (c *Context) StopRequested() <-chan struct{} { return c.stopReq }
 
 // Ipc spawns, serves and connects processes for one executable.
 type Ipc struct {
@@ -124,7 +149,13 @@ func New(exeName, argv0 string, newInit InitFactory, opts *Options) *Ipc {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	i.ctx = Context{ExeName: exeName, Logger: logger, DebugIPC: i.opts.DebugIPC}
+	i.ctx = Context{
+		ExeName:  exeName,
+		Logger:   logger,
+		DebugIPC: i.opts.DebugIPC,
+		Lifetime: newLifetime(exeName, logger),
+		stopReq:  make(chan struct{}),
+	}
 	return i
 }
 
@@ -132,7 +163,12 @@ func New(exeName, argv0 string, newInit InitFactory, opts *Options) *Ipc {
 func (i *Ipc) Context() *Context { return &i.ctx }
 
 func (i *Ipc) protocolOptions() *protocol.Options {
-	return &protocol.Options{Logger: i.ctx.Logger, DebugCalls: i.opts.DebugIPC}
+	return &protocol.Options{
+		Logger:         i.ctx.Logger,
+		DebugCalls:     i.opts.DebugIPC,
+		MaxConnections: i.opts.MaxConnections,
+		MessageTimeout: i.opts.MessageTimeout,
+	}
 }
 
 func (i *Ipc) serveInit(conn *protocol.Conn) capnp.Client {
@@ -142,7 +178,24 @@ func (i *Ipc) serveInit(conn *protocol.Conn) capnp.Client {
 // AddCleanup registers fn to run exactly once, when proxy (an Init proxy
 // returned by SpawnProcess or ConnectAddress, or a copy of one) is
 // released or its connection is lost, whichever comes first.
+//
+// For a proxy of a spawned child, fn runs after the child has been stopped
+// and reaped, so a caller that releases the proxy can wait for that.
 func (i *Ipc) AddCleanup(proxy capnp.Client, fn func()) error {
+	if conn, ok := protocol.ConnOf(proxy); ok {
+		i.mu.Lock()
+		var owner *peer
+		for p := range i.peers {
+			if p.conn == conn {
+				owner = p
+			}
+		}
+		i.mu.Unlock()
+		if owner != nil {
+			owner.addCleanup(fn)
+			return nil
+		}
+	}
 	if err := protocol.AddCleanup(proxy, fn); err != nil {
 		return fmt.Errorf("ipc: add cleanup: %w", err)
 	}
@@ -172,6 +225,7 @@ func (i *Ipc) Close() error {
 		p.stop()
 	}
 	i.tasks.Wait()
+	i.ctx.Lifetime.close()
 	return nil
 }
 

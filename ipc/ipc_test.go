@@ -1,10 +1,12 @@
 package ipc_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,4 +127,78 @@ func TestCloseStopsChildren(t *testing.T) {
 	if _, err := i.SpawnProcess(ctx, "child"); err == nil {
 		t.Fatal("spawn after Close succeeded")
 	}
+}
+
+// A child that does not answer within the start timeout is killed, reaped
+// and reported.
+func TestSpawnStartTimeout(t *testing.T) {
+	dir := childDir(t, "child", "silent")
+	var logs syncBuffer
+	i := ipc.New("parent", "", childInits["echo"], &ipc.Options{
+		Logger:        slog.New(slog.NewTextHandler(&logs, nil)),
+		ExecutableDir: dir,
+		StartTimeout:  500 * time.Millisecond,
+	})
+	defer i.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	_, err := i.SpawnProcess(ctx, "child")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("spawn of a silent child: %v; want a deadline error", err)
+	}
+	if !strings.Contains(logs.String(), `msg="child process exited" child=child`) ||
+		!strings.Contains(logs.String(), "killed by signal 9") {
+		t.Fatalf("silent child not reported killed:\n%s", logs.String())
+	}
+}
+
+// Releasing the proxy stops the child through Init.stop: the child's
+// shutdown events reach the parent before the child exits 0.
+func TestReleaseStopsChildGracefully(t *testing.T) {
+	dir := childDir(t, "child", "echo")
+	var logs syncBuffer
+	i := ipc.New("parent", "", childInits["echo"], &ipc.Options{
+		Logger:        slog.New(slog.NewTextHandler(&logs, nil)),
+		ExecutableDir: dir,
+	})
+	defer i.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	init, err := i.SpawnProcess(ctx, "child")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reaped := make(chan struct{})
+	if err := i.AddCleanup(capnp.Client(init), func() { close(reaped) }); err != nil {
+		t.Fatal(err)
+	}
+	init.Release()
+	select {
+	case <-reaped:
+	case <-time.After(deadline):
+		t.Fatal("child not reaped after release")
+	}
+	out := logs.String()
+	ev := strings.Index(out, "kind=shutdown subsystem=ipcParent")
+	exited := strings.Index(out, `status="exit status 0"`)
+	if ev < 0 || exited < 0 || ev > exited {
+		t.Fatalf("want the child's shutdown event before its exit status 0:\n%s", out)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

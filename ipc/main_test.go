@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -21,7 +22,12 @@ const envChild = "IPC_TEST_CHILD"
 
 func TestMain(m *testing.M) {
 	// A spawned test binary serves its Init instead of running tests.
-	if kind := os.Getenv(envChild); kind != "" {
+	if kind := os.Getenv(envChild); kind == "silent" {
+		// Holds its socket but never answers: a child that hangs at
+		// start-up.
+		time.Sleep(time.Hour)
+		os.Exit(0)
+	} else if kind != "" {
 		log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("process", "child-"+kind, "pid", os.Getpid())
 		i := ipc.New("child", os.Args[0], childInits[kind], &ipc.Options{Logger: log})
 		if handled, status := i.StartSpawnedProcess(os.Args); handled {

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"capnproto.org/go/capnp/v3"
 
@@ -135,8 +137,9 @@ func (i *Ipc) hello(ctx context.Context, init schema.Init) (PeerInfo, error) {
 
 // peer is one outgoing connection: to a spawned child (proc set) or to a
 // listening process. Its run goroutine, owned by the Ipc, ends the
-// connection and stops the child when the proxy is released, the
-// connection is lost or the child dies, whichever comes first.
+// connection, and stops and reaps the child, when the proxy is released,
+// the connection is lost or the child dies, whichever comes first; then it
+// runs the cleanups registered with Ipc.AddCleanup.
 type peer struct {
 	ipc      *Ipc
 	name     string
@@ -146,6 +149,32 @@ type peer struct {
 	stopOnce sync.Once
 	stopReq  chan struct{}
 	done     chan struct{}
+	abort    atomic.Bool // kill the child at once: it failed to start
+
+	mu sync.Mutex
+	// For a spawned child: this side's own reference to its Init, used
+	// to ask it to stop once the caller has released the proxy, and the
+	// subscription to its lifetime events. run takes them over when the
+	// peer starts ending (ending set).
+	control      schema.Init
+	subscription schema.LifetimeSubscription
+	ending       bool
+	cleanups     []func()
+	finished     bool
+}
+
+// setControl hands the control references to run, or releases them if
+// the peer is already ending.
+func (p *peer) setControl(control schema.Init, subscription schema.LifetimeSubscription) {
+	p.mu.Lock()
+	if !p.ending {
+		p.control, p.subscription = control, subscription
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	subscription.Release()
+	control.Release()
 }
 
 func (i *Ipc) newPeer(name string, proc *process.Child, conn *protocol.Conn, log *slog.Logger) (*peer, error) {
@@ -180,20 +209,50 @@ func (p *peer) stop() {
 	<-p.done
 }
 
+// addCleanup registers fn to run once the peer has ended, at once if it
+// has.
+func (p *peer) addCleanup(fn func()) {
+	p.mu.Lock()
+	if !p.finished {
+		p.cleanups = append(p.cleanups, fn)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	fn()
+}
+
 func (p *peer) run() {
 	defer close(p.done)
 	var procDone <-chan struct{}
 	if p.proc != nil {
 		procDone = p.proc.Done()
 	}
+	asked := false
 	select {
 	case <-p.stopReq:
+		asked = true
 	case <-p.conn.Done():
 	case <-procDone:
 	}
+	deadline := time.Now().Add(p.ipc.opts.ShutdownTimeout)
+	p.mu.Lock()
+	p.ending = true
+	control, subscription := p.control, p.subscription
+	p.control, p.subscription = schema.Init{}, schema.LifetimeSubscription{}
+	p.mu.Unlock()
+	if asked && p.proc != nil && control.IsValid() {
+		p.askToStop(control, deadline)
+	}
+	subscription.Release()
+	control.Release()
 	_ = p.conn.Close()
 	if p.proc != nil {
-		status := p.proc.Stop(p.ipc.opts.ShutdownTimeout)
+		grace := time.Until(deadline)
+		if p.abort.Load() {
+			grace = 0
+		}
+		status := p.proc.Stop(grace)
 		if status.Success() {
 			p.log.Info("child process exited", "status", status.String())
 		} else {
@@ -205,26 +264,91 @@ func (p *peer) run() {
 	p.ipc.mu.Lock()
 	delete(p.ipc.peers, p)
 	p.ipc.mu.Unlock()
+	p.mu.Lock()
+	p.finished = true
+	cleanups := p.cleanups
+	p.cleanups = nil
+	p.mu.Unlock()
+	for _, fn := range cleanups {
+		fn()
+	}
+}
+
+// askToStop asks a spawned child to shut down and waits until it has
+// closed its end of the connection (its shutdown events arrive
+// meanwhile), or until deadline.
+func (p *peer) askToStop(control schema.Init, deadline time.Time) {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	fut, release := control.Stop(ctx, nil)
+	_, err := fut.Struct()
+	release()
+	if err != nil && !protocol.IsDisconnected(err) {
+		p.log.Warn("asking the child to stop failed", "err", err)
+	}
+	select {
+	case <-p.conn.Done():
+	case <-ctx.Done():
+		p.log.Warn("child did not shut down in time; killing it", "timeout", p.ipc.opts.ShutdownTimeout)
+	}
 }
 
 // adopt turns the bootstrap capability of a new outgoing connection into
 // the Init proxy handed to the caller: it checks that the peer belongs with
-// this executable, and ties the peer's lifetime to the proxy.
+// this executable and ties the peer's lifetime to the proxy. For a spawned
+// child it also keeps a reference of its own to the child's Init and
+// subscribes to the child's lifetime events, which it logs.
 func (i *Ipc) adopt(ctx context.Context, p *peer, boot capnp.Client) (schema.Init, error) {
 	init := schema.Init(boot)
-	if err := protocol.AddCleanup(boot, p.requestStop); err != nil {
-		init.Release()
+	fail := func(err error) (schema.Init, error) {
+		// Stop first: go-capnp's release of a bootstrap capability
+		// that never resolved waits for it to resolve, which ending
+		// the connection does.
+		p.abort.Store(true)
 		p.stop()
+		init.Release()
 		return schema.Init{}, err
+	}
+	if err := protocol.AddCleanup(boot, p.requestStop); err != nil {
+		return fail(err)
 	}
 	hctx, cancel := context.WithTimeout(ctx, i.opts.StartTimeout)
 	defer cancel()
 	info, err := i.hello(hctx, init)
 	if err != nil {
-		init.Release()
-		p.stop()
-		return schema.Init{}, err
+		return fail(err)
 	}
 	p.log.Info("connected", "peer", info.String())
+	if p.proc != nil {
+		control := schema.Init(p.conn.Bootstrap(ctx))
+		listener := schema.LifetimeListener(protocol.NewServer(
+			schema.LifetimeListener_Methods(nil, eventLogger{p.log}), eventLogger{p.log}, i.ctx.serverOptions()))
+		fut, release := control.SubscribeLifetime(hctx, func(ps schema.Init_subscribeLifetime_Params) error {
+			return ps.SetListener(listener)
+		})
+		defer release()
+		res, err := fut.Struct()
+		if err != nil {
+			control.Release()
+			return fail(fmt.Errorf("subscribe to lifetime events: %w", err))
+		}
+		p.setControl(control, res.Subscription().AddRef())
+	}
 	return init, nil
+}
+
+// eventLogger logs the lifetime events a child streams to its parent.
+type eventLogger struct{ log *slog.Logger }
+
+func (e eventLogger) Event(_ context.Context, call schema.LifetimeListener_event) error {
+	r, err := call.Args().Event()
+	if err != nil {
+		return err
+	}
+	ev, err := ReadEvent(r)
+	if err != nil {
+		return err
+	}
+	e.log.Info("child lifetime event", "kind", ev.Kind.String(), "subsystem", ev.Subsystem.String(), "seq", ev.Sequence)
+	return nil
 }

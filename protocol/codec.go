@@ -5,39 +5,49 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
+	"time"
 
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 )
 
+// ErrMessageTimeout is wrapped by the error that ends a connection whose
+// peer left a message incomplete for longer than Options.MessageTimeout.
+var ErrMessageTimeout = errors.New("protocol: peer left a message incomplete")
+
 // codec frames Cap'n Proto messages on the connection's socket for
 // go-capnp's transport.New. It exists because transport.NewStream cannot
 // bound the size of a received message, and because it is the one place
-// that sees every message: it records why the stream ended, and with
+// that sees every message: it records why the stream ended, it drops a
+// peer that leaves a message incomplete (Options.MessageTimeout), and with
 // DebugCalls it times calls from their Call to their Return.
 //
 // go-capnp calls Decode from one goroutine (its reader) and Encode from
 // another (its sender), never concurrently with themselves; Close may come
 // from anywhere, any number of times.
 type codec struct {
-	conn *Conn
-	nc   net.Conn
-	dec  *capnp.Decoder
-	enc  *capnp.Encoder
-	log  *callLog // nil unless DebugCalls
+	conn    *Conn
+	nc      net.Conn
+	br      *bufio.Reader // what dec reads from
+	dec     *capnp.Decoder
+	enc     *capnp.Encoder
+	timeout time.Duration // for one message from its first byte; 0: none
+	log     *callLog      // nil unless DebugCalls
 
 	closeOnce sync.Once
 }
 
-func newCodec(c *Conn, nc net.Conn, maxSize uint64, log *callLog) *codec {
-	dec := capnp.NewDecoder(bufio.NewReader(nc))
+func newCodec(c *Conn, nc net.Conn, maxSize uint64, timeout time.Duration, log *callLog) *codec {
+	br := bufio.NewReader(nc)
+	dec := capnp.NewDecoder(br)
 	dec.MaxMessageSize = maxSize
-	return &codec{conn: c, nc: nc, dec: dec, enc: capnp.NewEncoder(nc), log: log}
+	return &codec{conn: c, nc: nc, br: br, dec: dec, enc: capnp.NewEncoder(nc), timeout: timeout, log: log}
 }
 
 func (k *codec) Decode() (*capnp.Message, error) {
-	msg, err := k.dec.Decode()
+	msg, err := k.decode()
 	var m rpccp.Message
 	if err == nil {
 		if n := msg.NumSegments(); n > maxSegments {
@@ -76,6 +86,35 @@ func (k *codec) Decode() (*capnp.Message, error) {
 				k.log.finish(&k.log.made, "call made", ret)
 			}
 		}
+	}
+	return msg, nil
+}
+
+// decode reads one message. With a timeout, it first waits for the
+// message's first byte with no deadline, so that an idle peer is never
+// dropped, and then gives the whole message k.timeout to arrive. The read
+// deadline is only ever touched here, by the one reading goroutine.
+func (k *codec) decode() (*capnp.Message, error) {
+	if k.timeout <= 0 {
+		return k.dec.Decode()
+	}
+	if _, err := k.br.Peek(1); err != nil {
+		return nil, err
+	}
+	if err := k.nc.SetReadDeadline(time.Now().Add(k.timeout)); err != nil {
+		// A net.Conn without deadlines (none of ours): no timeout.
+		return k.dec.Decode()
+	}
+	msg, err := k.dec.Decode()
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, fmt.Errorf("%w: no whole message within %s of its first byte", ErrMessageTimeout, k.timeout)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := k.nc.SetReadDeadline(time.Time{}); err != nil {
+		msg.Release()
+		return nil, err
 	}
 	return msg, nil
 }

@@ -94,6 +94,15 @@ func Connect(ctx context.Context, nc net.Conn, opts *Options) (*Conn, capnp.Clie
 	return c, capnp.NewClient(p), nil
 }
 
+// Bootstrap asks the peer for its bootstrap capability once more (a
+// second Bootstrap is legal in the protocol) and returns it plainly, not
+// wrapped as the proxy from Connect is: releasing it runs no cleanup. The
+// facade uses it to keep a reference of its own, e.g. to ask a child to
+// stop after the caller released its proxy.
+func (c *Conn) Bootstrap(ctx context.Context) capnp.Client {
+	return c.rc.Bootstrap(context.WithoutCancel(ctx))
+}
+
 // Serve runs Cap'n Proto RPC on nc, offering newInit(conn) as this side's
 // bootstrap capability, until the connection ends. nc is owned by Serve.
 // Each connection gets its own bootstrap object: go-capnp runs one call
@@ -139,7 +148,7 @@ func newConn(ctx context.Context, nc net.Conn, opts *Options, role string, newIn
 	if opts.debugCalls() {
 		calls = newCallLog(c.log)
 	}
-	c.codec = newCodec(c, nc, opts.maxMessageSize(), calls)
+	c.codec = newCodec(c, nc, opts.maxMessageSize(), opts.messageTimeout(), calls)
 
 	var boot capnp.Client
 	if newInit != nil {

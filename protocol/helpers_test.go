@@ -3,6 +3,7 @@ package protocol_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -189,6 +190,12 @@ func (echoServer) Echo(ctx context.Context, call schema.Echo_echo) error {
 		return err
 	}
 	return res.SetResult(s)
+}
+
+// EchoAfter is not used by these tests (the Slow test schema times calls);
+// it completes schema.Echo_Server.
+func (echoServer) EchoAfter(ctx context.Context, call schema.Echo_echoAfter) error {
+	return errors.New("echoAfter: not implemented by this test server")
 }
 
 // initServer implements schema.Init for one connection.

@@ -2,11 +2,20 @@ package protocol
 
 import (
 	"log/slog"
+	"time"
 )
 
 // DefaultMaxMessageSize is the largest message a connection accepts when
 // Options.MaxMessageSize is zero.
 const DefaultMaxMessageSize = 64 << 20
+
+// DefaultMessageTimeout is how long a peer may take to send one whole
+// message, from its first byte, when Options.MessageTimeout is zero.
+const DefaultMessageTimeout = 10 * time.Second
+
+// DefaultMaxConnections is how many connections Listen serves at once
+// when Options.MaxConnections is zero.
+const DefaultMaxConnections = 16
 
 // maxSegments is the most segments a received message may have; the C++
 // reference implementation stops at 512, go-capnp's decoder at 513.
@@ -35,6 +44,23 @@ type Options struct {
 	// peer; a larger one ends the connection. Zero means
 	// DefaultMaxMessageSize (64 MiB).
 	MaxMessageSize uint64
+
+	// MessageTimeout bounds how long the peer may take to send one
+	// message, counted from the moment its first byte arrives; a peer that
+	// leaves a message incomplete for longer is dropped, with an error
+	// wrapping ErrMessageTimeout. The clock runs only while a message is
+	// partly received: a peer that sends nothing is never dropped for it,
+	// however long it stays idle. Zero means DefaultMessageTimeout (10 s);
+	// a negative value turns the timeout off.
+	MessageTimeout time.Duration
+
+	// MaxConnections is how many connections Listen serves at once. When
+	// that many are open, Listen stops accepting until one ends: further
+	// clients wait in the listening socket's backlog (their connect
+	// succeeds, their first call waits) and are not refused. Serve and
+	// Connect ignore it. Zero means DefaultMaxConnections (16); a
+	// negative value means no limit.
+	MaxConnections int
 }
 
 func (o *Options) logger() *slog.Logger {
@@ -53,4 +79,25 @@ func (o *Options) maxMessageSize() uint64 {
 
 func (o *Options) debugCalls() bool {
 	return o != nil && o.DebugCalls
+}
+
+func (o *Options) messageTimeout() time.Duration {
+	switch {
+	case o == nil || o.MessageTimeout == 0:
+		return DefaultMessageTimeout
+	case o.MessageTimeout < 0:
+		return 0
+	}
+	return o.MessageTimeout
+}
+
+// maxConnections returns the limit on Listen's connections, 0 for none.
+func (o *Options) maxConnections() int {
+	switch {
+	case o == nil || o.MaxConnections == 0:
+		return DefaultMaxConnections
+	case o.MaxConnections < 0:
+		return 0
+	}
+	return o.MaxConnections
 }

@@ -93,3 +93,15 @@ func AddCleanup(proxy capnp.Client, fn func()) error {
 	p.add(fn)
 	return nil
 }
+
+// ConnOf returns the connection of a live proxy that Connect returned (or
+// of a copy or AddRef of it), and false for any other client.
+func ConnOf(proxy capnp.Client) (*Conn, bool) {
+	snap := proxy.Snapshot()
+	defer snap.Release()
+	p, ok := snap.Brand().Value.(*proxyHook)
+	if !ok {
+		return nil, false
+	}
+	return p.conn, true
+}

@@ -9,4 +9,10 @@ $Go.import("github.com/gomultiprocess/multiprocess/schema");
 interface Echo {
   # echo returns its argument unchanged.
   echo @0 (echo :Text) -> (result :Text);
+
+  echoAfter @1 (echo :Text, delayMs :UInt32) -> (result :Text);
+  # echoAfter returns its argument unchanged after delayMs milliseconds,
+  # for checking that one slow call does not hold up others. The callee
+  # refuses a delay over a minute, and returns early with an error when
+  # the caller cancels the call or the connection ends.
 }

@@ -36,6 +36,26 @@ func (c Echo) Echo(ctx context.Context, params func(Echo_echo_Params) error) (Ec
 
 }
 
+func (c Echo) EchoAfter(ctx context.Context, params func(Echo_echoAfter_Params) error) (Echo_echoAfter_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xbe21fc2fe088ac94,
+			MethodID:      1,
+			InterfaceName: "echo.capnp:Echo",
+			MethodName:    "echoAfter",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 8, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Echo_echoAfter_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Echo_echoAfter_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c Echo) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -110,6 +130,8 @@ func (c Echo) GetFlowLimiter() fc.FlowLimiter {
 // A Echo_Server is a Echo with a local implementation.
 type Echo_Server interface {
 	Echo(context.Context, Echo_echo) error
+
+	EchoAfter(context.Context, Echo_echoAfter) error
 }
 
 // Echo_NewServer creates a new Server from an implementation of Echo_Server.
@@ -128,7 +150,7 @@ func Echo_ServerToClient(s Echo_Server) Echo {
 // This can be used to create a more complicated Server.
 func Echo_Methods(methods []server.Method, s Echo_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 1)
+		methods = make([]server.Method, 0, 2)
 	}
 
 	methods = append(methods, server.Method{
@@ -140,6 +162,18 @@ func Echo_Methods(methods []server.Method, s Echo_Server) []server.Method {
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.Echo(ctx, Echo_echo{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xbe21fc2fe088ac94,
+			MethodID:      1,
+			InterfaceName: "echo.capnp:Echo",
+			MethodName:    "echoAfter",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.EchoAfter(ctx, Echo_echoAfter{call})
 		},
 	})
 
@@ -161,6 +195,23 @@ func (c Echo_echo) Args() Echo_echo_Params {
 func (c Echo_echo) AllocResults() (Echo_echo_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
 	return Echo_echo_Results(r), err
+}
+
+// Echo_echoAfter holds the state for a server call to Echo.echoAfter.
+// See server.Call for documentation.
+type Echo_echoAfter struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Echo_echoAfter) Args() Echo_echoAfter_Params {
+	return Echo_echoAfter_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Echo_echoAfter) AllocResults() (Echo_echoAfter_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Echo_echoAfter_Results(r), err
 }
 
 // Echo_List is a list of Echo.
@@ -336,60 +387,302 @@ func (f Echo_echo_Results_Future) Struct() (Echo_echo_Results, error) {
 	return Echo_echo_Results(p.Struct()), err
 }
 
-const schema_c15bc3d93fdf6ca9 = "x\xda|RMHT]\x18~\x9es\xee|w\xf0" +
-	"\x07\xe7pg\xf9}\xc8\x17F\xe8B\xd3\x92\xca\x16\xda" +
-	"\"\xc2Vs\x04\x83\x8a\xa0\xebx\xc3\xc1\xeb\xdcif" +
-	".\x18\x14\x84-\x0a\x84\x16bA\xd1\xa2\x7f0\"0" +
-	"hkI\x10\x18-\x02\x17\xe1\xa6\x91ZD?\x12\xb4" +
-	"-\xbaq\xaf\xde\x99A\xd2\xdd\xe1\xbc\xcfy\xfe\xde\xb3" +
-	"\xdb\xe7\x80\xd1\xdd\xfc\xce\x80\xd0\xfb\x13\xff\x04\xcb7\x9f" +
-	"W\x1a\xbaz\xeeA\xa5\x08$h\x02\x96\x16_@k" +
-	"X\xf4\x83\xc1}3u6\xfb\xf4\xdbC\xa8F\x19L" +
-	"sZ\xfc;w\xfb5@\xcb\x17S\xd69\x11\xc2}" +
-	"q\xd9Z\x0aO\xc1\xec\xe3+\xab]\xbf\xfe_\x88\xc0" +
-	"sn\xa5\x7f\xe5\xe5\xc9\xc5\x10</\xa6\xacg\x11x" +
-	"^\x1c\xb1V\"\xf0\xb5\x0bw\x16v\x1dp\x16\xeb\x94" +
-	"\xf7,\x8a\x06\x82\xd6R$\xfd~n\xdf\xa5\x17W\xdf" +
-	"\xbe\xa9\xb7\xf6Y\xfc\x00\xad\xb5h\xbe\xb6<Sn\x9f" +
-	"\x1d\xaf\xd4\xcf\x9b\xe5\x07\xd0R2\x9c\xdb\x15\xf5\xe4\xe2" +
-	"\xa3\xbd\xdf\xeb\xe7\xdd2\x8c\xd6\x1b\xcd_\x0d\xab\xeb7" +
-	"\xbe\xde\xfa\x09\xddH\xd6\xb2%\"\x9f\xc3\xf2\xaeuJ" +
-	"\x86\xa7\xe3\xf2\x13\x18\xcc\xcf\xec\\}p\xe8\xe3\xefu" +
-	"2#4\xdbk\x08\xe2`\x90\xcb\xe7\xca\x9dY\xbb " +
-	"\xf2\x85\xbe\xc1\xf0<\xe6\xb8\xae\xd7\x96\xb1[\x8a\xf6D" +
-	"I\x1b\xd2\x00\x0c\x02\xaa\xb9\x0f\xd0II\x9d\x16\xec\xcf" +
-	"\xda\xae\xeb\x14\x99\xaa\xb9\x00\x99\x02\xabt\xdc\xa0C\x86" +
-	"\xd4I\x99\x00\xaa\x1e\x18W\xa7\xba\x8fB\xa8v\x93\xac" +
-	"\xee\x91qk\xea\xbf\x1e\x08\xa5\xcc`\xc2\x1ew\x0eg" +
-	"\xc7<\x00\x03l\x8d\xcc\x0d0C\x06Nv\xcc\x8b\x95" +
-	"\"@\xa8dDJq\xb5\x8c;T\xaa\x03B%\xcc" +
-	"\x96\xf0\xd1\xfa\xf3\xd8\xa8\x8cs\xc7BmCN\xc9w" +
-	"\xcb%`\xab\xf0\xc5\x08@U\xfb0 U]\xf8M" +
-	"]\x0e9\xad\x11\xe3\xb6e:\x7f)3\x8e(6\"" +
-	"v\x86\x17m\x19\xbbhnZMG\x8d-\x8a\xc8&" +
-	"\x086m\xc90\xe4\x94Z\xb63\xb4\x110&\xa9\xdf" +
-	"i\xc6q\x8a\x83f\xfe\x8c\x17\xb6\x9d\xaa>\xb7\xa7\x00" +
-	"}ZR\xbb\x82d\x9a\xe1]\xae\x07\xd0\xa3\x92\xba " +
-	"\xa8\x04\xd3\x14\x80\x9a8\x01hWRO\x0a*\xc94" +
-	"%\xa0\xfc\x1d\x80.H\xea\xf3\x82A\xa1\xe8\x95\xbd\xac" +
-	"\xe7\xf2\x98S,\xe5\xbc<\x98\x84`\x12l\x1d\xf1s" +
-	"\xeeh-\xda\xa4\x93\xf5\xcb\xf6\x08\xa4\xeb\xc4\x97f!" +
-	"7J\x03\x82\x06\xb6\xdbp\xc6\x0e\xff6\xfe\x04\x00\x00" +
-	"\xff\xffS\xb6#\xe2"
+type Echo_echoAfter_Params capnp.Struct
+
+// Echo_echoAfter_Params_TypeID is the unique identifier for the type Echo_echoAfter_Params.
+const Echo_echoAfter_Params_TypeID = 0xd67554bae6a8282a
+
+func NewEcho_echoAfter_Params(s *capnp.Segment) (Echo_echoAfter_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return Echo_echoAfter_Params(st), err
+}
+
+func NewRootEcho_echoAfter_Params(s *capnp.Segment) (Echo_echoAfter_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return Echo_echoAfter_Params(st), err
+}
+
+func ReadRootEcho_echoAfter_Params(msg *capnp.Message) (Echo_echoAfter_Params, error) {
+	root, err := msg.Root()
+	return Echo_echoAfter_Params(root.Struct()), err
+}
+
+func (s Echo_echoAfter_Params) String() string {
+	str, _ := text.Marshal(0xd67554bae6a8282a, capnp.Struct(s))
+	return str
+}
+
+func (s Echo_echoAfter_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Echo_echoAfter_Params) DecodeFromPtr(p capnp.Ptr) Echo_echoAfter_Params {
+	return Echo_echoAfter_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Echo_echoAfter_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Echo_echoAfter_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Echo_echoAfter_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Echo_echoAfter_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Echo_echoAfter_Params) Echo() (string, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return p.Text(), err
+}
+
+func (s Echo_echoAfter_Params) HasEcho() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Echo_echoAfter_Params) EchoBytes() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return p.TextBytes(), err
+}
+
+func (s Echo_echoAfter_Params) SetEcho(v string) error {
+	return capnp.Struct(s).SetText(0, v)
+}
+
+func (s Echo_echoAfter_Params) DelayMs() uint32 {
+	return capnp.Struct(s).Uint32(0)
+}
+
+func (s Echo_echoAfter_Params) SetDelayMs(v uint32) {
+	capnp.Struct(s).SetUint32(0, v)
+}
+
+// Echo_echoAfter_Params_List is a list of Echo_echoAfter_Params.
+type Echo_echoAfter_Params_List = capnp.StructList[Echo_echoAfter_Params]
+
+// NewEcho_echoAfter_Params creates a new list of Echo_echoAfter_Params.
+func NewEcho_echoAfter_Params_List(s *capnp.Segment, sz int32) (Echo_echoAfter_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1}, sz)
+	return capnp.StructList[Echo_echoAfter_Params](l), err
+}
+
+// Echo_echoAfter_Params_Future is a wrapper for a Echo_echoAfter_Params promised by a client call.
+type Echo_echoAfter_Params_Future struct{ *capnp.Future }
+
+func (f Echo_echoAfter_Params_Future) Struct() (Echo_echoAfter_Params, error) {
+	p, err := f.Future.Ptr()
+	return Echo_echoAfter_Params(p.Struct()), err
+}
+
+type Echo_echoAfter_Results capnp.Struct
+
+// Echo_echoAfter_Results_TypeID is the unique identifier for the type Echo_echoAfter_Results.
+const Echo_echoAfter_Results_TypeID = 0xebfb2446bd110512
+
+func NewEcho_echoAfter_Results(s *capnp.Segment) (Echo_echoAfter_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Echo_echoAfter_Results(st), err
+}
+
+func NewRootEcho_echoAfter_Results(s *capnp.Segment) (Echo_echoAfter_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Echo_echoAfter_Results(st), err
+}
+
+func ReadRootEcho_echoAfter_Results(msg *capnp.Message) (Echo_echoAfter_Results, error) {
+	root, err := msg.Root()
+	return Echo_echoAfter_Results(root.Struct()), err
+}
+
+func (s Echo_echoAfter_Results) String() string {
+	str, _ := text.Marshal(0xebfb2446bd110512, capnp.Struct(s))
+	return str
+}
+
+func (s Echo_echoAfter_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Echo_echoAfter_Results) DecodeFromPtr(p capnp.Ptr) Echo_echoAfter_Results {
+	return Echo_echoAfter_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Echo_echoAfter_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Echo_echoAfter_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Echo_echoAfter_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Echo_echoAfter_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Echo_echoAfter_Results) Result() (string, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return p.Text(), err
+}
+
+func (s Echo_echoAfter_Results) HasResult() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Echo_echoAfter_Results) ResultBytes() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return p.TextBytes(), err
+}
+
+func (s Echo_echoAfter_Results) SetResult(v string) error {
+	return capnp.Struct(s).SetText(0, v)
+}
+
+// Echo_echoAfter_Results_List is a list of Echo_echoAfter_Results.
+type Echo_echoAfter_Results_List = capnp.StructList[Echo_echoAfter_Results]
+
+// NewEcho_echoAfter_Results creates a new list of Echo_echoAfter_Results.
+func NewEcho_echoAfter_Results_List(s *capnp.Segment, sz int32) (Echo_echoAfter_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Echo_echoAfter_Results](l), err
+}
+
+// Echo_echoAfter_Results_Future is a wrapper for a Echo_echoAfter_Results promised by a client call.
+type Echo_echoAfter_Results_Future struct{ *capnp.Future }
+
+func (f Echo_echoAfter_Results_Future) Struct() (Echo_echoAfter_Results, error) {
+	p, err := f.Future.Ptr()
+	return Echo_echoAfter_Results(p.Struct()), err
+}
+
+const schema_c15bc3d93fdf6ca9 = "x\xda\x8cVml\x1cW\x15\xbd\xe7\xcd\xcc\xce\xee&" +
+	"\xd5\xfae\x0c$(\x95I\x94\xa8\xb1%\xdc$\x8e\x85" +
+	"\x1a\xa9\xd8nqJ\xdc\xb8\xec3\x18\x04Q\x04\xe3\xdd" +
+	"g<\xc9\xee\xcczf\xb6NK\xa24F\x01D\x05" +
+	"\xa2\x91\xa9d\xab\x91\x9a\xd2V\x09*\xad\x9dR\xbe\x09" +
+	"\x09_\x12\x15?\"**!Q\\Z\x09\xe4\x94\xaa" +
+	"\x08\xd4\x1fU\x81Aovgw\xdc\xdam\x7fX\x1e" +
+	"\xfb\xde9\xef\xdes\xcf=ov/h\x83\xfa\x9e\x1b" +
+	"\x9e\xca\x13\x13'\x8cL\xf4\xf4\xe1\xd1\xc5\x0f\xdet\xe5" +
+	"[\xc4\x0bZ4\xd8+\x8e\x9c\xfe\xe7\xfb\x16\x88\xd0w" +
+	"\xab\xb1\x1d\xd6\xa8a\x12Y\x07\x0dS\xfd\x10E\xcf-" +
+	"\xfcb9\x7f\xf3\xde\xef\x10\xef\x00\x91\x01\x15\xddc\\" +
+	"'X\xfd\xc6\x00!z\xd4\xec\x98.]\xfa\xc7\xe3\xc4" +
+	"7h\xd1\xfd\xb8\x9fm\xbd\xf8\xf0\xb3D\xb0\xc6\x8dY" +
+	"\xeb\xb3\x0a\xa2o\xdc0a!\xa3\xd0:/m\xff\xc3" +
+	"\xbe\xd2\x91K)\xb4\xbe\x15c\x04\x04\xeb\xf5\x18\xee+" +
+	"\x8fh\xcf\xcf\xdd{\xc7\xd3\x8d\x04]\x9d\xb6%\xf3\x12" +
+	"\xe9\xd1\xc6\x97\xe7\x96\xbe\xb4\xf5\xe3? ^`\xe9\xaa" +
+	"\xad\xff\x1a\xcfZ9\x05n\x19\x99\xa7\x08\xd1\xe1\x03\x8f" +
+	"\xcf\x1d\xd0\xef\xfe!\xf1\x1bY\xf4\xc2\xb5\xd7\xb6\x7f\xe2" +
+	"\xda\x1b\x97U{\xf5\xcc&Xg\xe2\xcc\xd3\x99/\x12" +
+	"\xa2\xe8\xc1?\xbf\xff\x8d\x95\x8f\xfe4u\xd63\x99\xeb" +
+	"\xa4GsO|\xed\xc5\x9b\xff\xb3\xedr\xdc\xd3\xc5\xca" +
+	"\xf2\xc0\x9f~u\xf8\xaa:k>3k\x9d\x8b\x11\xe6" +
+	"3_\xb5^\x8d[j\x1d!\x0aH\xf1\xd9`\xea\x8f" +
+	"\x99\xeb\xd6_3\x1fP]f>\x03B\xf4\xed\x93\xe7" +
+	"/\xdft\x8b\xbc\x9a&`8\x9bW\x04\x8cf\x15\x01" +
+	"\x7f\xb9\xf8\x91/_\xf9\xe6\xb5\xdf\xa7\xf9\xaef\xffE" +
+	"\xb0\xa6\xe3x\xcf\xae\x0b\x7f\xfb\xc9\xa7\xea\xcf\x93\xe8@" +
+	"\x0b\xe1\x81\x06\xc2|v\x86\x10\xddw\xf2\x89\xdd'~" +
+	"Y\x7f\x81\xf8\x87Z\x09\xafg\x8f\xaa\x04\xe4\x14\xc4\xab" +
+	"\xcf\x9d\x0d\xbb\xe7\x8e-\xa7\x8f\xd8\x96{\x89`\xed\x8c" +
+	"\xe3\x9b\xad\xf2\xca\x963\x1bVV\xd5\x98\x1bS\x00\"" +
+	"N\xd8d\xf0\x9f\x1f\xd8\xf1\xe6+\xe9\x84zn\x93J" +
+	"8\x19'\xd8\xcb\xfc\xc9\xfb\xbe\xbb\xef\xb5\xf4\x09\xe7r" +
+	"J4\xe7\xe3\xf8o\xc7\xf9\x83\xf3\xaf<\xf4&\x89\x0d" +
+	"@[5\x06S\x89Ws\x8fX\xbf\xcb\xa9\xa7\xdf\xe4" +
+	"\xfeN\x88\x96\xce\xee|\xf1\xb1\xa1\x97\xff\xd7\x1eS\xdf" +
+	"\xf9<\x03\xe9\xd1\xe2\xbf\x9f\xdcu:\xec\x8a\xde\xa6\xe4" +
+	"3y\x06\xeb\x81\xbc\xc2\xf8F\xfe\x0e\xeb\x99\xbcIn" +
+	"Tq&e\xe8T\xa5\xd6[\xb2knm\xff\xa1\xe6" +
+	"\xdf\x9f\xacO\x04%\xdf\xa9\x85\xa6\xe3\xb9E\xa0\xa8\x19" +
+	"E r\\'T\x99\xcc\xad\xed?\xa8\x9e\xa7d\xa5" +
+	"\xe2\xed(\xda\x05\xdf\xae\x06B\xd7t\"\x1dD\xfc\x86" +
+	"\xfdD\"\xabAt2\x0c\x94\xecJE\xfa\xe8h\xb7" +
+	"H@\x07\xb5\xe1\xd0\x84\xa3\" :4\x83\xa8\xd5 " +
+	"\x12q\xf0\xe9\x11b\xdc1\x81\xd6\xfa!\xd1\x05?\xb2" +
+	"\x97\x18\x17&Xk\x99\x90\x0c\x8c\x0f\x9f%\xc6\x87L" +
+	"h\xad=B\"r\xde\xdfC\x8cw\x9bQ\xd5>&" +
+	"\x87KS\x1e\x11\x0d\xa2+nj\x10Q\xd0 a\x02" +
+	"\xb2I\x0b\xe4 \x0aA\xe8\xd5\x06\x91fCO\xd8H" +
+	"^H\xf2\xe5\x8e\xa2\xad\x88!JS3B$6j" +
+	"\x10\x9b\x19\xa2\x8a\x13\x84\xd2\x95>\x11\x81\xb7gG\x00" +
+	"\xa75\xe8Vg+L\xd3\xae\x06\xad\xd9\xb1\xe6\xec\xd4" +
+	"\xcc\xee\x09BY\xa5\x98\xc7\xad`D|\xf4\xb6\x18l" +
+	"x\x82\x08\x8c\x0f\xf9D\xd0\xf8\xad#D\xd0\xf9-\xf7" +
+	"\x12\xc1\xe0\xfdJ\x1e\x19\xde?Ft\xaa\xe6{%\x19" +
+	"\x04\x91S+\x1dR\xa5\x91\xe9J?\x9aQ\x03\x0c\x8b" +
+	">u5\xa2e;\xb4'\xec@\x12Q3\xf61\x9b" +
+	"\x06\x1a\xff\x8bJS\xb6\xe3\xde\xe5\x85p&\x9d\x92\x1d" +
+	":\x9e\xe6\xc6xE\xdb\x97.!\\Ws\xc3wK" +
+	"7\xec\xbd\xd3qQ\x8eu\x10\xd7\xdf\xdd\xa8\x7f\xdbl" +
+	"\\\xff\x8d#q\xfd[\xbeNt*\x08m?\xac\xd7" +
+	"\xa2\xe6\xef\xdb\x99W\xadUd()\x98\xaa\x87eo" +
+	"\xc6%\x8a\x92G\xdc\x9e\x04i\x1dR\xc7dP\xa8W" +
+	"\xc2 \x92\xa5)/\xd1d,\x09UK6\xd6d\xe2" +
+	"\x11HV\x99\xefQ\xfa\xd9\xa94\x99X\x10\x12\x1f\xe0" +
+	"[\xc6\x88qn\x16\x14\xe0 b\xdc\xa1\xc9P\x12\xfc" +
+	"\x86z\xde:\xbe\x16\x0d\x05\xc5\x83\xd0\x91\xb6m\xf4\x14" +
+	"\xeet\xdc\xb2\xd8\xdc\x92\xd1|\x0f\x91\x98\xd3 \x1ef" +
+	"\xe0@\xa72>~n\x8cH<\xa4A\\`\x00\xeb" +
+	"\x8c\x19|\xecsD\xe2Q\x0db\x91\x81k\xe8\x84F" +
+	"\xc4\xbf\xb7\x9dH\\\xd0 \xbe\xcf\xc0utB'\xe2" +
+	"KG\x89\xc4\xa2\x06\xf13\x06n\xb0N\x18D\xfc\xc7" +
+	"J\xae?\xd2 ~\xcdP8\xe6\xb8e\x14\xdau\x11" +
+	"P\xa0\xc6\xa2(\xe5\x11\xaa(\xb4o\xa5fT\x1e\x97" +
+	"\xa5zhO\x90V\x91\xd8H\x0c\x1b\x09f\xcd)C" +
+	"'\x06\x9d\x10\xa9\xae\xc7]\xe78\x15\xee\xb2]\x0f\x06" +
+	"1\x18\x0aUN\xd7\xa5[R*C\x8e\x18r\xa9\x8d" +
+	"\xd0\x92\xe1%\x9b\xab\x06\xa8\xe6\xb7z\xd5\xd2.\xe4\xc7" +
+	"\x09\xe0\xed\x9bl\xbd-k\x98\xda\x98\xec\x8a\x11\xdf\xd1" +
+	"\xd5\xe4\x1a\xae\x96(Hk*\xa87\x19\xbd\xdf\xb6\x83" +
+	"l\x0b\xb3[\xcdq\x87\x06\xb1\x9b!\x19\xe3\x87o#" +
+	"\x12\xbb4\x88}\x0c\xb1~\x12\xdaN\x95e\xc5\xbeg" +
+	"4@\x96\x18\xb2\xd4\x16\x91\xfe\x16\x11\x1dj\xfaJ\xaf" +
+	"TbZ\xcb\xa0\xf7\xb6[\xe9\x8a\x93\xd0\x91\xfe2X" +
+	"\xd5\x09Kw\x92\xf8O\x1a\xac\xa7\x0d\xb6\xaa\xde\xf7b" +
+	"\x91\x8d\xc1a\x15\xde\xd1\x94E6\xdf\xa8Q!t<" +
+	"\x17\xbc\xfd\xad\xd6\x9c\xdf;\xf0\xbd\x16\xf6\x1a\x9aH\xaa" +
+	"]\xbb\xdf\xc4\x1a\xde#H\xfaR+J\xe9\x1f4\xdd" +
+	"I\xafq\xb1%\xaf\xdb\xb3D\xe2\x0b\x1aD\xa5=s" +
+	"G\x0d\xa4\xacA\xd4\x188Ccw\xabjw+\x1a" +
+	"\xc4\xf1\xd4\xee\xd6\xd5\xee\xd64\x88\x13\x0cQ\xcd\xf7B" +
+	"\xaf\xe4U\xf0i\xe9\x07\x8e\xe7R\"\x8d\xae\x89\xbaS" +
+	")\xb7[{\xb7%L\xca6\xdf\xb6YM\xd1&R" +
+	"[Gi\xb1O\xea\xb1O&\x1f[p\x97\xae\xcc\xf4" +
+	"-|~\x9esu?\x1bfCh\xb1\xfd\xfd?\x00" +
+	"\x00\xff\xff\x0c\xca'\x81"
 
 func RegisterSchema(reg *schemas.Registry) {
 	reg.Register(&schemas.Schema{
 		String: schema_c15bc3d93fdf6ca9,
 		Nodes: []uint64{
+			0x90c0271ab04d5bb3,
 			0xa3322f0adfbf9ad3,
 			0xa6ecb263711007a4,
+			0xb25d6334d222b214,
+			0xb3477a94d603a286,
+			0xb6481c7bb194e30c,
+			0xb776044694a6465b,
+			0xbb3ee9f916dc96ff,
 			0xbe21fc2fe088ac94,
+			0xbef9d04f22efd0dd,
 			0xc1653927bea17d95,
 			0xccd08ec08337a9de,
+			0xd67554bae6a8282a,
+			0xdd75c27c30ac7d80,
 			0xdf6b94297492d3ed,
+			0xe90b8519e9641318,
+			0xebfb2446bd110512,
 			0xef34aa80ae11df61,
 			0xfb9ceb99961155c6,
 			0xfee341a5e02592b1,
+			0xff1f748128aef3b0,
 		},
 		Compressed: true,
 	})

@@ -9,6 +9,8 @@ $Go.package("schema");
 $Go.import("github.com/gomultiprocess/multiprocess/schema");
 
 using import "echo.capnp".Echo;
+using import "lifetime.capnp".LifetimeListener;
+using import "lifetime.capnp".LifetimeSubscription;
 
 struct PeerInfo {
   # What one side of a connection tells the other about itself, so that
@@ -35,4 +37,15 @@ interface Init {
   hello @1 (caller :PeerInfo) -> (callee :PeerInfo);
   # hello exchanges PeerInfo. The callee refuses a caller whose protocol
   # version differs from its own with an error naming both.
+
+  subscribeLifetime @2 (listener :LifetimeListener) -> (subscription :LifetimeSubscription);
+  # subscribeLifetime streams this process's lifetime events to listener:
+  # first every event recorded before the call, in order, then each new
+  # one as it happens. A listener that falls too far behind is dropped.
+
+  stop @3 () -> ();
+  # stop asks the process to shut down: it stops its subsystems in the
+  # reverse order of start-up, streaming a shutdown event for each to its
+  # subscribers, then closes its connections and exits. It returns as soon
+  # as the shutdown has begun.
 }

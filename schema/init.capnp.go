@@ -171,6 +171,46 @@ func (c Init) Hello(ctx context.Context, params func(Init_hello_Params) error) (
 
 }
 
+func (c Init) SubscribeLifetime(ctx context.Context, params func(Init_subscribeLifetime_Params) error) (Init_subscribeLifetime_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xa6ecb263711007a4,
+			MethodID:      2,
+			InterfaceName: "init.capnp:Init",
+			MethodName:    "subscribeLifetime",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Init_subscribeLifetime_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Init_subscribeLifetime_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Init) Stop(ctx context.Context, params func(Init_stop_Params) error) (Init_stop_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xa6ecb263711007a4,
+			MethodID:      3,
+			InterfaceName: "init.capnp:Init",
+			MethodName:    "stop",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Init_stop_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Init_stop_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c Init) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -247,6 +287,10 @@ type Init_Server interface {
 	MakeEcho(context.Context, Init_makeEcho) error
 
 	Hello(context.Context, Init_hello) error
+
+	SubscribeLifetime(context.Context, Init_subscribeLifetime) error
+
+	Stop(context.Context, Init_stop) error
 }
 
 // Init_NewServer creates a new Server from an implementation of Init_Server.
@@ -265,7 +309,7 @@ func Init_ServerToClient(s Init_Server) Init {
 // This can be used to create a more complicated Server.
 func Init_Methods(methods []server.Method, s Init_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 2)
+		methods = make([]server.Method, 0, 4)
 	}
 
 	methods = append(methods, server.Method{
@@ -289,6 +333,30 @@ func Init_Methods(methods []server.Method, s Init_Server) []server.Method {
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.Hello(ctx, Init_hello{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xa6ecb263711007a4,
+			MethodID:      2,
+			InterfaceName: "init.capnp:Init",
+			MethodName:    "subscribeLifetime",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.SubscribeLifetime(ctx, Init_subscribeLifetime{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xa6ecb263711007a4,
+			MethodID:      3,
+			InterfaceName: "init.capnp:Init",
+			MethodName:    "stop",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Stop(ctx, Init_stop{call})
 		},
 	})
 
@@ -327,6 +395,40 @@ func (c Init_hello) Args() Init_hello_Params {
 func (c Init_hello) AllocResults() (Init_hello_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
 	return Init_hello_Results(r), err
+}
+
+// Init_subscribeLifetime holds the state for a server call to Init.subscribeLifetime.
+// See server.Call for documentation.
+type Init_subscribeLifetime struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Init_subscribeLifetime) Args() Init_subscribeLifetime_Params {
+	return Init_subscribeLifetime_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Init_subscribeLifetime) AllocResults() (Init_subscribeLifetime_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Init_subscribeLifetime_Results(r), err
+}
+
+// Init_stop holds the state for a server call to Init.stop.
+// See server.Call for documentation.
+type Init_stop struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Init_stop) Args() Init_stop_Params {
+	return Init_stop_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Init_stop) AllocResults() (Init_stop_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Init_stop_Results(r), err
 }
 
 // Init_List is a list of Init.
@@ -668,4 +770,304 @@ func (f Init_hello_Results_Future) Struct() (Init_hello_Results, error) {
 }
 func (p Init_hello_Results_Future) Callee() PeerInfo_Future {
 	return PeerInfo_Future{Future: p.Future.Field(0, nil)}
+}
+
+type Init_subscribeLifetime_Params capnp.Struct
+
+// Init_subscribeLifetime_Params_TypeID is the unique identifier for the type Init_subscribeLifetime_Params.
+const Init_subscribeLifetime_Params_TypeID = 0xb25d6334d222b214
+
+func NewInit_subscribeLifetime_Params(s *capnp.Segment) (Init_subscribeLifetime_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Init_subscribeLifetime_Params(st), err
+}
+
+func NewRootInit_subscribeLifetime_Params(s *capnp.Segment) (Init_subscribeLifetime_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Init_subscribeLifetime_Params(st), err
+}
+
+func ReadRootInit_subscribeLifetime_Params(msg *capnp.Message) (Init_subscribeLifetime_Params, error) {
+	root, err := msg.Root()
+	return Init_subscribeLifetime_Params(root.Struct()), err
+}
+
+func (s Init_subscribeLifetime_Params) String() string {
+	str, _ := text.Marshal(0xb25d6334d222b214, capnp.Struct(s))
+	return str
+}
+
+func (s Init_subscribeLifetime_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Init_subscribeLifetime_Params) DecodeFromPtr(p capnp.Ptr) Init_subscribeLifetime_Params {
+	return Init_subscribeLifetime_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Init_subscribeLifetime_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Init_subscribeLifetime_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Init_subscribeLifetime_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Init_subscribeLifetime_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Init_subscribeLifetime_Params) Listener() LifetimeListener {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return LifetimeListener(p.Interface().Client())
+}
+
+func (s Init_subscribeLifetime_Params) HasListener() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Init_subscribeLifetime_Params) SetListener(v LifetimeListener) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+// Init_subscribeLifetime_Params_List is a list of Init_subscribeLifetime_Params.
+type Init_subscribeLifetime_Params_List = capnp.StructList[Init_subscribeLifetime_Params]
+
+// NewInit_subscribeLifetime_Params creates a new list of Init_subscribeLifetime_Params.
+func NewInit_subscribeLifetime_Params_List(s *capnp.Segment, sz int32) (Init_subscribeLifetime_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Init_subscribeLifetime_Params](l), err
+}
+
+// Init_subscribeLifetime_Params_Future is a wrapper for a Init_subscribeLifetime_Params promised by a client call.
+type Init_subscribeLifetime_Params_Future struct{ *capnp.Future }
+
+func (f Init_subscribeLifetime_Params_Future) Struct() (Init_subscribeLifetime_Params, error) {
+	p, err := f.Future.Ptr()
+	return Init_subscribeLifetime_Params(p.Struct()), err
+}
+func (p Init_subscribeLifetime_Params_Future) Listener() LifetimeListener {
+	return LifetimeListener(p.Future.Field(0, nil).Client())
+}
+
+type Init_subscribeLifetime_Results capnp.Struct
+
+// Init_subscribeLifetime_Results_TypeID is the unique identifier for the type Init_subscribeLifetime_Results.
+const Init_subscribeLifetime_Results_TypeID = 0xe90b8519e9641318
+
+func NewInit_subscribeLifetime_Results(s *capnp.Segment) (Init_subscribeLifetime_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Init_subscribeLifetime_Results(st), err
+}
+
+func NewRootInit_subscribeLifetime_Results(s *capnp.Segment) (Init_subscribeLifetime_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Init_subscribeLifetime_Results(st), err
+}
+
+func ReadRootInit_subscribeLifetime_Results(msg *capnp.Message) (Init_subscribeLifetime_Results, error) {
+	root, err := msg.Root()
+	return Init_subscribeLifetime_Results(root.Struct()), err
+}
+
+func (s Init_subscribeLifetime_Results) String() string {
+	str, _ := text.Marshal(0xe90b8519e9641318, capnp.Struct(s))
+	return str
+}
+
+func (s Init_subscribeLifetime_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Init_subscribeLifetime_Results) DecodeFromPtr(p capnp.Ptr) Init_subscribeLifetime_Results {
+	return Init_subscribeLifetime_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Init_subscribeLifetime_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Init_subscribeLifetime_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Init_subscribeLifetime_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Init_subscribeLifetime_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Init_subscribeLifetime_Results) Subscription() LifetimeSubscription {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return LifetimeSubscription(p.Interface().Client())
+}
+
+func (s Init_subscribeLifetime_Results) HasSubscription() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Init_subscribeLifetime_Results) SetSubscription(v LifetimeSubscription) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+// Init_subscribeLifetime_Results_List is a list of Init_subscribeLifetime_Results.
+type Init_subscribeLifetime_Results_List = capnp.StructList[Init_subscribeLifetime_Results]
+
+// NewInit_subscribeLifetime_Results creates a new list of Init_subscribeLifetime_Results.
+func NewInit_subscribeLifetime_Results_List(s *capnp.Segment, sz int32) (Init_subscribeLifetime_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Init_subscribeLifetime_Results](l), err
+}
+
+// Init_subscribeLifetime_Results_Future is a wrapper for a Init_subscribeLifetime_Results promised by a client call.
+type Init_subscribeLifetime_Results_Future struct{ *capnp.Future }
+
+func (f Init_subscribeLifetime_Results_Future) Struct() (Init_subscribeLifetime_Results, error) {
+	p, err := f.Future.Ptr()
+	return Init_subscribeLifetime_Results(p.Struct()), err
+}
+func (p Init_subscribeLifetime_Results_Future) Subscription() LifetimeSubscription {
+	return LifetimeSubscription(p.Future.Field(0, nil).Client())
+}
+
+type Init_stop_Params capnp.Struct
+
+// Init_stop_Params_TypeID is the unique identifier for the type Init_stop_Params.
+const Init_stop_Params_TypeID = 0xb3477a94d603a286
+
+func NewInit_stop_Params(s *capnp.Segment) (Init_stop_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Init_stop_Params(st), err
+}
+
+func NewRootInit_stop_Params(s *capnp.Segment) (Init_stop_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Init_stop_Params(st), err
+}
+
+func ReadRootInit_stop_Params(msg *capnp.Message) (Init_stop_Params, error) {
+	root, err := msg.Root()
+	return Init_stop_Params(root.Struct()), err
+}
+
+func (s Init_stop_Params) String() string {
+	str, _ := text.Marshal(0xb3477a94d603a286, capnp.Struct(s))
+	return str
+}
+
+func (s Init_stop_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Init_stop_Params) DecodeFromPtr(p capnp.Ptr) Init_stop_Params {
+	return Init_stop_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Init_stop_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Init_stop_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Init_stop_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Init_stop_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Init_stop_Params_List is a list of Init_stop_Params.
+type Init_stop_Params_List = capnp.StructList[Init_stop_Params]
+
+// NewInit_stop_Params creates a new list of Init_stop_Params.
+func NewInit_stop_Params_List(s *capnp.Segment, sz int32) (Init_stop_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Init_stop_Params](l), err
+}
+
+// Init_stop_Params_Future is a wrapper for a Init_stop_Params promised by a client call.
+type Init_stop_Params_Future struct{ *capnp.Future }
+
+func (f Init_stop_Params_Future) Struct() (Init_stop_Params, error) {
+	p, err := f.Future.Ptr()
+	return Init_stop_Params(p.Struct()), err
+}
+
+type Init_stop_Results capnp.Struct
+
+// Init_stop_Results_TypeID is the unique identifier for the type Init_stop_Results.
+const Init_stop_Results_TypeID = 0xbb3ee9f916dc96ff
+
+func NewInit_stop_Results(s *capnp.Segment) (Init_stop_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Init_stop_Results(st), err
+}
+
+func NewRootInit_stop_Results(s *capnp.Segment) (Init_stop_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Init_stop_Results(st), err
+}
+
+func ReadRootInit_stop_Results(msg *capnp.Message) (Init_stop_Results, error) {
+	root, err := msg.Root()
+	return Init_stop_Results(root.Struct()), err
+}
+
+func (s Init_stop_Results) String() string {
+	str, _ := text.Marshal(0xbb3ee9f916dc96ff, capnp.Struct(s))
+	return str
+}
+
+func (s Init_stop_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Init_stop_Results) DecodeFromPtr(p capnp.Ptr) Init_stop_Results {
+	return Init_stop_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Init_stop_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Init_stop_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Init_stop_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Init_stop_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Init_stop_Results_List is a list of Init_stop_Results.
+type Init_stop_Results_List = capnp.StructList[Init_stop_Results]
+
+// NewInit_stop_Results creates a new list of Init_stop_Results.
+func NewInit_stop_Results_List(s *capnp.Segment, sz int32) (Init_stop_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Init_stop_Results](l), err
+}
+
+// Init_stop_Results_Future is a wrapper for a Init_stop_Results promised by a client call.
+type Init_stop_Results_Future struct{ *capnp.Future }
+
+func (f Init_stop_Results_Future) Struct() (Init_stop_Results, error) {
+	p, err := f.Future.Ptr()
+	return Init_stop_Results(p.Struct()), err
 }

@@ -21,6 +21,10 @@ func TestTypeIDsArePinned(t *testing.T) {
 		{"Init", Init_TypeID, 0xa6ecb263711007a4},
 		{"Echo", Echo_TypeID, 0xbe21fc2fe088ac94},
 		{"PeerInfo", PeerInfo_TypeID, 0xfb9ceb99961155c6},
+		{"LifetimeListener", LifetimeListener_TypeID, 0xff1f748128aef3b0},
+		{"LifetimeSubscription", LifetimeSubscription_TypeID, 0x90c0271ab04d5bb3},
+		{"LifetimeEvent", LifetimeEvent_TypeID, 0xbef9d04f22efd0dd},
+		{"Subsystem", Subsystem_TypeID, 0xb6481c7bb194e30c},
 	}
 	for _, c := range cases {
 		if c.got != c.want {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gomultiprocess/multiprocess/init/node"
 	"github.com/gomultiprocess/multiprocess/internal/cli"
+	"github.com/gomultiprocess/multiprocess/ipc"
 )
 
 const usage = `Usage: node -datadir=DIR [options]
@@ -31,6 +32,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.DataDir, "datadir", "", "data `directory` (created with mode 0700)")
 	fs.BoolVar(&cfg.DisableWallet, "disablewallet", false, "run without a wallet process")
 	fs.Var(&binds, "ipcbind", "accept IPC connections on `address` (unix, unix:PATH); may be repeated")
+	fs.IntVar(&cfg.IPCMaxConns, "ipcmaxconnections", ipc.DefaultMaxConnections, "serve at most `n` IPC connections at once on each -ipcbind address; further clients wait")
 	fs.DurationVar(&cfg.ShutdownTimeout, "ipcshutdowntimeout", 10*time.Second, "how long the wallet may take to stop before it is killed")
 	fs.Var(&debug, "debug", "log more about `category` (ipc)")
 	if err := fs.Parse(args); err != nil {
@@ -41,10 +43,17 @@ func run(args []string) int {
 		fs.Usage()
 		return 2
 	}
+	if cfg.IPCMaxConns < 1 {
+		fmt.Fprintf(os.Stderr, "node: -ipcmaxconnections=%d: must be at least 1\n", cfg.IPCMaxConns)
+		return 2
+	}
 	cfg.IPCBind = binds
 	cfg.DebugIPC = debug.Has("ipc")
 	cfg.Logger = cli.NewLogger(os.Stderr, "node", cfg.DebugIPC)
 
+	// A closed stdout or stderr pipe is an error on write, never death by
+	// SIGPIPE.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := node.Run(ctx, cfg); err != nil {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	"capnproto.org/go/capnp/v3"
+
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/process"
 	"github.com/gomultiprocess/multiprocess/protocol"
@@ -36,6 +38,7 @@ type Config struct {
 	DataDir         string        // created with mode 0700 and locked for the node's lifetime
 	DisableWallet   bool          // run without a wallet child
 	IPCBind         []string      // addresses to accept IPC connections on (-ipcbind)
+	IPCMaxConns     int           // connections served at once per -ipcbind address; 0 means 16
 	ShutdownTimeout time.Duration // how long the wallet may take to exit; 0 means ipc's default
 	DebugIPC        bool          // log every IPC call
 	Logger          *slog.Logger  // nil means silent
@@ -61,35 +64,82 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger:          log,
 		DebugIPC:        cfg.DebugIPC,
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		MaxConnections:  cfg.IPCMaxConns,
 	})
 	defer i.Close()
 
-	for _, addr := range cfg.IPCBind {
-		if _, err := i.ListenAddress(cfg.DataDir, addr); err != nil {
-			return fmt.Errorf("-ipcbind=%s: %w", addr, err)
-		}
-	}
-
-	var walletInit schema.Init
-	if !cfg.DisableWallet {
-		walletInit, err = i.SpawnProcess(ctx, WalletExeName)
+	lt := i.Context().Lifetime
+	// On a start-up failure, stop what did start, in reverse order.
+	defer lt.Shutdown()
+	if len(cfg.IPCBind) > 0 {
+		err := lt.Start(schema.Subsystem_ipcListener, func() (func(), error) {
+			for _, addr := range cfg.IPCBind {
+				if _, err := i.ListenAddress(cfg.DataDir, addr); err != nil {
+					i.DisconnectIncoming()
+					return nil, fmt.Errorf("-ipcbind=%s: %w", addr, err)
+				}
+			}
+			return func() {
+				// Let subscribers see the shutdown so far before
+				// their connections end.
+				ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+				defer cancel()
+				if err := lt.Flush(ctx); err != nil {
+					log.Warn("IPC clients did not take the last lifetime events in time", "err", err)
+				}
+				i.DisconnectIncoming()
+			}, nil
+		})
 		if err != nil {
 			return err
 		}
-		defer walletInit.Release()
-		reply, err := Echo(ctx, walletInit, "hello from node")
-		if err != nil {
-			return fmt.Errorf("call wallet: %w", err)
-		}
-		log.Info("wallet answered", "echo", reply)
 	}
-
+	if !cfg.DisableWallet {
+		if err := lt.Start(schema.Subsystem_walletProcess, func() (func(), error) {
+			return startWallet(ctx, i, log)
+		}); err != nil {
+			return err
+		}
+	}
+	lt.StartupComplete()
 	log.Info("node started", "datadir", cfg.DataDir)
-	<-ctx.Done()
+
+	select {
+	case <-ctx.Done():
+	case <-i.Context().StopRequested():
+	}
 	log.Info("shutting down")
-	i.DisconnectIncoming()
-	walletInit.Release()
+	lt.Shutdown()
 	return i.Close()
+}
+
+// flushTimeout bounds how long the node waits, when stopping, for IPC
+// clients to receive its lifetime events.
+const flushTimeout = 5 * time.Second
+
+// startWallet spawns the wallet and calls it; the function it returns
+// stops the wallet and waits until it has been reaped.
+func startWallet(ctx context.Context, i *ipc.Ipc, log *slog.Logger) (stop func(), err error) {
+	w, err := i.SpawnProcess(ctx, WalletExeName)
+	if err != nil {
+		return nil, err
+	}
+	reaped := make(chan struct{})
+	if err := i.AddCleanup(capnp.Client(w), func() { close(reaped) }); err != nil {
+		w.Release()
+		return nil, err
+	}
+	stop = func() {
+		w.Release()
+		<-reaped
+	}
+	reply, err := Echo(ctx, w, "hello from node")
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("call wallet: %w", err)
+	}
+	log.Info("wallet answered", "echo", reply)
+	return stop, nil
 }
 
 // Echo asks init for an Echo and has it echo msg: a pipelined call, so one

@@ -1,0 +1,18 @@
+package protocol_test
+
+import (
+	"context"
+	"errors"
+
+	"github.com/gomultiprocess/multiprocess/schema"
+)
+
+// The protocol tests serve Init only for makeEcho and hello.
+
+func (*initServer) SubscribeLifetime(context.Context, schema.Init_subscribeLifetime) error {
+	return errors.New("not served by this test")
+}
+
+func (*initServer) Stop(context.Context, schema.Init_stop) error {
+	return errors.New("not served by this test")
+}
