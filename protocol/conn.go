@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
@@ -354,6 +355,12 @@ func (r rpcLogger) harmless(msg string) bool {
 	}
 	if strings.Contains(msg, context.Canceled.Error()) || strings.HasSuffix(msg, rpc.ErrConnClosed.Error()) {
 		return true // go-capnp's own shutdown dropped the message
+	}
+	if strings.Contains(msg, syscall.EPIPE.Error()) || strings.Contains(msg, syscall.ECONNRESET.Error()) {
+		// The peer has gone; the connection's end is logged once, not
+		// once per message still queued (go-capnp sends each Finish 250
+		// ms after its Return, so hundreds may fail at once).
+		return true
 	}
 	// A send that failed because the connection is ending, for a reason
 	// that the end's log line gives.

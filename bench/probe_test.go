@@ -1,0 +1,74 @@
+package bench
+
+import (
+	"os"
+	"testing"
+)
+
+// probe surrounds the timed loop of a benchmark with the measurements
+// that -benchmem does not make, for both processes: allocations (the
+// child's; -benchmem has the parent's), goroutines started, context
+// switches and CPU time per operation, the most goroutines alive at once
+// and the peak RSS (VmHWM).
+type probe struct {
+	b            *testing.B
+	stats        func() (childStats, error)
+	before       childStats
+	parentBefore childStats
+	parent       goroutinePeak
+	stopSampler  func()
+}
+
+// startProbe resets the parent's peak RSS, asks the child for its stats
+// and (re)starts the benchmark timer. stats is the child's stats call;
+// the child is fresh for each run of a benchmark function, so its peaks
+// are this run's.
+func startProbe(b *testing.B, stats func() (childStats, error)) *probe {
+	b.Helper()
+	p := &probe{b: b, stats: stats}
+	resetOwnPeakRSS(b)
+	var err error
+	if p.before, err = stats(); err != nil {
+		b.Fatal("child stats:", err)
+	}
+	p.stopSampler = p.parent.start()
+	p.parentBefore.GoroutinesCreated, p.parentBefore.ContextSwitches, p.parentBefore.CPUNs = processCounters()
+	b.ResetTimer()
+	return p
+}
+
+// stop stops the timer and reports the metrics, and rate, if not empty,
+// as b.N per second in that unit ("calls/s", "msgs/s").
+func (p *probe) stop(rate string) {
+	b := p.b
+	b.Helper()
+	b.StopTimer()
+	elapsed := b.Elapsed()
+	var parent childStats
+	parent.GoroutinesCreated, parent.ContextSwitches, parent.CPUNs = processCounters()
+	p.stopSampler()
+	p.parent.sample()
+	after, err := p.stats()
+	if err != nil {
+		b.Fatal("child stats:", err)
+	}
+	n := float64(b.N)
+	if rate != "" && elapsed > 0 {
+		b.ReportMetric(n/elapsed.Seconds(), rate)
+	}
+	// The child's deltas include one stats call, which is noise once
+	// b.N is more than a few hundred.
+	b.ReportMetric(float64(after.Mallocs-p.before.Mallocs)/n, "child-allocs/op")
+	b.ReportMetric(float64(parent.GoroutinesCreated-p.parentBefore.GoroutinesCreated)/n, "parent-gocreated/op")
+	b.ReportMetric(float64(after.GoroutinesCreated-p.before.GoroutinesCreated)/n, "child-gocreated/op")
+	b.ReportMetric(float64(parent.ContextSwitches-p.parentBefore.ContextSwitches)/n, "parent-ctxsw/op")
+	b.ReportMetric(float64(after.ContextSwitches-p.before.ContextSwitches)/n, "child-ctxsw/op")
+	b.ReportMetric(float64(parent.CPUNs-p.parentBefore.CPUNs)/n, "parent-cpu-ns/op")
+	b.ReportMetric(float64(after.CPUNs-p.before.CPUNs)/n, "child-cpu-ns/op")
+	if own, err := peakRSSKiB(os.Getpid()); err == nil {
+		b.ReportMetric(mib(own), "parent-peak-MiB")
+	}
+	b.ReportMetric(mib(after.PeakRSSKiB), "child-peak-MiB")
+	b.ReportMetric(float64(p.parent.peak.Load()), "parent-goroutines")
+	b.ReportMetric(float64(after.PeakGoroutines), "child-goroutines")
+}

@@ -1,0 +1,20 @@
+// Command report runs package bench's cross-process benchmarks several
+// times, interleaved, and prints a markdown report: medians, ratios to
+// the raw socketpair baseline of the same run, resource figures, and the
+// targets of the RPC-layer issue marked met or not.
+//
+// From the module root:
+//
+//	go run ./bench/report                 # 7 rounds, about 6 minutes
+//	go run ./bench/report -count 3 -o raw.txt
+//	go run ./bench/report -from raw.txt   # re-render saved output
+//
+// It builds the test binary once (go test -c) and runs it from the
+// package directory, as go test does. Each round runs three passes:
+// the timed benchmarks at -benchtime (default 1s), BenchmarkEcho1MiB
+// at a fixed 1000 calls and BenchmarkStream64B at a fixed 100000
+// messages, the counts for which the issue states its resource targets.
+// go test's own -count would repeat each benchmark back to back; rounds
+// make the baselines and ours alternate in time, so that a change in
+// the machine's load touches all of them alike.
+package main

@@ -1,0 +1,49 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/gomultiprocess/multiprocess/process"
+)
+
+// spawnChild starts the test binary as a baseline child of the given kind,
+// with process.Spawn as ipc.SpawnProcess would, and registers a cleanup
+// that stops it if the test has not.
+func spawnChild(tb testing.TB, kind string) (*process.Child, net.Conn) {
+	tb.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	child, conn, err := process.Spawn(kind, &process.Config{
+		Path: self,
+		Env:  append(os.Environ(), envChild+"="+kind),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		conn.Close()
+		child.Stop(time.Second)
+	})
+	return child, conn
+}
+
+// stopChild closes the child's socket, on which it should exit 0 by
+// itself; it is killed if it has not within a few seconds.
+func stopChild(child *process.Child, conn io.Closer) error {
+	err := conn.Close()
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+		err = nil
+	}
+	if status := child.Stop(5 * time.Second); !status.Success() {
+		return fmt.Errorf("child %d: %s", child.Pid(), status)
+	}
+	return err
+}

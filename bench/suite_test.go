@@ -1,0 +1,182 @@
+package bench
+
+import (
+	"context"
+	"net/rpc"
+	"os"
+	"os/exec"
+	"testing"
+
+	"github.com/gomultiprocess/multiprocess/bench/internal/benchschema"
+)
+
+// These tests check that the benchmarks measure what they claim: the
+// payload crosses to a real child process and comes back, every streamed
+// message arrives, the stats come from the child, and each child exits 0.
+// None of them asserts a speed.
+
+var echoSizes = []int{1, 8, 4 << 10, 1 << 20}
+
+func TestRawChild(t *testing.T) {
+	p := startRaw(t)
+	for _, size := range echoSizes {
+		if err := p.echo(newFrame(opEcho, size)); err != nil {
+			t.Fatalf("echo of %d bytes: %v", size, err)
+		}
+	}
+	frame := newFrame(opSink, streamPayload)
+	for range 1000 {
+		if err := p.push(frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count, bytes, err := p.done()
+	checkStream(t, 1000, count, bytes, err)
+	s, err := p.stats()
+	checkStats(t, s, err)
+	if err := p.close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNetRPCChild(t *testing.T) {
+	p := startNetRPC(t)
+	for _, size := range echoSizes {
+		if err := p.echo(newFrame(opEcho, size)[rawHeader:]); err != nil {
+			t.Fatalf("echo of %d bytes: %v", size, err)
+		}
+	}
+	if err := concurrently(200, func() error { return p.echo([]byte("concurrent")) }); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan *rpc.Call, 1000)
+	var empty struct{}
+	payload := newFrame(opSink, streamPayload)[rawHeader:]
+	for range 1000 {
+		p.client.Go("NetRPC.Push", payload, &empty, done)
+	}
+	for range 1000 {
+		if c := <-done; c.Error != nil {
+			t.Fatal(c.Error)
+		}
+	}
+	count, bytes, err := p.done()
+	checkStream(t, 1000, count, bytes, err)
+	s, err := p.stats()
+	checkStats(t, s, err)
+	if err := p.close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestIPCChild(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), patience)
+	defer cancel()
+	p := startIPC(t)
+	e, err := p.makeEcho(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Release()
+	for _, size := range echoSizes {
+		if err := echo(ctx, e, string(newFrame(opEcho, size)[rawHeader:])); err != nil {
+			t.Fatalf("echo of %d bytes: %v", size, err)
+		}
+	}
+	if err := concurrently(200, func() error { return echo(ctx, e, "concurrent") }); err != nil {
+		t.Fatal(err)
+	}
+	made, release := p.init.MakeEcho(ctx, nil)
+	err = echo(ctx, made.Result(), "pipelined")
+	release()
+	if err != nil {
+		t.Fatal("pipelined:", err)
+	}
+
+	s, err := p.makeSink(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	payload := newFrame(opSink, streamPayload)[rawHeader:]
+	for range 1000 {
+		err := s.Push(ctx, func(p benchschema.Sink_push_Params) error { return p.SetData(payload) })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.WaitStreaming(); err != nil {
+		t.Fatal(err)
+	}
+	count, bytes, err := sinkDone(ctx, s)
+	checkStream(t, 1000, count, bytes, err)
+
+	st, err := p.stats(ctx)
+	checkStats(t, st, err)
+}
+
+func TestEchoRefusesWrongReply(t *testing.T) {
+	p := startRaw(t)
+	// An 8-byte echo whose reply is left unread, so that the next echo
+	// reads it instead of its own.
+	if err := p.push(newFrame(opEcho, 8)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.echo(newFrame(opEcho, 16)); err == nil {
+		t.Fatal("echo accepted a reply of the wrong length")
+	}
+	// Take the 16-byte reply too, so that the child exits cleanly.
+	var err error
+	if p.buf, err = readFrame(p.r, p.buf); err != nil || len(p.buf) != rawHeader+16 {
+		t.Fatalf("second reply: %d bytes, %v", len(p.buf), err)
+	}
+	if err := p.close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBareExecExits(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "-test.run=^$")
+	cmd.Env = append(os.Environ(), envChild+"="+kindExit)
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(out) != 0 {
+		t.Fatalf("bare exec: %v, output %q", err, out)
+	}
+}
+
+func TestPeakRSS(t *testing.T) {
+	kib, err := peakRSSKiB(os.Getpid())
+	if err != nil || kib == 0 {
+		t.Fatalf("peakRSSKiB = %d, %v", kib, err)
+	}
+	if _, err := peakRSSKiB(-1); err == nil {
+		t.Fatal("peakRSSKiB of no process succeeded")
+	}
+}
+
+func checkStream(t *testing.T, want, count, bytes uint64, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if count != want || bytes != want*streamPayload {
+		t.Fatalf("the child counted %d messages and %d bytes; want %d and %d", count, bytes, want, want*streamPayload)
+	}
+}
+
+func checkStats(t *testing.T, s childStats, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.PID <= 0 || s.PID == os.Getpid() {
+		t.Errorf("stats come from pid %d; this is %d", s.PID, os.Getpid())
+	}
+	if s.Goroutines < 1 || s.PeakGoroutines < s.Goroutines || s.Mallocs == 0 || s.PeakRSSKiB == 0 {
+		t.Errorf("implausible stats %+v", s)
+	}
+}
