@@ -97,7 +97,7 @@ func TestIPCBindClientWatchesNodeLifetime(t *testing.T) {
 	evs := rec.waitUntil(t, "startupComplete", func(ev ipc.Event) bool {
 		return ev.Kind == schema.LifetimeEvent_Kind_startupComplete
 	})
-	want := []string{"startup/process", "startup/ipcListener", "startup/walletProcess", "startupComplete/process"}
+	want := []string{"startup/process", "startup/database", "startup/ipcListener", "startup/walletProcess", "startupComplete/process"}
 	if len(evs) != len(want) {
 		t.Fatalf("history = %s, want %v", describe(evs), want)
 	}
@@ -112,7 +112,7 @@ func TestIPCBindClientWatchesNodeLifetime(t *testing.T) {
 		return ev.Kind == schema.LifetimeEvent_Kind_shutdown && ev.Subsystem == schema.Subsystem_ipcListener
 	})
 	tail := describe(evs[len(want):])
-	if want := "5:shutdown/walletProcess 6:shutdown/ipcListener "; tail != want {
+	if want := "6:shutdown/walletProcess 7:shutdown/ipcListener "; tail != want {
 		t.Fatalf("events after start-up = %q, want %q", tail, want)
 	}
 	if ws := node.wait(t); !ws.Exited() || ws.ExitStatus() != 0 {

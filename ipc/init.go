@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -148,3 +149,35 @@ type subscription struct {
 }
 
 func (s *subscription) Shutdown() { s.once.Do(s.unsubscribe) }
+
+// ErrNotServed is the error with which an executable answers the Init
+// methods it does not serve (a wallet asked for makeNode, a node asked
+// for makeWalletLoader). Across a connection the error arrives as a
+// message only; IsNotServed recognises it on the caller's side.
+var ErrNotServed = errors.New("ipc: not served by this process")
+
+// IsNotServed reports whether err, returned by a call on an Init in this
+// or another process, means that the method is not served there.
+func IsNotServed(err error) bool {
+	return err != nil && (errors.Is(err, ErrNotServed) || strings.Contains(err.Error(), ErrNotServed.Error()))
+}
+
+func (b *BaseInit) notServed(method string) error {
+	return fmt.Errorf("%s: %w (%s)", method, ErrNotServed, b.Ctx.ExeName)
+}
+
+// MakeNode fails with ErrNotServed; the node's Init overrides it.
+func (b *BaseInit) MakeNode(context.Context, schema.Init_makeNode) error {
+	return b.notServed("makeNode")
+}
+
+// MakeChain fails with ErrNotServed; the node's Init overrides it.
+func (b *BaseInit) MakeChain(context.Context, schema.Init_makeChain) error {
+	return b.notServed("makeChain")
+}
+
+// MakeWalletLoader fails with ErrNotServed; the wallet's Init overrides
+// it.
+func (b *BaseInit) MakeWalletLoader(context.Context, schema.Init_makeWalletLoader) error {
+	return b.notServed("makeWalletLoader")
+}

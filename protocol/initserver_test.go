@@ -16,3 +16,15 @@ func (*initServer) SubscribeLifetime(context.Context, schema.Init_subscribeLifet
 func (*initServer) Stop(context.Context, schema.Init_stop) error {
 	return errors.New("not served by this test")
 }
+
+func (*initServer) MakeNode(context.Context, schema.Init_makeNode) error {
+	return errors.New("not served by this test")
+}
+
+func (*initServer) MakeChain(context.Context, schema.Init_makeChain) error {
+	return errors.New("not served by this test")
+}
+
+func (*initServer) MakeWalletLoader(context.Context, schema.Init_makeWalletLoader) error {
+	return errors.New("not served by this test")
+}

@@ -11,6 +11,10 @@ $Go.import("github.com/gomultiprocess/multiprocess/schema");
 using import "echo.capnp".Echo;
 using import "lifetime.capnp".LifetimeListener;
 using import "lifetime.capnp".LifetimeSubscription;
+using import "chain.capnp".Chain;
+using import "node.capnp".Node;
+using import "wallet.capnp".WalletLoader;
+using import "wallet.capnp".WalletSettings;
 
 struct PeerInfo {
   # What one side of a connection tells the other about itself, so that
@@ -48,4 +52,18 @@ interface Init {
   # reverse order of start-up, streaming a shutdown event for each to its
   # subscribers, then closes its connections and exits. It returns as soon
   # as the shutdown has begun.
+
+  makeNode @4 () -> (node :Node);
+  # makeNode returns the node's control interface. Served by the node.
+
+  makeChain @5 () -> (chain :Chain);
+  # makeChain returns the node's chain. Served by the node.
+
+  makeWalletLoader @6 (settings :WalletSettings, chain :Chain) -> (loader :WalletLoader);
+  # makeWalletLoader starts the wallet process's wallets with settings
+  # and returns their loader; the wallets follow chain, which the caller
+  # serves, and call back into it. Served by the wallet, once per process.
+  #
+  # A process answers the methods it does not serve with an error whose
+  # message contains "not served by this process".
 }

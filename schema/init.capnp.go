@@ -211,6 +211,66 @@ func (c Init) Stop(ctx context.Context, params func(Init_stop_Params) error) (In
 
 }
 
+func (c Init) MakeNode(ctx context.Context, params func(Init_makeNode_Params) error) (Init_makeNode_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xa6ecb263711007a4,
+			MethodID:      4,
+			InterfaceName: "init.capnp:Init",
+			MethodName:    "makeNode",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Init_makeNode_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Init_makeNode_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Init) MakeChain(ctx context.Context, params func(Init_makeChain_Params) error) (Init_makeChain_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xa6ecb263711007a4,
+			MethodID:      5,
+			InterfaceName: "init.capnp:Init",
+			MethodName:    "makeChain",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Init_makeChain_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Init_makeChain_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Init) MakeWalletLoader(ctx context.Context, params func(Init_makeWalletLoader_Params) error) (Init_makeWalletLoader_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xa6ecb263711007a4,
+			MethodID:      6,
+			InterfaceName: "init.capnp:Init",
+			MethodName:    "makeWalletLoader",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 2}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Init_makeWalletLoader_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Init_makeWalletLoader_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c Init) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -291,6 +351,12 @@ type Init_Server interface {
 	SubscribeLifetime(context.Context, Init_subscribeLifetime) error
 
 	Stop(context.Context, Init_stop) error
+
+	MakeNode(context.Context, Init_makeNode) error
+
+	MakeChain(context.Context, Init_makeChain) error
+
+	MakeWalletLoader(context.Context, Init_makeWalletLoader) error
 }
 
 // Init_NewServer creates a new Server from an implementation of Init_Server.
@@ -309,7 +375,7 @@ func Init_ServerToClient(s Init_Server) Init {
 // This can be used to create a more complicated Server.
 func Init_Methods(methods []server.Method, s Init_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 4)
+		methods = make([]server.Method, 0, 7)
 	}
 
 	methods = append(methods, server.Method{
@@ -357,6 +423,42 @@ func Init_Methods(methods []server.Method, s Init_Server) []server.Method {
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.Stop(ctx, Init_stop{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xa6ecb263711007a4,
+			MethodID:      4,
+			InterfaceName: "init.capnp:Init",
+			MethodName:    "makeNode",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.MakeNode(ctx, Init_makeNode{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xa6ecb263711007a4,
+			MethodID:      5,
+			InterfaceName: "init.capnp:Init",
+			MethodName:    "makeChain",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.MakeChain(ctx, Init_makeChain{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xa6ecb263711007a4,
+			MethodID:      6,
+			InterfaceName: "init.capnp:Init",
+			MethodName:    "makeWalletLoader",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.MakeWalletLoader(ctx, Init_makeWalletLoader{call})
 		},
 	})
 
@@ -429,6 +531,57 @@ func (c Init_stop) Args() Init_stop_Params {
 func (c Init_stop) AllocResults() (Init_stop_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 0})
 	return Init_stop_Results(r), err
+}
+
+// Init_makeNode holds the state for a server call to Init.makeNode.
+// See server.Call for documentation.
+type Init_makeNode struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Init_makeNode) Args() Init_makeNode_Params {
+	return Init_makeNode_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Init_makeNode) AllocResults() (Init_makeNode_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Init_makeNode_Results(r), err
+}
+
+// Init_makeChain holds the state for a server call to Init.makeChain.
+// See server.Call for documentation.
+type Init_makeChain struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Init_makeChain) Args() Init_makeChain_Params {
+	return Init_makeChain_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Init_makeChain) AllocResults() (Init_makeChain_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Init_makeChain_Results(r), err
+}
+
+// Init_makeWalletLoader holds the state for a server call to Init.makeWalletLoader.
+// See server.Call for documentation.
+type Init_makeWalletLoader struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Init_makeWalletLoader) Args() Init_makeWalletLoader_Params {
+	return Init_makeWalletLoader_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Init_makeWalletLoader) AllocResults() (Init_makeWalletLoader_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Init_makeWalletLoader_Results(r), err
 }
 
 // Init_List is a list of Init.
@@ -1070,4 +1223,501 @@ type Init_stop_Results_Future struct{ *capnp.Future }
 func (f Init_stop_Results_Future) Struct() (Init_stop_Results, error) {
 	p, err := f.Future.Ptr()
 	return Init_stop_Results(p.Struct()), err
+}
+
+type Init_makeNode_Params capnp.Struct
+
+// Init_makeNode_Params_TypeID is the unique identifier for the type Init_makeNode_Params.
+const Init_makeNode_Params_TypeID = 0xe88c7fe498d460d9
+
+func NewInit_makeNode_Params(s *capnp.Segment) (Init_makeNode_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Init_makeNode_Params(st), err
+}
+
+func NewRootInit_makeNode_Params(s *capnp.Segment) (Init_makeNode_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Init_makeNode_Params(st), err
+}
+
+func ReadRootInit_makeNode_Params(msg *capnp.Message) (Init_makeNode_Params, error) {
+	root, err := msg.Root()
+	return Init_makeNode_Params(root.Struct()), err
+}
+
+func (s Init_makeNode_Params) String() string {
+	str, _ := text.Marshal(0xe88c7fe498d460d9, capnp.Struct(s))
+	return str
+}
+
+func (s Init_makeNode_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Init_makeNode_Params) DecodeFromPtr(p capnp.Ptr) Init_makeNode_Params {
+	return Init_makeNode_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Init_makeNode_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Init_makeNode_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Init_makeNode_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Init_makeNode_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Init_makeNode_Params_List is a list of Init_makeNode_Params.
+type Init_makeNode_Params_List = capnp.StructList[Init_makeNode_Params]
+
+// NewInit_makeNode_Params creates a new list of Init_makeNode_Params.
+func NewInit_makeNode_Params_List(s *capnp.Segment, sz int32) (Init_makeNode_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Init_makeNode_Params](l), err
+}
+
+// Init_makeNode_Params_Future is a wrapper for a Init_makeNode_Params promised by a client call.
+type Init_makeNode_Params_Future struct{ *capnp.Future }
+
+func (f Init_makeNode_Params_Future) Struct() (Init_makeNode_Params, error) {
+	p, err := f.Future.Ptr()
+	return Init_makeNode_Params(p.Struct()), err
+}
+
+type Init_makeNode_Results capnp.Struct
+
+// Init_makeNode_Results_TypeID is the unique identifier for the type Init_makeNode_Results.
+const Init_makeNode_Results_TypeID = 0xa0ea8f1a2ab85eeb
+
+func NewInit_makeNode_Results(s *capnp.Segment) (Init_makeNode_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Init_makeNode_Results(st), err
+}
+
+func NewRootInit_makeNode_Results(s *capnp.Segment) (Init_makeNode_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Init_makeNode_Results(st), err
+}
+
+func ReadRootInit_makeNode_Results(msg *capnp.Message) (Init_makeNode_Results, error) {
+	root, err := msg.Root()
+	return Init_makeNode_Results(root.Struct()), err
+}
+
+func (s Init_makeNode_Results) String() string {
+	str, _ := text.Marshal(0xa0ea8f1a2ab85eeb, capnp.Struct(s))
+	return str
+}
+
+func (s Init_makeNode_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Init_makeNode_Results) DecodeFromPtr(p capnp.Ptr) Init_makeNode_Results {
+	return Init_makeNode_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Init_makeNode_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Init_makeNode_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Init_makeNode_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Init_makeNode_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Init_makeNode_Results) Node() Node {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return Node(p.Interface().Client())
+}
+
+func (s Init_makeNode_Results) HasNode() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Init_makeNode_Results) SetNode(v Node) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+// Init_makeNode_Results_List is a list of Init_makeNode_Results.
+type Init_makeNode_Results_List = capnp.StructList[Init_makeNode_Results]
+
+// NewInit_makeNode_Results creates a new list of Init_makeNode_Results.
+func NewInit_makeNode_Results_List(s *capnp.Segment, sz int32) (Init_makeNode_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Init_makeNode_Results](l), err
+}
+
+// Init_makeNode_Results_Future is a wrapper for a Init_makeNode_Results promised by a client call.
+type Init_makeNode_Results_Future struct{ *capnp.Future }
+
+func (f Init_makeNode_Results_Future) Struct() (Init_makeNode_Results, error) {
+	p, err := f.Future.Ptr()
+	return Init_makeNode_Results(p.Struct()), err
+}
+func (p Init_makeNode_Results_Future) Node() Node {
+	return Node(p.Future.Field(0, nil).Client())
+}
+
+type Init_makeChain_Params capnp.Struct
+
+// Init_makeChain_Params_TypeID is the unique identifier for the type Init_makeChain_Params.
+const Init_makeChain_Params_TypeID = 0xaa45a7aad8afb79a
+
+func NewInit_makeChain_Params(s *capnp.Segment) (Init_makeChain_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Init_makeChain_Params(st), err
+}
+
+func NewRootInit_makeChain_Params(s *capnp.Segment) (Init_makeChain_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Init_makeChain_Params(st), err
+}
+
+func ReadRootInit_makeChain_Params(msg *capnp.Message) (Init_makeChain_Params, error) {
+	root, err := msg.Root()
+	return Init_makeChain_Params(root.Struct()), err
+}
+
+func (s Init_makeChain_Params) String() string {
+	str, _ := text.Marshal(0xaa45a7aad8afb79a, capnp.Struct(s))
+	return str
+}
+
+func (s Init_makeChain_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Init_makeChain_Params) DecodeFromPtr(p capnp.Ptr) Init_makeChain_Params {
+	return Init_makeChain_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Init_makeChain_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Init_makeChain_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Init_makeChain_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Init_makeChain_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Init_makeChain_Params_List is a list of Init_makeChain_Params.
+type Init_makeChain_Params_List = capnp.StructList[Init_makeChain_Params]
+
+// NewInit_makeChain_Params creates a new list of Init_makeChain_Params.
+func NewInit_makeChain_Params_List(s *capnp.Segment, sz int32) (Init_makeChain_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Init_makeChain_Params](l), err
+}
+
+// Init_makeChain_Params_Future is a wrapper for a Init_makeChain_Params promised by a client call.
+type Init_makeChain_Params_Future struct{ *capnp.Future }
+
+func (f Init_makeChain_Params_Future) Struct() (Init_makeChain_Params, error) {
+	p, err := f.Future.Ptr()
+	return Init_makeChain_Params(p.Struct()), err
+}
+
+type Init_makeChain_Results capnp.Struct
+
+// Init_makeChain_Results_TypeID is the unique identifier for the type Init_makeChain_Results.
+const Init_makeChain_Results_TypeID = 0x9199fdacd33d83a4
+
+func NewInit_makeChain_Results(s *capnp.Segment) (Init_makeChain_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Init_makeChain_Results(st), err
+}
+
+func NewRootInit_makeChain_Results(s *capnp.Segment) (Init_makeChain_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Init_makeChain_Results(st), err
+}
+
+func ReadRootInit_makeChain_Results(msg *capnp.Message) (Init_makeChain_Results, error) {
+	root, err := msg.Root()
+	return Init_makeChain_Results(root.Struct()), err
+}
+
+func (s Init_makeChain_Results) String() string {
+	str, _ := text.Marshal(0x9199fdacd33d83a4, capnp.Struct(s))
+	return str
+}
+
+func (s Init_makeChain_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Init_makeChain_Results) DecodeFromPtr(p capnp.Ptr) Init_makeChain_Results {
+	return Init_makeChain_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Init_makeChain_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Init_makeChain_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Init_makeChain_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Init_makeChain_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Init_makeChain_Results) Chain() Chain {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return Chain(p.Interface().Client())
+}
+
+func (s Init_makeChain_Results) HasChain() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Init_makeChain_Results) SetChain(v Chain) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+// Init_makeChain_Results_List is a list of Init_makeChain_Results.
+type Init_makeChain_Results_List = capnp.StructList[Init_makeChain_Results]
+
+// NewInit_makeChain_Results creates a new list of Init_makeChain_Results.
+func NewInit_makeChain_Results_List(s *capnp.Segment, sz int32) (Init_makeChain_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Init_makeChain_Results](l), err
+}
+
+// Init_makeChain_Results_Future is a wrapper for a Init_makeChain_Results promised by a client call.
+type Init_makeChain_Results_Future struct{ *capnp.Future }
+
+func (f Init_makeChain_Results_Future) Struct() (Init_makeChain_Results, error) {
+	p, err := f.Future.Ptr()
+	return Init_makeChain_Results(p.Struct()), err
+}
+func (p Init_makeChain_Results_Future) Chain() Chain {
+	return Chain(p.Future.Field(0, nil).Client())
+}
+
+type Init_makeWalletLoader_Params capnp.Struct
+
+// Init_makeWalletLoader_Params_TypeID is the unique identifier for the type Init_makeWalletLoader_Params.
+const Init_makeWalletLoader_Params_TypeID = 0xe6f682deb156c65d
+
+func NewInit_makeWalletLoader_Params(s *capnp.Segment) (Init_makeWalletLoader_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return Init_makeWalletLoader_Params(st), err
+}
+
+func NewRootInit_makeWalletLoader_Params(s *capnp.Segment) (Init_makeWalletLoader_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return Init_makeWalletLoader_Params(st), err
+}
+
+func ReadRootInit_makeWalletLoader_Params(msg *capnp.Message) (Init_makeWalletLoader_Params, error) {
+	root, err := msg.Root()
+	return Init_makeWalletLoader_Params(root.Struct()), err
+}
+
+func (s Init_makeWalletLoader_Params) String() string {
+	str, _ := text.Marshal(0xe6f682deb156c65d, capnp.Struct(s))
+	return str
+}
+
+func (s Init_makeWalletLoader_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Init_makeWalletLoader_Params) DecodeFromPtr(p capnp.Ptr) Init_makeWalletLoader_Params {
+	return Init_makeWalletLoader_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Init_makeWalletLoader_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Init_makeWalletLoader_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Init_makeWalletLoader_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Init_makeWalletLoader_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Init_makeWalletLoader_Params) Settings() (WalletSettings, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return WalletSettings(p.Struct()), err
+}
+
+func (s Init_makeWalletLoader_Params) HasSettings() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Init_makeWalletLoader_Params) SetSettings(v WalletSettings) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewSettings sets the settings field to a newly
+// allocated WalletSettings struct, preferring placement in s's segment.
+func (s Init_makeWalletLoader_Params) NewSettings() (WalletSettings, error) {
+	ss, err := NewWalletSettings(capnp.Struct(s).Segment())
+	if err != nil {
+		return WalletSettings{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+func (s Init_makeWalletLoader_Params) Chain() Chain {
+	p, _ := capnp.Struct(s).Ptr(1)
+	return Chain(p.Interface().Client())
+}
+
+func (s Init_makeWalletLoader_Params) HasChain() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s Init_makeWalletLoader_Params) SetChain(v Chain) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(1, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(1, in.ToPtr())
+}
+
+// Init_makeWalletLoader_Params_List is a list of Init_makeWalletLoader_Params.
+type Init_makeWalletLoader_Params_List = capnp.StructList[Init_makeWalletLoader_Params]
+
+// NewInit_makeWalletLoader_Params creates a new list of Init_makeWalletLoader_Params.
+func NewInit_makeWalletLoader_Params_List(s *capnp.Segment, sz int32) (Init_makeWalletLoader_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2}, sz)
+	return capnp.StructList[Init_makeWalletLoader_Params](l), err
+}
+
+// Init_makeWalletLoader_Params_Future is a wrapper for a Init_makeWalletLoader_Params promised by a client call.
+type Init_makeWalletLoader_Params_Future struct{ *capnp.Future }
+
+func (f Init_makeWalletLoader_Params_Future) Struct() (Init_makeWalletLoader_Params, error) {
+	p, err := f.Future.Ptr()
+	return Init_makeWalletLoader_Params(p.Struct()), err
+}
+func (p Init_makeWalletLoader_Params_Future) Settings() WalletSettings_Future {
+	return WalletSettings_Future{Future: p.Future.Field(0, nil)}
+}
+func (p Init_makeWalletLoader_Params_Future) Chain() Chain {
+	return Chain(p.Future.Field(1, nil).Client())
+}
+
+type Init_makeWalletLoader_Results capnp.Struct
+
+// Init_makeWalletLoader_Results_TypeID is the unique identifier for the type Init_makeWalletLoader_Results.
+const Init_makeWalletLoader_Results_TypeID = 0xe6b831463e40b8e8
+
+func NewInit_makeWalletLoader_Results(s *capnp.Segment) (Init_makeWalletLoader_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Init_makeWalletLoader_Results(st), err
+}
+
+func NewRootInit_makeWalletLoader_Results(s *capnp.Segment) (Init_makeWalletLoader_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Init_makeWalletLoader_Results(st), err
+}
+
+func ReadRootInit_makeWalletLoader_Results(msg *capnp.Message) (Init_makeWalletLoader_Results, error) {
+	root, err := msg.Root()
+	return Init_makeWalletLoader_Results(root.Struct()), err
+}
+
+func (s Init_makeWalletLoader_Results) String() string {
+	str, _ := text.Marshal(0xe6b831463e40b8e8, capnp.Struct(s))
+	return str
+}
+
+func (s Init_makeWalletLoader_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Init_makeWalletLoader_Results) DecodeFromPtr(p capnp.Ptr) Init_makeWalletLoader_Results {
+	return Init_makeWalletLoader_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Init_makeWalletLoader_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Init_makeWalletLoader_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Init_makeWalletLoader_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Init_makeWalletLoader_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Init_makeWalletLoader_Results) Loader() WalletLoader {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return WalletLoader(p.Interface().Client())
+}
+
+func (s Init_makeWalletLoader_Results) HasLoader() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Init_makeWalletLoader_Results) SetLoader(v WalletLoader) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+// Init_makeWalletLoader_Results_List is a list of Init_makeWalletLoader_Results.
+type Init_makeWalletLoader_Results_List = capnp.StructList[Init_makeWalletLoader_Results]
+
+// NewInit_makeWalletLoader_Results creates a new list of Init_makeWalletLoader_Results.
+func NewInit_makeWalletLoader_Results_List(s *capnp.Segment, sz int32) (Init_makeWalletLoader_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Init_makeWalletLoader_Results](l), err
+}
+
+// Init_makeWalletLoader_Results_Future is a wrapper for a Init_makeWalletLoader_Results promised by a client call.
+type Init_makeWalletLoader_Results_Future struct{ *capnp.Future }
+
+func (f Init_makeWalletLoader_Results_Future) Struct() (Init_makeWalletLoader_Results, error) {
+	p, err := f.Future.Ptr()
+	return Init_makeWalletLoader_Results(p.Struct()), err
+}
+func (p Init_makeWalletLoader_Results_Future) Loader() WalletLoader {
+	return WalletLoader(p.Future.Field(0, nil).Client())
 }

@@ -17,6 +17,7 @@ enum Subsystem {
   walletDatabase @4;     # the wallet's database
   chainNotifications @5; # the wallet's subscription to the node's chain
   ipcParent @6;          # a spawned process serving its parent
+  blockProducer @7;      # the node producing blocks on -blockinterval
 }
 
 struct LifetimeEvent {

@@ -25,6 +25,7 @@ const (
 	Subsystem_walletDatabase     Subsystem = 4
 	Subsystem_chainNotifications Subsystem = 5
 	Subsystem_ipcParent          Subsystem = 6
+	Subsystem_blockProducer      Subsystem = 7
 )
 
 // String returns the enum's constant name.
@@ -44,6 +45,8 @@ func (c Subsystem) String() string {
 		return "chainNotifications"
 	case Subsystem_ipcParent:
 		return "ipcParent"
+	case Subsystem_blockProducer:
+		return "blockProducer"
 
 	default:
 		return ""
@@ -68,6 +71,8 @@ func SubsystemFromString(c string) Subsystem {
 		return Subsystem_chainNotifications
 	case "ipcParent":
 		return Subsystem_ipcParent
+	case "blockProducer":
+		return Subsystem_blockProducer
 
 	default:
 		return 0

@@ -16,6 +16,9 @@ import (
 const usage = `Usage: node -datadir=DIR [options]
 
 Runs the node with its wallet in a child process until SIGINT or SIGTERM.
+The node keeps a chain of blocks in <datadir>/chain.db and logs each new
+block with the wallet's balance after it; the wallet keeps its data in
+<datadir>/wallets/<name>.db.
 
 Options:
 `
@@ -31,6 +34,9 @@ func run(args []string) int {
 	)
 	fs.StringVar(&cfg.DataDir, "datadir", "", "data `directory` (created with mode 0700)")
 	fs.BoolVar(&cfg.DisableWallet, "disablewallet", false, "run without a wallet process")
+	fs.StringVar(&cfg.WalletName, "wallet", "default", "load the wallet `name` (<datadir>/wallets/<name>.db), creating it if it does not exist")
+	fs.DurationVar(&cfg.BlockInterval, "blockinterval", 0, "produce a block every `duration`; 0 means only on request")
+	fs.StringVar(&cfg.PayTo, "payto", "", "pay block rewards to `address`; empty means a new address of the wallet")
 	fs.Var(&binds, "ipcbind", "accept IPC connections on `address` (unix, unix:PATH); may be repeated")
 	fs.IntVar(&cfg.IPCMaxConns, "ipcmaxconnections", ipc.DefaultMaxConnections, "serve at most `n` IPC connections at once on each -ipcbind address; further clients wait")
 	fs.DurationVar(&cfg.ShutdownTimeout, "ipcshutdowntimeout", 10*time.Second, "how long the wallet may take to stop before it is killed")
@@ -41,6 +47,10 @@ func run(args []string) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "node: unexpected argument %q\n", fs.Arg(0))
 		fs.Usage()
+		return 2
+	}
+	if cfg.BlockInterval < 0 {
+		fmt.Fprintf(os.Stderr, "node: -blockinterval=%s: must not be negative\n", cfg.BlockInterval)
 		return 2
 	}
 	if cfg.IPCMaxConns < 1 {

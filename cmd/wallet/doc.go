@@ -1,4 +1,7 @@
 // Command wallet is the wallet process. Spawned by a node with -ipcfd, it
 // serves the wallet's Init on the inherited socket until the node goes
-// away.
+// away. Run by hand with a command (getbalance, getnewaddress,
+// listtransactions, listwallets, generate N), it is the user's tool: it
+// connects to a node started with -ipcbind and reaches the wallet process
+// through the node.
 package main

@@ -20,6 +20,7 @@ import (
 
 const usage = `Usage: wallet -ipcfd N
        wallet -datadir=DIR [-ipcconnect=ADDRESS] [options]
+       wallet -datadir=DIR [-ipcconnect=ADDRESS] [options] COMMAND
 
 The wallet runs as a child of the node, which starts it with -ipcfd and
 talks to it over that socket. Start the node instead:
@@ -29,6 +30,16 @@ talks to it over that socket. Start the node instead:
 Run by hand, the wallet connects to a node started with -ipcbind, calls
 it, and runs until SIGINT or SIGTERM, or until the node closes the
 connection.
+
+With a COMMAND, the wallet asks a node started with -ipcbind=unix, and the
+wallet process the node runs, and prints the answer: one line per fact,
+or JSON with -json. Commands:
+
+  getbalance         the wallet's balance, once it has caught up with the chain
+  getnewaddress      a new receiving address
+  listtransactions   what the wallet received, oldest first
+  listwallets        the wallets the node's wallet process has loaded
+  generate N         has the node produce N blocks paying a new address
 
 Options:
 `
@@ -54,7 +65,7 @@ func runSpawned(args []string) int {
 	}
 	debugIPC := debug.Has("ipc")
 	log := cli.NewLogger(os.Stderr, walletinit.ExeName, debugIPC)
-	i := ipc.New(walletinit.ExeName, args[0], walletinit.NewInit, &ipc.Options{Logger: log, DebugIPC: debugIPC})
+	i := ipc.New(walletinit.ExeName, args[0], walletinit.NewProcess().NewInit, &ipc.Options{Logger: log, DebugIPC: debugIPC})
 	if handled, status := i.StartSpawnedProcess(args); handled {
 		return status
 	}
@@ -69,19 +80,27 @@ func runSpawned(args []string) int {
 func runByHand(args []string) int {
 	fs := cli.NewFlagSet("wallet", usage)
 	var (
-		dataDir, connect string
-		debug            cli.Debug
+		dataDir, connect, walletName string
+		asJSON                       bool
+		debug                        cli.Debug
 	)
 	fs.StringVar(&dataDir, "datadir", "", "the node's data `directory` (-ipcconnect=unix means <datadir>/node.sock)")
 	fs.StringVar(&connect, "ipcconnect", "auto", "connect to the node at `address`: unix (<datadir>/node.sock) or unix:PATH, and fail if no node listens there; auto, to connect to <datadir>/node.sock if a node listens and run without one if not; 0, to run without a node")
 	fs.Var(&debug, "debug", "log more about `category` (ipc)")
+	fs.StringVar(&walletName, "wallet", "default", "with a command: the wallet `name` to use")
+	fs.BoolVar(&asJSON, "json", false, "with a command: print JSON")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
+	var cmd *command
 	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "wallet: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return 2
+		c, err := parseCommand(fs.Args(), walletName, asJSON)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "wallet: %v\n", err)
+			fs.Usage()
+			return 2
+		}
+		cmd = &c
 	}
 	if dataDir == "" {
 		if len(args) > 1 {
@@ -92,11 +111,19 @@ func runByHand(args []string) int {
 	}
 	debugIPC := debug.Has("ipc")
 	log := cli.NewLogger(os.Stderr, walletinit.ExeName, debugIPC)
+	if cmd != nil && !debugIPC {
+		// A command's output is its answer; the connection's
+		// progress would be noise.
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 	i := ipc.New(walletinit.ExeName, args[0], walletinit.NewInit, &ipc.Options{Logger: log, DebugIPC: debugIPC})
 	defer i.Close()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if cmd != nil {
+		return runCommand(ctx, i, log, dataDir, connect, *cmd)
+	}
 	node, err := connectNode(ctx, i, log, dataDir, connect)
 	if err != nil {
 		log.Error("cannot connect to the node", "err", err)
@@ -150,4 +177,29 @@ func connectNode(ctx context.Context, i *ipc.Ipc, log *slog.Logger, dataDir, con
 		log.Info("no node is listening; running without one (-ipcconnect=auto)")
 	}
 	return node, nil
+}
+
+// runCommand connects to the node and carries out cmd.
+func runCommand(ctx context.Context, i *ipc.Ipc, log *slog.Logger, dataDir, connect string, cmd command) int {
+	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
+	if connect == "0" {
+		fmt.Fprintf(os.Stderr, "wallet: %s needs a node, and -ipcconnect=0 says not to connect to one\n", cmd.name)
+		return 1
+	}
+	node, err := connectNode(ctx, i, log, dataDir, connect)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wallet: %v\n", err)
+		return 1
+	}
+	if !node.IsValid() {
+		fmt.Fprintln(os.Stderr, "wallet: no node is listening at <datadir>/node.sock: start it with -ipcbind=unix")
+		return 1
+	}
+	defer node.Release()
+	if err := cmd.run(ctx, node, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "wallet: %s: %v\n", cmd.name, err)
+		return 1
+	}
+	return 0
 }

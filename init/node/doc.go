@@ -1,6 +1,14 @@
 // Package node is the node executable's program: the Init it serves to
-// processes that connect to it, and Run, which spawns the wallet child,
-// calls it, and serves -ipcbind clients until told to stop. The executable
-// itself (flags, signals, logging) is cmd/node; the IPC mechanics are
+// processes that connect to it, and Run, which opens the chain, spawns the
+// wallet child and hands it the chain, produces blocks, and serves
+// -ipcbind clients until told to stop.
+//
+// The node's Init serves makeNode (the Node control interface) and
+// makeChain (the Chain, whose handleNotifications delivers each block to
+// a subscriber, one blockConnected call at a time, waiting for each to
+// return). Node.walletLoader forwards the wallet child's WalletLoader, so
+// that a client of the node reaches a capability that lives in the
+// wallet process. The chain itself is package internal/chain's; the
+// executable (flags, signals, logging) is cmd/node; the IPC mechanics are
 // package ipc's.
 package node

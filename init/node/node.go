@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
-	"capnproto.org/go/capnp/v3"
-
+	"github.com/gomultiprocess/multiprocess/internal/chain"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/process"
 	"github.com/gomultiprocess/multiprocess/protocol"
@@ -23,12 +23,16 @@ const ExeName = "node"
 // WalletExeName is the executable the node spawns as its wallet.
 const WalletExeName = "wallet"
 
-// Init is the node's Init for one connection.
+// Init is the node's Init for one connection. It serves makeNode and
+// makeChain when it belongs to a running node (Run); one made by NewInit
+// serves only what every executable serves.
 type Init struct {
 	ipc.BaseInit
+	node *node // nil outside Run
 }
 
-// NewInit is the node's ipc.InitFactory.
+// NewInit is an ipc.InitFactory for an Init that serves only ipc.BaseInit's
+// methods, for processes that connect to a node without being one.
 func NewInit(ctx *ipc.Context, conn *protocol.Conn) schema.Init {
 	return ctx.Serve(&Init{BaseInit: ipc.BaseInit{Ctx: ctx, Conn: conn}})
 }
@@ -37,6 +41,9 @@ func NewInit(ctx *ipc.Context, conn *protocol.Conn) schema.Init {
 type Config struct {
 	DataDir         string        // created with mode 0700 and locked for the node's lifetime
 	DisableWallet   bool          // run without a wallet child
+	WalletName      string        // the wallet to load or create (-wallet); "" means "default"
+	BlockInterval   time.Duration // produce a block this often (-blockinterval); 0 means only on request
+	PayTo           string        // the address blocks pay (-payto); "" means a new address of the wallet, if any
 	IPCBind         []string      // addresses to accept IPC connections on (-ipcbind)
 	IPCMaxConns     int           // connections served at once per -ipcbind address; 0 means 16
 	ShutdownTimeout time.Duration // how long the wallet may take to exit; 0 means ipc's default
@@ -60,7 +67,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer lock.Unlock()
 
-	i := ipc.New(ExeName, os.Args[0], NewInit, &ipc.Options{
+	n := &node{log: log, payTo: cfg.PayTo}
+	i := ipc.New(ExeName, os.Args[0], n.newInit, &ipc.Options{
 		Logger:          log,
 		DebugIPC:        cfg.DebugIPC,
 		ShutdownTimeout: cfg.ShutdownTimeout,
@@ -69,8 +77,22 @@ func Run(ctx context.Context, cfg Config) error {
 	defer i.Close()
 
 	lt := i.Context().Lifetime
+	n.ipc = i
 	// On a start-up failure, stop what did start, in reverse order.
 	defer lt.Shutdown()
+	if err := lt.Start(schema.Subsystem_database, func() (func(), error) {
+		store, err := chain.Open(filepath.Join(cfg.DataDir, "chain.db"))
+		if err != nil {
+			return nil, err
+		}
+		n.chain = newChainService(store, log)
+		tip := store.Tip()
+		log.Info("chain loaded", "height", tip.Height, "hash", tip.Hash.String())
+		n.chain.logBlocks(n)
+		return n.chain.stop, nil
+	}); err != nil {
+		return err
+	}
 	if len(cfg.IPCBind) > 0 {
 		err := lt.Start(schema.Subsystem_ipcListener, func() (func(), error) {
 			for _, addr := range cfg.IPCBind {
@@ -96,7 +118,14 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if !cfg.DisableWallet {
 		if err := lt.Start(schema.Subsystem_walletProcess, func() (func(), error) {
-			return startWallet(ctx, i, log)
+			return n.startWallet(ctx, cfg)
+		}); err != nil {
+			return err
+		}
+	}
+	if cfg.BlockInterval > 0 {
+		if err := lt.Start(schema.Subsystem_blockProducer, func() (func(), error) {
+			return n.startProducer(cfg.BlockInterval), nil
 		}); err != nil {
 			return err
 		}
@@ -116,31 +145,6 @@ func Run(ctx context.Context, cfg Config) error {
 // flushTimeout bounds how long the node waits, when stopping, for IPC
 // clients to receive its lifetime events.
 const flushTimeout = 5 * time.Second
-
-// startWallet spawns the wallet and calls it; the function it returns
-// stops the wallet and waits until it has been reaped.
-func startWallet(ctx context.Context, i *ipc.Ipc, log *slog.Logger) (stop func(), err error) {
-	w, err := i.SpawnProcess(ctx, WalletExeName)
-	if err != nil {
-		return nil, err
-	}
-	reaped := make(chan struct{})
-	if err := i.AddCleanup(capnp.Client(w), func() { close(reaped) }); err != nil {
-		w.Release()
-		return nil, err
-	}
-	stop = func() {
-		w.Release()
-		<-reaped
-	}
-	reply, err := Echo(ctx, w, "hello from node")
-	if err != nil {
-		stop()
-		return nil, fmt.Errorf("call wallet: %w", err)
-	}
-	log.Info("wallet answered", "echo", reply)
-	return stop, nil
-}
 
 // Echo asks init for an Echo and has it echo msg: a pipelined call, so one
 // round trip.
