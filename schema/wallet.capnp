@@ -38,11 +38,13 @@ interface Wallet {
   getNewAddress @0 () -> (address :Text);
   # getNewAddress returns a new receiving address of this wallet.
 
-  getBalance @1 () -> (balance :Int64, height :UInt64, blockHash :Data);
+  getBalance @1 (atHeight :UInt64) -> (balance :Int64, height :UInt64, blockHash :Data);
   # getBalance returns the sum of what the wallet received, in the
   # smallest unit, once the wallet has applied every block up to the
   # chain's tip as it was when the call arrived, with the height and hash
-  # of the last block applied.
+  # of the last block applied. With atHeight above 0 it returns instead the
+  # balance right after block atHeight, once the wallet has applied it, and
+  # that block's height and hash.
 
   listTransactions @2 () -> (transactions :List(WalletTransaction));
   # listTransactions returns what the wallet received, oldest first, once

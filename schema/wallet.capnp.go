@@ -997,7 +997,7 @@ func (c Wallet) GetBalance(ctx context.Context, params func(Wallet_getBalance_Pa
 		},
 	}
 	if params != nil {
-		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 0}
+		s.ArgsSize = capnp.ObjectSize{DataSize: 8, PointerCount: 0}
 		s.PlaceArgs = func(s capnp.Struct) error { return params(Wallet_getBalance_Params(s)) }
 	}
 
@@ -1428,12 +1428,12 @@ type Wallet_getBalance_Params capnp.Struct
 const Wallet_getBalance_Params_TypeID = 0x955d6d3ac4b8d4b9
 
 func NewWallet_getBalance_Params(s *capnp.Segment) (Wallet_getBalance_Params, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
 	return Wallet_getBalance_Params(st), err
 }
 
 func NewRootWallet_getBalance_Params(s *capnp.Segment) (Wallet_getBalance_Params, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
 	return Wallet_getBalance_Params(st), err
 }
 
@@ -1469,13 +1469,20 @@ func (s Wallet_getBalance_Params) Message() *capnp.Message {
 func (s Wallet_getBalance_Params) Segment() *capnp.Segment {
 	return capnp.Struct(s).Segment()
 }
+func (s Wallet_getBalance_Params) AtHeight() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s Wallet_getBalance_Params) SetAtHeight(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
 
 // Wallet_getBalance_Params_List is a list of Wallet_getBalance_Params.
 type Wallet_getBalance_Params_List = capnp.StructList[Wallet_getBalance_Params]
 
 // NewWallet_getBalance_Params creates a new list of Wallet_getBalance_Params.
 func NewWallet_getBalance_Params_List(s *capnp.Segment, sz int32) (Wallet_getBalance_Params_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0}, sz)
 	return capnp.StructList[Wallet_getBalance_Params](l), err
 }
 

@@ -240,7 +240,7 @@ func (s *chainService) logBlocks(n *node) {
 		_ = s.store.Follow(s.ctx, from, func(ctx context.Context, b chain.Block) error {
 			args := []any{"height", b.Height, "hash", b.Hash.String()}
 			if w := n.walletRef(); w.IsValid() {
-				bal, height, err := balance(ctx, w)
+				bal, height, err := balance(ctx, w, b.Height)
 				w.Release()
 				if err != nil {
 					args = append(args, "wallet_err", err)
@@ -257,10 +257,13 @@ func (s *chainService) logBlocks(n *node) {
 // balance returns the wallet's balance once it has caught up with the
 // chain's tip, and the height of the last block it has applied, which
 // is b's or, when more blocks followed quickly, a later one's.
-func balance(ctx context.Context, w schema.Wallet) (int64, uint64, error) {
+func balance(ctx context.Context, w schema.Wallet, atHeight uint64) (int64, uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, walletCallTimeout)
 	defer cancel()
-	fut, release := w.GetBalance(ctx, nil)
+	fut, release := w.GetBalance(ctx, func(p schema.Wallet_getBalance_Params) error {
+		p.SetAtHeight(atHeight)
+		return nil
+	})
 	defer release()
 	if err := protocol.Await(ctx, fut.Future); err != nil {
 		return 0, 0, err

@@ -391,6 +391,9 @@ func (w *walletServer) GetNewAddress(_ context.Context, call schema.Wallet_getNe
 
 func (w *walletServer) GetBalance(ctx context.Context, call schema.Wallet_getBalance) error {
 	call.Go()
+	if at := call.Args().AtHeight(); at > 0 {
+		return w.balanceAt(ctx, call, at)
+	}
 	if err := w.sync(ctx); err != nil {
 		return err
 	}
@@ -404,6 +407,27 @@ func (w *walletServer) GetBalance(ctx context.Context, call schema.Wallet_getBal
 		res.SetHeight(st.Next - 1)
 	}
 	return res.SetBlockHash(st.LastHash[:])
+}
+
+// balanceAt answers getBalance for the state right after block height,
+// once the wallet has applied it.
+func (w *walletServer) balanceAt(ctx context.Context, call schema.Wallet_getBalance, height uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	if err := w.e.db.WaitApplied(ctx, height); err != nil {
+		return err
+	}
+	bal, err := w.e.db.BalanceAt(height)
+	if err != nil {
+		return err
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	res.SetBalance(bal)
+	res.SetHeight(height)
+	return nil
 }
 
 func (w *walletServer) ListTransactions(ctx context.Context, call schema.Wallet_listTransactions) error {

@@ -277,6 +277,22 @@ func (w *DB) WaitApplied(ctx context.Context, height uint64) error {
 	}
 }
 
+// BalanceAt returns what the wallet had received right after the block at
+// height. The wallet must have applied that block (see WaitApplied).
+func (w *DB) BalanceAt(height uint64) (int64, error) {
+	txs, err := w.Transactions()
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, t := range txs {
+		if t.Height <= height {
+			sum += t.Amount
+		}
+	}
+	return sum, nil
+}
+
 // Transactions returns what the wallet received, oldest first.
 func (w *DB) Transactions() ([]Transaction, error) {
 	var out []Transaction

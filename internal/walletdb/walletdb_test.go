@@ -69,6 +69,11 @@ func TestApplyBlockExactlyOnce(t *testing.T) {
 	if err != nil || len(txs) != 1 || txs[0].Amount != 7 || txs[0].Height != 1 {
 		t.Fatalf("transactions = %+v, %v", txs, err)
 	}
+	for h, want := range []int64{0, 7} {
+		if got, err := w.BalanceAt(uint64(h)); err != nil || got != want {
+			t.Fatalf("BalanceAt(%d) = %d, %v; want %d", h, got, err, want)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
 	if err := w.WaitApplied(ctx, 2); !errors.Is(err, context.DeadlineExceeded) {
