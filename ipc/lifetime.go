@@ -114,17 +114,40 @@ func (l *Lifetime) record(kind schema.LifetimeEvent_Kind, sub schema.Subsystem) 
 // start succeeds, the stop function it returns (which may be nil) runs at
 // Shutdown, in reverse order of start-up, after the subsystem's shutdown
 // event.
+//
+// Once Shutdown has begun, Start refuses with ErrShuttingDown; a subsystem
+// whose start was under way when it began is stopped as soon as its start
+// returns.
 func (l *Lifetime) Start(subsystem schema.Subsystem, start func() (stop func(), err error)) error {
+	l.mu.Lock()
+	down := l.shutdown
+	l.mu.Unlock()
+	if down {
+		return fmt.Errorf("start %s: %w", subsystem, ErrShuttingDown)
+	}
 	l.record(schema.LifetimeEvent_Kind_startup, subsystem)
 	stop, err := start()
 	if err != nil {
 		return fmt.Errorf("start %s: %w", subsystem, err)
 	}
 	l.mu.Lock()
-	l.stages = append(l.stages, stage{subsystem, stop})
+	down = l.shutdown
+	if !down {
+		l.stages = append(l.stages, stage{subsystem, stop})
+	}
 	l.mu.Unlock()
+	if down {
+		l.record(schema.LifetimeEvent_Kind_shutdown, subsystem)
+		if stop != nil {
+			stop()
+		}
+		return fmt.Errorf("start %s: %w", subsystem, ErrShuttingDown)
+	}
 	return nil
 }
+
+// ErrShuttingDown is returned by Lifetime.Start once Shutdown has begun.
+var ErrShuttingDown = errors.New("ipc: process is shutting down")
 
 // StartupComplete records that every subsystem has started.
 func (l *Lifetime) StartupComplete() {

@@ -3,6 +3,7 @@ package ipc
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"strings"
@@ -269,4 +270,26 @@ func fileConn(t *testing.T, fd int) net.Conn {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// Once Shutdown has begun, Start refuses; a start under way when it began
+// is stopped as soon as it returns.
+func TestLifetimeStartDuringShutdown(t *testing.T) {
+	l, _ := newTestLifetime(t)
+	l.Shutdown()
+	ran := false
+	err := l.Start(schema.Subsystem_database, func() (func(), error) { ran = true; return nil, nil })
+	if !errors.Is(err, ErrShuttingDown) || ran {
+		t.Fatalf("Start after Shutdown = %v (start ran: %v); want ErrShuttingDown", err, ran)
+	}
+
+	l2, _ := newTestLifetime(t)
+	stopped := false
+	err = l2.Start(schema.Subsystem_walletDatabase, func() (func(), error) {
+		l2.Shutdown() // begins while this start is under way
+		return func() { stopped = true }, nil
+	})
+	if !errors.Is(err, ErrShuttingDown) || !stopped {
+		t.Fatalf("Start racing Shutdown = %v (stopped: %v); want ErrShuttingDown and stopped", err, stopped)
+	}
 }
