@@ -1,0 +1,465 @@
+package rpcconn
+
+import (
+	"context"
+	"errors"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/exc"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+)
+
+// An answer is the callee's side of a call or bootstrap request from the
+// peer. It is the call's capnp.Returner. It stays in c.answers until its
+// Return has been queued and the peer's Finish has arrived.
+type answer struct {
+	c    *Conn
+	id   uint32
+	size uint64 // bytes of the call message, counted in c.aBytes until Return
+	ctx  callCtx
+	args *capnp.Message // the call message; released by releaseArgs
+
+	// Touched only by the goroutine returning the call, before Return.
+	ret     *capnp.Message // the Return message, once allocated
+	payload rpccp.Payload
+	content capnp.Ptr
+	alloced bool
+	err     error
+
+	// Guarded by c.mu.
+	argsReleased bool
+	returned     bool // Return has run and pipelined calls are drained
+	draining     bool // Return is delivering queued pipelined calls
+	finished     bool // the peer's Finish arrived
+	releaseCaps  bool // the Finish asked to release the result caps
+	sent         bool // the writer is done with ret
+	msgReleased  bool
+	inReader     bool     // the reader is delivering the call
+	resultCaps   []uint32 // exports made for the results
+	pipeline     []pendingCall
+	waiters      []*answerHook // capabilities the peer named by receiverAnswer
+	removed      bool
+	resultErr    error // the call's error, once returned
+}
+
+// A pendingCall is a call on a promised answer that has not returned.
+type pendingCall struct {
+	a         *answer         // the call's own answer; nil for a call from elsewhere
+	ctx       context.Context // for a call from elsewhere
+	transform []capnp.PipelineOp
+	recv      capnp.Recv
+	fn        func() // instead of a call: a Disembargo reply, in order
+}
+
+// fail returns err for a call that will not be delivered.
+func (p pendingCall) fail(err error) {
+	switch {
+	case p.a != nil:
+		p.a.reject(err)
+	case p.fn == nil:
+		p.recv.Reject(err)
+	}
+}
+
+// An answerHook is a capability the peer named by receiverAnswer: a
+// capability in the results of one of its calls to us that has not
+// returned yet. Calls wait in the answer's queue, behind the calls the
+// peer pipelined on it, and the promise resolves once they are handed on.
+type answerHook struct {
+	a         *answer
+	transform []capnp.PipelineOp
+	resolver  capnp.Resolver[capnp.Client]
+	done      chan struct{} // closed once res or err is set
+	res       capnp.Client
+	err       error
+}
+
+func (h *answerHook) settle(cl capnp.Client, err error) {
+	h.res, h.err = cl, err
+	close(h.done)
+	if err != nil {
+		h.resolver.Reject(err)
+	} else {
+		h.resolver.Fulfill(cl)
+	}
+}
+
+func (h *answerHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	select {
+	case <-h.done:
+	case <-ctx.Done():
+		return capnp.ErrorAnswer(s.Method, ctx.Err()), func() {}
+	}
+	if h.err != nil {
+		return capnp.ErrorAnswer(s.Method, h.err), func() {}
+	}
+	return h.res.SendCall(ctx, s)
+}
+
+func (h *answerHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
+	c := h.a.c
+	c.mu.Lock()
+	if !h.a.returned && !c.closing && !h.a.removed {
+		h.a.pipeline = append(h.a.pipeline, pendingCall{ctx: ctx, transform: h.transform, recv: r})
+		c.mu.Unlock()
+		return embargoPipeline{}
+	}
+	c.mu.Unlock()
+	// Returned: settle runs right after, in the returning goroutine.
+	<-h.done
+	if h.err != nil {
+		r.Reject(h.err)
+		return nil
+	}
+	return h.res.RecvCall(ctx, r)
+}
+
+func (h *answerHook) Brand() capnp.Brand { return capnp.Brand{Value: h} }
+func (h *answerHook) String() string     { return "rpcconn promised answer" }
+func (h *answerHook) Shutdown() {
+	select {
+	case <-h.done:
+		h.res.Release()
+	default:
+	}
+}
+
+// takeWaiters resolves, under c.mu, what the answerHooks waiting for a
+// resolve to; the caller settles them after unlocking.
+func (a *answer) takeWaiters() []waiterResult {
+	if len(a.waiters) == 0 {
+		return nil
+	}
+	out := make([]waiterResult, len(a.waiters))
+	for i, h := range a.waiters {
+		cl, err := a.target(h.transform)
+		out[i] = waiterResult{h, cl, err}
+	}
+	a.waiters = nil
+	return out
+}
+
+type waiterResult struct {
+	h   *answerHook
+	cl  capnp.Client
+	err error
+}
+
+func settleAll(ws []waiterResult) {
+	for _, w := range ws {
+		w.h.settle(w.cl, w.err)
+	}
+}
+
+func (a *answer) releaseArgs() {
+	c := a.c
+	c.mu.Lock()
+	if a.argsReleased {
+		c.mu.Unlock()
+		return
+	}
+	a.argsReleased = true
+	msg := a.args
+	a.args = nil
+	c.mu.Unlock()
+	if msg != nil {
+		msg.Release()
+	}
+}
+
+// AllocResults implements capnp.Returner.
+func (a *answer) AllocResults(sz capnp.ObjectSize) (capnp.Struct, error) {
+	if a.alloced {
+		return capnp.Struct{}, errors.New("rpcconn: AllocResults called twice")
+	}
+	a.alloced = true
+	msg, root := newMessage()
+	a.ret = msg
+	ret, err := root.NewReturn()
+	if err != nil {
+		return capnp.Struct{}, err
+	}
+	ret.SetAnswerId(a.id)
+	ret.SetReleaseParamCaps(false)
+	a.payload, err = ret.NewResults()
+	if err != nil {
+		return capnp.Struct{}, err
+	}
+	st, err := capnp.NewStruct(a.payload.Segment(), sz)
+	if err != nil {
+		return capnp.Struct{}, err
+	}
+	a.content = st.ToPtr()
+	return st, a.payload.SetContent(a.content)
+}
+
+// PrepareReturn implements capnp.Returner.
+func (a *answer) PrepareReturn(e error) { a.err = e }
+
+// ReleaseResults implements capnp.Returner. The connection owns the
+// results message from Return on, for pipelined calls.
+func (a *answer) ReleaseResults() {}
+
+// reject returns err for the call.
+func (a *answer) reject(err error) {
+	a.releaseArgs()
+	a.PrepareReturn(err)
+	a.Return()
+}
+
+func (a *answer) exceptionMessage(err error) *capnp.Message {
+	msg, root := newMessage()
+	ret, _ := root.NewReturn()
+	ret.SetAnswerId(a.id)
+	ret.SetReleaseParamCaps(false)
+	e, _ := ret.NewException()
+	toException(e, err)
+	return msg
+}
+
+// Return implements capnp.Returner: it queues the Return message and then
+// delivers the pipelined calls that were waiting for it, in order.
+func (a *answer) Return() {
+	c := a.c
+	c.mu.Lock()
+	inReader := a.inReader
+	c.mu.Unlock()
+	if !inReader {
+		c.waitQueue(&a.ctx, c.lim.maxQueue)
+	}
+	if a.err == nil && !a.alloced {
+		if _, err := a.AllocResults(capnp.ObjectSize{}); err != nil {
+			a.err = err
+		}
+	}
+	var drop []*capnp.Message
+	var release []capnp.Client
+	c.mu.Lock()
+	c.active--
+	c.aBytes -= a.size
+	if c.active == 0 && c.idle != nil {
+		close(c.idle)
+		c.idle = nil
+	}
+	if c.closing || a.removed {
+		a.returned = true
+		a.msgReleased = true
+		c.mu.Unlock()
+		a.ctx.cancel()
+		if a.ret != nil {
+			a.ret.Release()
+		}
+		return
+	}
+	var out *capnp.Message
+	switch {
+	case a.finished:
+		// The caller canceled: it wants no results, so export nothing.
+		if a.ret != nil {
+			drop = append(drop, a.ret)
+		}
+		a.ret = nil
+		a.resultErr = errCanceled
+		msg, root := newMessage()
+		ret, _ := root.NewReturn()
+		ret.SetAnswerId(a.id)
+		ret.SetReleaseParamCaps(false)
+		ret.SetCanceled()
+		out = msg
+	case a.err != nil:
+		if a.ret != nil {
+			drop = append(drop, a.ret)
+		}
+		a.ret = nil
+		a.resultErr = a.err
+		out = a.exceptionMessage(a.err)
+	default:
+		ids, err := c.describeCaps(a.payload, a.ret.CapTable(), &release)
+		if err != nil {
+			drop = append(drop, a.ret)
+			a.ret = nil
+			a.resultErr = err
+			out = a.exceptionMessage(err)
+			break
+		}
+		a.resultCaps = ids
+		out = a.ret
+	}
+	pending := a.pipeline
+	a.pipeline = nil
+	var waiters []waiterResult
+	if len(pending) > 0 {
+		a.draining = true
+	} else {
+		a.returned = true
+		waiters = a.takeWaiters()
+	}
+	if out == a.ret {
+		c.send(out, a.onSent)
+	} else {
+		a.sent, a.msgReleased = true, true
+		c.send(out, nil)
+	}
+	var done bool
+	if a.finished && !a.draining {
+		c.removeAnswer(a)
+		done = true
+	}
+	c.mu.Unlock()
+	settleAll(waiters)
+	for _, m := range drop {
+		m.Release()
+	}
+	for _, cl := range release {
+		cl.Release()
+	}
+	for len(pending) > 0 {
+		for _, p := range pending {
+			a.deliverPipelined(p)
+		}
+		var m *capnp.Message
+		c.mu.Lock()
+		pending = a.pipeline
+		a.pipeline = nil
+		var waiters []waiterResult
+		if len(pending) == 0 {
+			a.draining, a.returned = false, true
+			waiters = a.takeWaiters()
+			if a.finished && !a.removed && !c.closing {
+				c.removeAnswer(a)
+				done = true
+			} else {
+				// A Finish or the end came while draining.
+				m = a.releasableMsg(c.closing)
+			}
+		}
+		c.mu.Unlock()
+		settleAll(waiters)
+		if m != nil {
+			m.Release()
+		}
+	}
+	if done {
+		a.finishCleanup()
+	}
+	if !done {
+		a.ctx.cancel()
+	}
+}
+
+var errCanceled = exc.New(exc.Failed, "rpcconn", "call canceled by the caller")
+
+// onSent runs in the writer once the Return message is written or dropped.
+func (a *answer) onSent() {
+	c := a.c
+	c.mu.Lock()
+	a.sent = true
+	m := a.releasableMsg(c.closing)
+	c.mu.Unlock()
+	if m != nil {
+		m.Release()
+	}
+}
+
+// releasableMsg returns the Return message if nothing needs it any more,
+// marking it released. The caller holds c.mu.
+func (a *answer) releasableMsg(closing bool) *capnp.Message {
+	if a.msgReleased || !a.sent || a.draining || !(a.finished || closing || a.removed) {
+		return nil
+	}
+	a.msgReleased = true
+	m := a.ret
+	a.ret = nil
+	return m
+}
+
+// removeAnswer takes a out of the table; the caller holds c.mu and calls
+// a.finishCleanup after unlocking.
+func (c *Conn) removeAnswer(a *answer) {
+	delete(c.answers, a.id)
+	a.removed = true
+}
+
+// finishCleanup releases what a finished answer held: the result caps if
+// the Finish asked for it, and the Return message once written.
+func (a *answer) finishCleanup() {
+	c := a.c
+	var release []capnp.Client
+	c.mu.Lock()
+	if a.releaseCaps && !c.closing {
+		for _, id := range a.resultCaps {
+			if cl, err := c.releaseExport(id, 1); err == nil && cl.IsValid() {
+				release = append(release, cl)
+			}
+		}
+	}
+	a.resultCaps = nil
+	m := a.releasableMsg(c.closing)
+	c.mu.Unlock()
+	a.ctx.cancel()
+	if m != nil {
+		m.Release()
+	}
+	for _, cl := range release {
+		cl.Release()
+	}
+}
+
+// target returns the capability at transform in a's results (a new
+// reference), or the error a call on it fails with. a has returned or is
+// draining. The caller holds c.mu, which keeps the results message from
+// being released under it (releasableMsg marks it under c.mu first);
+// nothing here calls into a hook.
+func (a *answer) target(transform []capnp.PipelineOp) (capnp.Client, error) {
+	if a.resultErr != nil {
+		return capnp.Client{}, a.resultErr
+	}
+	if a.msgReleased || a.ret == nil {
+		return capnp.Client{}, disconnected(errors.New("results already released"))
+	}
+	p, err := capnp.Transform(a.content, transform)
+	if err != nil {
+		return capnp.Client{}, exc.WrapError("pipelined call", err)
+	}
+	iface := p.Interface()
+	if !p.IsValid() || !iface.IsValid() {
+		return capnp.Client{}, exc.New(exc.Failed, "rpcconn", "pipelined call on a field that is not a capability")
+	}
+	cl := iface.Client()
+	if !cl.IsValid() {
+		return capnp.Client{}, exc.New(exc.Failed, "rpcconn", "pipelined call on a null capability")
+	}
+	return cl.AddRef(), nil
+}
+
+func (a *answer) deliverPipelined(p pendingCall) {
+	if p.fn != nil {
+		p.fn()
+		return
+	}
+	a.c.mu.Lock()
+	cl, err := a.target(p.transform)
+	a.c.mu.Unlock()
+	if err != nil {
+		p.fail(err)
+		return
+	}
+	if p.a != nil {
+		p.a.deliver(cl, p.recv)
+	} else {
+		cl.RecvCall(p.ctx, p.recv)
+	}
+	cl.Release()
+}
+
+// deliver hands the call to cl. The caller holds no lock.
+func (a *answer) deliver(cl capnp.Client, r capnp.Recv) {
+	c := a.c
+	c.mu.Lock()
+	a.inReader = true
+	c.mu.Unlock()
+	cl.RecvCall(&a.ctx, r)
+	c.mu.Lock()
+	a.inReader = false
+	c.mu.Unlock()
+}

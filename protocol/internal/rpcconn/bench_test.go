@@ -1,0 +1,64 @@
+package rpcconn
+
+import (
+	"context"
+	"io"
+	"testing"
+
+	"github.com/gomultiprocess/multiprocess/schema"
+)
+
+// BenchmarkEcho8B measures an 8-byte echo round trip over a socketpair,
+// client and server in this process, with our connection on both ends,
+// go-capnp's rpc on both ends, and one of each (to split the costs by
+// side); raw is one 8-byte write and read each way, the floor.
+func BenchmarkEcho8B(b *testing.B) {
+	for _, k := range []struct {
+		name                 string
+		ourClient, ourServer bool
+	}{{"ours", true, true}, {"gocapnp", false, false}, {"ours-client", true, false}, {"ours-server", false, true}} {
+		b.Run(k.name, func(b *testing.B) {
+			ts := newTestServer()
+			client, _ := newPair(b, k.ourClient, k.ourServer, ts.client())
+			ctx := context.Background()
+			boot := client.bootstrap(ctx)
+			defer boot.Release()
+			e := schema.Echo(boot)
+			if _, err := echo(ctx, e, "warm-up!"); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				f, rel := e.Echo(ctx, func(p schema.Echo_echo_Params) error { return p.SetEcho("12345678") })
+				if _, err := f.Struct(); err != nil {
+					b.Fatal(err)
+				}
+				rel()
+			}
+		})
+	}
+	b.Run("raw", func(b *testing.B) {
+		x, y := socketPair(b)
+		defer x.Close()
+		defer y.Close()
+		go func() {
+			buf := make([]byte, 8)
+			for {
+				if _, err := io.ReadFull(y, buf); err != nil {
+					return
+				}
+				if _, err := y.Write(buf); err != nil {
+					return
+				}
+			}
+		}()
+		buf := make([]byte, 8)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			x.Write(buf)
+			io.ReadFull(x, buf)
+		}
+	})
+}

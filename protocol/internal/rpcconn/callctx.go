@@ -1,0 +1,92 @@
+package rpcconn
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// callCtx is the context of a call delivered to a local capability: it
+// ends when the peer's Finish cancels the call, when the call returns, or
+// when the connection ends. It lives inside the answer, so a call costs
+// no allocation for its context, and it implements AfterFunc, so that
+// contexts derived from it by server methods start no goroutine to watch
+// it (the context package uses AfterFunc when a parent has it).
+type callCtx struct {
+	mu    sync.Mutex
+	done  chan struct{} // made on demand
+	err   error
+	after map[*afterFunc]struct{}
+}
+
+type afterFunc struct{ f func() }
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (x *callCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (x *callCtx) Value(any) any               { return nil }
+
+func (x *callCtx) Done() <-chan struct{} {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.done == nil {
+		if x.err != nil {
+			return closedChan
+		}
+		x.done = make(chan struct{})
+	}
+	return x.done
+}
+
+func (x *callCtx) Err() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.err
+}
+
+// AfterFunc arranges for f to run in its own goroutine once the context
+// ends, as context.AfterFunc does; stop unregisters it.
+func (x *callCtx) AfterFunc(f func()) (stop func() bool) {
+	a := &afterFunc{f: f}
+	x.mu.Lock()
+	if x.err != nil {
+		x.mu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	if x.after == nil {
+		x.after = make(map[*afterFunc]struct{})
+	}
+	x.after[a] = struct{}{}
+	x.mu.Unlock()
+	return func() bool {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		if _, ok := x.after[a]; !ok {
+			return false
+		}
+		delete(x.after, a)
+		return true
+	}
+}
+
+// cancel ends the context; later calls do nothing.
+func (x *callCtx) cancel() {
+	x.mu.Lock()
+	if x.err != nil {
+		x.mu.Unlock()
+		return
+	}
+	x.err = context.Canceled
+	if x.done != nil {
+		close(x.done)
+	}
+	after := x.after
+	x.after = nil
+	x.mu.Unlock()
+	for a := range after {
+		go a.f()
+	}
+}
+
+var _ context.Context = (*callCtx)(nil)

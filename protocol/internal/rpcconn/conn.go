@@ -1,0 +1,467 @@
+package rpcconn
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+)
+
+// ErrClosed is Conn.Err after this side closed the connection.
+var ErrClosed = errors.New("rpcconn: connection closed")
+
+// abortWriteTimeout bounds how long the writer may spend sending an Abort
+// (and finishing the write it was in) once the connection is ending.
+const abortWriteTimeout = 250 * time.Millisecond
+
+// A Conn is one Cap'n Proto RPC connection. It runs two goroutines, a
+// reader and a writer, which it owns: both have exited when Done is
+// closed.
+type Conn struct {
+	lim     limits
+	log     *slog.Logger
+	observe func(sent bool, m rpccp.Message)
+	rwc     io.ReadWriteCloser
+	closer  sync.Once
+	done    chan struct{}
+	wdone   chan struct{} // closed when the writer has exited
+
+	// mu guards the tables and the fields below it.
+	mu        sync.Mutex
+	closing   bool
+	cause     error // why the connection ended; set once with closing
+	discErr   error // disconnected(cause): what calls fail with
+	boot      capnp.Client
+	questions []*question // by ID; nil entries are free
+	freeQ     []uint32
+	qCount    int           // questions counted against MaxCalls
+	qBytes    uint64        // their call messages' bytes
+	qWait     chan struct{} // closed when qCount or qBytes drop
+	answers   map[uint32]*answer
+	aBytes    uint64
+	active    int           // answers whose Return has not run
+	idle      chan struct{} // closed when active reaches 0 while closing
+	exports   []*export
+	freeE     []uint32
+	imports   map[uint32]*importClient
+	// deadPromises are promise imports released before they resolved:
+	// a Resolve for one is dropped, not refused. deadOverflow says that
+	// the set stopped growing at MaxTableSize, so that unknown Resolves
+	// are dropped too.
+	deadPromises map[uint32]bool
+	deadOverflow bool
+	embargoes    map[uint32]*embargo
+	nextEmb      uint32
+
+	// qmu guards the outgoing queue.
+	qmu      sync.Mutex
+	outq     []outMsg
+	spare    []outMsg
+	outBytes uint64
+	outSpace chan struct{} // closed when the writer drains a batch
+	wake     chan struct{} // capacity 1: the writer has something to do
+	stop     bool
+	abortMsg *capnp.Message
+}
+
+type outMsg struct {
+	msg    *capnp.Message
+	size   uint64
+	onSent func() // nil: the writer releases msg once written or dropped
+}
+
+// NewConn runs the RPC protocol on rwc, which the Conn owns from then on.
+// If rwc has SetWriteDeadline (a net.Conn), it is used to bound the
+// sending of an Abort at the end.
+func NewConn(rwc io.ReadWriteCloser, opts *Options) *Conn {
+	c := &Conn{
+		lim:          opts.limits(),
+		log:          slog.New(slog.DiscardHandler),
+		rwc:          rwc,
+		done:         make(chan struct{}),
+		wdone:        make(chan struct{}),
+		answers:      make(map[uint32]*answer),
+		imports:      make(map[uint32]*importClient),
+		deadPromises: make(map[uint32]bool),
+		embargoes:    make(map[uint32]*embargo),
+		wake:         make(chan struct{}, 1),
+	}
+	if opts != nil {
+		if opts.Logger != nil {
+			c.log = opts.Logger
+		}
+		c.boot = opts.BootstrapClient
+		c.observe = opts.Observe
+	}
+	go c.reader()
+	go c.writer()
+	return c
+}
+
+// Done is closed once the connection has ended, its goroutines have
+// exited, and every call it delivered to a local capability has returned.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err is nil while the connection is open and says why it ended after:
+// ErrClosed if Close ended it, a *ProtocolError if either side aborted,
+// or the error that ended the stream (io.EOF, a reset, ...).
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cause
+}
+
+// Close ends the connection without waiting: pending calls fail with
+// ErrDisconnected, and the socket is closed. It is idempotent and always
+// returns nil; Done says when the connection is over.
+func (c *Conn) Close() error {
+	c.shutdown(ErrClosed, false)
+	return nil
+}
+
+func (c *Conn) closeRWC() { c.closer.Do(func() { c.rwc.Close() }) }
+
+// reader is the connection's reading goroutine; it also owns the end: it
+// closes done once the writer has exited and local calls have returned.
+func (c *Conn) reader() {
+	panicked := false
+	defer func() {
+		<-c.wdone
+		c.mu.Lock()
+		idle := c.idle
+		if c.active == 0 || panicked {
+			// After a bug, a call the reader was delivering may never
+			// return: do not let Done wait for it.
+			idle = nil
+		}
+		c.mu.Unlock()
+		if idle != nil {
+			<-idle
+		}
+		close(c.done)
+	}()
+	defer func() {
+		if r := recover(); r != nil {
+			panicked = true
+			c.log.Error("rpcconn: bug in reader", "panic", r, "stack", string(debug.Stack()))
+			c.shutdown(protoErr("internal error: %v", r), true)
+		}
+	}()
+	br := bufio.NewReaderSize(c.rwc, 64<<10)
+	hdr := make([]byte, frameHeaderSize)
+	for {
+		msg, size, err := readFrame(br, hdr, &c.lim)
+		if err != nil {
+			var pe *ProtocolError
+			c.shutdown(err, errors.As(err, &pe))
+			return
+		}
+		if err := c.handle(msg, size); err != nil {
+			var pe *ProtocolError
+			c.shutdown(err, errors.As(err, &pe) && !pe.Remote)
+			return
+		}
+		c.waitQueueHard()
+	}
+}
+
+// shutdown ends the connection for cause, sending an Abort if abort.
+func (c *Conn) shutdown(cause error, abort bool) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing = true
+	c.cause = cause
+	c.discErr = disconnected(cause)
+	var rejects []*question
+	for _, q := range c.questions {
+		if q != nil && !q.returned && !q.finishSent {
+			q.returned = true
+			rejects = append(rejects, q)
+		}
+	}
+	c.questions, c.freeQ = nil, nil
+	if c.qWait != nil {
+		close(c.qWait)
+		c.qWait = nil
+	}
+	var release []capnp.Client
+	var msgs []*capnp.Message
+	var cancels []*answer
+	var pending []pendingCall
+	var waiters []*answerHook
+	for _, a := range c.answers {
+		cancels = append(cancels, a)
+		pending = append(pending, a.pipeline...)
+		a.pipeline = nil
+		waiters = append(waiters, a.waiters...)
+		a.waiters = nil
+		if m := a.releasableMsg(true); m != nil {
+			msgs = append(msgs, m)
+		}
+	}
+	c.answers = nil
+	for _, e := range c.exports {
+		if e != nil {
+			release = append(release, e.client)
+			e.forget(c)
+		}
+	}
+	c.exports, c.freeE = nil, nil
+	for _, h := range c.imports {
+		h.gone = true
+	}
+	c.imports = nil
+	var lift []*embargo
+	for _, e := range c.embargoes {
+		lift = append(lift, e)
+	}
+	c.embargoes = nil
+	release = append(release, c.boot)
+	c.boot = capnp.Client{}
+	if c.active > 0 {
+		c.idle = make(chan struct{})
+	}
+	discErr := c.discErr
+	c.mu.Unlock()
+
+	if cause != nil {
+		var pe *ProtocolError
+		if errors.As(cause, &pe) {
+			c.log.Warn("rpcconn: connection aborted", "err", cause)
+		} else {
+			c.log.Info("rpcconn: connection ended", "err", cause)
+		}
+	}
+	c.qmu.Lock()
+	c.stop = true
+	if abort {
+		c.abortMsg = newAbortMessage(cause)
+	}
+	if c.outSpace != nil {
+		close(c.outSpace)
+		c.outSpace = nil
+	}
+	c.qmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	if d, ok := c.rwc.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		d.SetWriteDeadline(time.Now().Add(abortWriteTimeout))
+	} else {
+		c.closeRWC()
+	}
+
+	for _, a := range cancels {
+		a.ctx.cancel()
+	}
+	for _, p := range pending {
+		p.fail(discErr)
+	}
+	for _, h := range waiters {
+		h.settle(capnp.Client{}, discErr)
+	}
+	for _, q := range rejects {
+		q.resolve(capnp.Ptr{}, discErr)
+	}
+	for _, e := range lift {
+		e.lift()
+	}
+	for _, m := range msgs {
+		m.Release()
+	}
+	for _, cl := range release {
+		cl.Release()
+	}
+}
+
+func newAbortMessage(cause error) *capnp.Message {
+	msg, root := newMessage()
+	e, err := root.NewAbort()
+	if err != nil {
+		return nil
+	}
+	var pe *ProtocolError
+	reason := cause.Error()
+	if errors.As(cause, &pe) {
+		reason = pe.Reason
+	}
+	e.SetType(rpccp.Exception_Type_failed)
+	e.SetReason(reason)
+	return msg
+}
+
+// msgPool holds Message structs of outgoing messages that only this
+// package ever referenced (calls, finishes, releases, exceptions...): the
+// writer puts them back once written. Results messages, which server
+// methods have written into, never come back here.
+var msgPool sync.Pool
+
+func newMessage() (*capnp.Message, rpccp.Message) {
+	var msg *capnp.Message
+	var seg *capnp.Segment
+	var err error
+	if m, ok := msgPool.Get().(*capnp.Message); ok {
+		msg = m
+		seg, err = msg.Reset(capnp.SingleSegment(nil))
+	} else {
+		msg, seg, err = capnp.NewMessage(capnp.SingleSegment(nil))
+	}
+	if err != nil {
+		panic(err) // a fresh single-segment arena cannot fail to allocate
+	}
+	root, err := rpccp.NewRootMessage(seg)
+	if err != nil {
+		panic(err) // allocation in a fresh message cannot fail
+	}
+	return msg, root
+}
+
+// send queues msg for the writer without waiting. The caller may hold
+// c.mu. If the connection is ending, msg is dropped (released, or handed
+// to onSent).
+func (c *Conn) send(msg *capnp.Message, onSent func()) {
+	size := msgSize(msg)
+	c.qmu.Lock()
+	if c.stop {
+		c.qmu.Unlock()
+		dropOut(outMsg{msg, size, onSent})
+		return
+	}
+	wasEmpty := len(c.outq) == 0
+	c.outq = append(c.outq, outMsg{msg, size, onSent})
+	c.outBytes += size
+	c.qmu.Unlock()
+	if wasEmpty {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func dropOut(m outMsg) {
+	if m.onSent != nil {
+		m.onSent()
+	} else {
+		m.msg.Release()
+		msgPool.Put(m.msg)
+	}
+}
+
+// waitQueue waits while the outgoing queue holds more than limit bytes.
+func (c *Conn) waitQueue(ctx context.Context, limit uint64) {
+	c.qmu.Lock()
+	for c.outBytes > limit && !c.stop {
+		if c.outSpace == nil {
+			c.outSpace = make(chan struct{})
+		}
+		ch := c.outSpace
+		c.qmu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+		c.qmu.Lock()
+	}
+	c.qmu.Unlock()
+}
+
+// waitQueueHard is the reader's back-pressure: it stops reading while
+// the messages it caused to be queued exceed twice the queue limit.
+func (c *Conn) waitQueueHard() { c.waitQueue(context.Background(), 2*c.lim.maxQueue) }
+
+func (c *Conn) writer() {
+	defer close(c.wdone)
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("rpcconn: bug in writer", "panic", r, "stack", string(debug.Stack()))
+			c.shutdown(protoErr("internal error: %v", r), false)
+			c.closeRWC()
+		}
+	}()
+	bw := bufio.NewWriterSize(c.rwc, 64<<10)
+	hdr := make([]byte, frameHeaderSize)
+	var failed error
+	for {
+		c.qmu.Lock()
+		for len(c.outq) == 0 && !c.stop {
+			c.qmu.Unlock()
+			<-c.wake
+			c.qmu.Lock()
+		}
+		batch := c.outq
+		c.outq = c.spare[:0]
+		c.spare = nil
+		stop, abort := c.stop, c.abortMsg
+		c.abortMsg = nil
+		c.qmu.Unlock()
+
+		var n uint64
+		for i := range batch {
+			n += batch[i].size
+			if stop || failed != nil {
+				dropOut(batch[i])
+			} else {
+				if c.observe != nil {
+					if m, err := rpccp.ReadRootMessage(batch[i].msg); err == nil {
+						c.observe(true, m)
+					}
+				}
+				err := writeFrame(bw, batch[i].msg, hdr)
+				dropOut(batch[i])
+				if err != nil {
+					failed = err
+				}
+			}
+			batch[i] = outMsg{}
+		}
+		if failed == nil && !stop {
+			failed = bw.Flush()
+		}
+		c.qmu.Lock()
+		c.outBytes -= n
+		if c.outSpace != nil {
+			close(c.outSpace)
+			c.outSpace = nil
+		}
+		if c.spare == nil {
+			c.spare = batch[:0]
+		}
+		c.qmu.Unlock()
+		if failed != nil && !stop {
+			c.shutdown(failed, false)
+			continue
+		}
+		if stop {
+			if abort != nil && failed == nil {
+				if writeFrame(bw, abort, hdr) == nil {
+					bw.Flush()
+				}
+				abort.Release()
+			}
+			c.closeRWC()
+			return
+		}
+	}
+}
+
+// isPeerGone reports whether a stream error means the peer closed or reset.
+func isPeerGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, net.ErrClosed)
+}

@@ -1,0 +1,69 @@
+package rpcconn
+
+import (
+	"errors"
+	"fmt"
+
+	"capnproto.org/go/capnp/v3/exc"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+)
+
+// ErrDisconnected is wrapped by every error from a call that failed because
+// the connection ended, whoever ended it, and by exceptions of Cap'n
+// Proto's "disconnected" type received from the peer.
+var ErrDisconnected = errors.New("rpcconn: disconnected")
+
+// IsDisconnected reports whether err says that a connection went away.
+// It is true exactly when errors.Is(err, ErrDisconnected) is.
+func IsDisconnected(err error) bool { return errors.Is(err, ErrDisconnected) }
+
+// A ProtocolError is the reason a connection was aborted because the peer
+// broke the protocol (or, for Remote, because the peer aborted).
+type ProtocolError struct {
+	Remote bool   // the peer sent an Abort
+	Reason string // what was wrong
+}
+
+func (e *ProtocolError) Error() string {
+	if e.Remote {
+		return "rpcconn: peer aborted: " + e.Reason
+	}
+	return "rpcconn: protocol error: " + e.Reason
+}
+
+func protoErr(format string, args ...any) error {
+	return &ProtocolError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// disconnected wraps cause in an exception of type Disconnected that
+// errors.Is matches with ErrDisconnected.
+func disconnected(cause error) error {
+	return &exc.Exception{Type: exc.Disconnected, Prefix: "", Cause: &discError{cause}}
+}
+
+type discError struct{ cause error }
+
+func (e *discError) Error() string {
+	return ErrDisconnected.Error() + ": " + e.cause.Error()
+}
+func (e *discError) Unwrap() []error { return []error{ErrDisconnected, e.cause} }
+
+// fromException turns a received exception into an error.
+func fromException(e rpccp.Exception) error {
+	reason, _ := e.Reason()
+	t := exc.Type(e.Type())
+	switch t {
+	case exc.Failed, exc.Overloaded, exc.Unimplemented:
+	case exc.Disconnected:
+		return disconnected(errors.New("remote: " + reason))
+	default:
+		t = exc.Failed
+	}
+	return &exc.Exception{Type: t, Prefix: "remote", Cause: errors.New(reason)}
+}
+
+// toException fills e from err.
+func toException(e rpccp.Exception, err error) error {
+	e.SetType(rpccp.Exception_Type(exc.TypeOf(err)))
+	return e.SetReason(err.Error())
+}

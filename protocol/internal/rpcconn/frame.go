@@ -1,0 +1,112 @@
+package rpcconn
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"capnproto.org/go/capnp/v3"
+)
+
+// readFrame reads one message in the standard stream framing, refusing
+// more than MaxSegments segments or more than maxSize bytes before
+// allocating for them, and sets the read limits on it.
+func readFrame(r io.Reader, hdr []byte, l *limits) (*capnp.Message, uint64, error) {
+	if _, err := io.ReadFull(r, hdr[:4]); err != nil {
+		return nil, 0, err
+	}
+	nseg := uint64(binary.LittleEndian.Uint32(hdr[:4])) + 1
+	if nseg > MaxSegments {
+		return nil, 0, protoErr("message has %d segments, more than %d", nseg, MaxSegments)
+	}
+	hlen := 4 + 4*nseg
+	if hlen%8 != 0 {
+		hlen += 4
+	}
+	if _, err := io.ReadFull(r, hdr[4:hlen]); err != nil {
+		return nil, 0, unexpectedEOF(err)
+	}
+	total := hlen
+	for i := uint64(0); i < nseg; i++ {
+		total += 8 * uint64(binary.LittleEndian.Uint32(hdr[4+4*i:]))
+		if total > l.maxMessage {
+			return nil, 0, protoErr("message larger than %d bytes", l.maxMessage)
+		}
+	}
+	var msg *capnp.Message
+	var err error
+	if nseg == 1 {
+		// The common case, with fewer allocations than Unmarshal.
+		buf := make([]byte, total-hlen)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, 0, unexpectedEOF(err)
+		}
+		msg, _, err = capnp.NewMessage(capnp.SingleSegment(buf))
+	} else {
+		buf := make([]byte, total)
+		copy(buf, hdr[:hlen])
+		if _, err := io.ReadFull(r, buf[hlen:]); err != nil {
+			return nil, 0, unexpectedEOF(err)
+		}
+		msg, err = capnp.Unmarshal(buf)
+	}
+	if err != nil {
+		return nil, 0, protoErr("bad frame: %v", err)
+	}
+	msg.TraverseLimit = l.traverse
+	msg.DepthLimit = l.depth
+	msg.ResetReadLimit(l.traverse)
+	return msg, total, nil
+}
+
+func unexpectedEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// writeFrame writes msg in the standard stream framing to w, which
+// buffers; hdr is scratch space of frameHeaderSize bytes or more.
+// (capnp.Encoder allocates on every message.)
+func writeFrame(w *bufio.Writer, msg *capnp.Message, hdr []byte) error {
+	n := msg.NumSegments()
+	if n < 1 || n > MaxSegments {
+		return fmt.Errorf("rpcconn: outgoing message has %d segments", n)
+	}
+	binary.LittleEndian.PutUint32(hdr, uint32(n-1))
+	hlen := 4 + 4*n
+	for i := int64(0); i < n; i++ {
+		seg, err := msg.Segment(capnp.SegmentID(i))
+		if err != nil {
+			return err
+		}
+		binary.LittleEndian.PutUint32(hdr[4+4*i:], uint32(len(seg.Data())/8))
+	}
+	if hlen%8 != 0 {
+		binary.LittleEndian.PutUint32(hdr[hlen:], 0)
+		hlen += 4
+	}
+	if _, err := w.Write(hdr[:hlen]); err != nil {
+		return err
+	}
+	for i := int64(0); i < n; i++ {
+		seg, _ := msg.Segment(capnp.SegmentID(i))
+		if _, err := w.Write(seg.Data()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// frameHeaderSize is the buffer readFrame needs for a header.
+const frameHeaderSize = 8 + 4*MaxSegments
+
+func msgSize(m *capnp.Message) uint64 {
+	n, err := m.TotalSize()
+	if err != nil {
+		return 0
+	}
+	return n
+}

@@ -1,0 +1,391 @@
+package rpcconn
+
+import (
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/exc"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+)
+
+// handle processes one received message, which it owns. It returns an
+// error that ends the connection: a *ProtocolError for the peer's faults.
+func (c *Conn) handle(msg *capnp.Message, size uint64) error {
+	root, err := rpccp.ReadRootMessage(msg)
+	if err != nil {
+		msg.Release()
+		return protoErr("unreadable message: %v", err)
+	}
+	if c.observe != nil {
+		c.observe(false, root)
+	}
+	switch root.Which() {
+	case rpccp.Message_Which_call:
+		return c.handleCall(msg, root, size)
+	case rpccp.Message_Which_return:
+		return c.handleReturn(msg, root)
+	case rpccp.Message_Which_finish:
+		defer msg.Release()
+		return c.handleFinish(root)
+	case rpccp.Message_Which_release:
+		defer msg.Release()
+		return c.handleRelease(root)
+	case rpccp.Message_Which_bootstrap:
+		defer msg.Release()
+		return c.handleBootstrap(root)
+	case rpccp.Message_Which_resolve:
+		return c.handleResolve(msg, root)
+	case rpccp.Message_Which_disembargo:
+		defer msg.Release()
+		return c.handleDisembargo(root)
+	case rpccp.Message_Which_abort:
+		defer msg.Release()
+		reason := "(no reason given)"
+		if root.HasAbort() {
+			if e, err := root.Abort(); err == nil {
+				if r, err := e.Reason(); err == nil {
+					reason = r
+				}
+			}
+		}
+		return &ProtocolError{Remote: true, Reason: reason}
+	case rpccp.Message_Which_unimplemented:
+		defer msg.Release()
+		return c.handleUnimplemented(root)
+	default:
+		// Level 2-4 messages and unknown ones: say so, as the spec asks.
+		defer msg.Release()
+		reply, rroot := newMessage()
+		if err := rroot.SetUnimplemented(root); err != nil {
+			reply.Release()
+			return protoErr("unreadable %v message: %v", root.Which(), err)
+		}
+		c.mu.Lock()
+		c.send(reply, nil)
+		c.mu.Unlock()
+		return nil
+	}
+}
+
+func (c *Conn) handleUnimplemented(root rpccp.Message) error {
+	if !root.HasUnimplemented() {
+		return protoErr("unimplemented with a null body")
+	}
+	m, err := root.Unimplemented()
+	if err != nil {
+		return protoErr("unreadable unimplemented: %v", err)
+	}
+	switch m.Which() {
+	case rpccp.Message_Which_abort:
+		return nil
+	default:
+		// We send nothing a Level 1 peer may refuse; a peer that does
+		// cannot be talked to.
+		return protoErr("peer does not implement %v", m.Which())
+	}
+}
+
+// parseTransform reads a promisedAnswer's transform.
+func parseTransform(pa rpccp.PromisedAnswer) ([]capnp.PipelineOp, error) {
+	if !pa.HasTransform() {
+		return nil, nil
+	}
+	l, err := pa.Transform()
+	if err != nil {
+		return nil, protoErr("unreadable transform: %v", err)
+	}
+	if l.Len() == 0 {
+		return nil, nil
+	}
+	ops := make([]capnp.PipelineOp, 0, l.Len())
+	for i := 0; i < l.Len(); i++ {
+		op := l.At(i)
+		switch op.Which() {
+		case rpccp.PromisedAnswer_Op_Which_noop:
+		case rpccp.PromisedAnswer_Op_Which_getPointerField:
+			ops = append(ops, capnp.PipelineOp{Field: op.GetPointerField()})
+		default:
+			return nil, protoErr("unknown transform op %d", op.Which())
+		}
+	}
+	return ops, nil
+}
+
+// parsedCaps holds a payload's cap descriptors, read before any table
+// is touched.
+func readCapTable(p rpccp.Payload) (rpccp.CapDescriptor_List, error) {
+	if !p.HasCapTable() {
+		return rpccp.CapDescriptor_List{}, nil
+	}
+	l, err := p.CapTable()
+	if err != nil {
+		return rpccp.CapDescriptor_List{}, protoErr("unreadable cap table: %v", err)
+	}
+	return l, nil
+}
+
+func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) error {
+	fail := func(err error) error { msg.Release(); return err }
+	if !root.HasCall() {
+		return fail(protoErr("call with a null body"))
+	}
+	call, err := root.Call()
+	if err != nil {
+		return fail(protoErr("unreadable call: %v", err))
+	}
+	qid := call.QuestionId()
+	if call.SendResultsTo().Which() != rpccp.Call_sendResultsTo_Which_caller {
+		return fail(protoErr("call %d: sendResultsTo %v is not supported", qid, call.SendResultsTo().Which()))
+	}
+	if !call.HasTarget() {
+		return fail(protoErr("call %d without a target", qid))
+	}
+	tgt, err := call.Target()
+	if err != nil {
+		return fail(protoErr("call %d: unreadable target: %v", qid, err))
+	}
+	var transform []capnp.PipelineOp
+	var paID uint32
+	switch tgt.Which() {
+	case rpccp.MessageTarget_Which_importedCap:
+	case rpccp.MessageTarget_Which_promisedAnswer:
+		if !tgt.HasPromisedAnswer() {
+			return fail(protoErr("call %d: null promisedAnswer", qid))
+		}
+		pa, err := tgt.PromisedAnswer()
+		if err != nil {
+			return fail(protoErr("call %d: unreadable promisedAnswer: %v", qid, err))
+		}
+		paID = pa.QuestionId()
+		if transform, err = parseTransform(pa); err != nil {
+			return fail(err)
+		}
+	default:
+		return fail(protoErr("call %d: unknown target kind %d", qid, tgt.Which()))
+	}
+	if !call.HasParams() {
+		return fail(protoErr("call %d without params", qid))
+	}
+	params, err := call.Params()
+	if err != nil {
+		return fail(protoErr("call %d: unreadable params: %v", qid, err))
+	}
+	content, err := params.Content()
+	if err != nil {
+		return fail(protoErr("call %d: unreadable params content: %v", qid, err))
+	}
+	descs, err := readCapTable(params)
+	if err != nil {
+		return fail(err)
+	}
+
+	var release []capnp.Client
+	var target capnp.Client
+	var targetErr error
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return fail(nil)
+	}
+	if _, dup := c.answers[qid]; dup {
+		c.mu.Unlock()
+		return fail(protoErr("call: question ID %d already in use", qid))
+	}
+	if err := c.checkAnswerLimits(); err != nil {
+		c.mu.Unlock()
+		return fail(err)
+	}
+	if c.active > 0 && c.aBytes+size > c.lim.maxBytes {
+		c.mu.Unlock()
+		return fail(protoErr("more than %d bytes of calls in flight", c.lim.maxBytes))
+	}
+	var base *answer
+	if tgt.Which() == rpccp.MessageTarget_Which_importedCap {
+		id := tgt.ImportedCap()
+		e := c.export(id)
+		if e == nil {
+			c.mu.Unlock()
+			return fail(protoErr("call %d on unknown export %d", qid, id))
+		}
+		target = e.client.AddRef()
+	} else {
+		base = c.answers[paID]
+		if base == nil {
+			c.mu.Unlock()
+			return fail(protoErr("call %d on unknown promised answer %d", qid, paID))
+		}
+	}
+	caps, err := c.importCaps(descs, &release)
+	if err != nil {
+		c.mu.Unlock()
+		target.Release()
+		releaseAll(release)
+		releaseAll(caps)
+		return fail(err)
+	}
+	// The message's cap table is empty: Reset releases nothing here.
+	msg.CapTable().Reset(caps...)
+	a := c.newAnswer(qid, size, msg)
+	recv := capnp.Recv{
+		Method:      capnp.Method{InterfaceID: call.InterfaceId(), MethodID: call.MethodId()},
+		Args:        content.Struct(),
+		ReleaseArgs: a.releaseArgs,
+		Returner:    a,
+	}
+	queued := false
+	if base != nil {
+		if base.returned {
+			target, targetErr = base.target(transform)
+		} else {
+			base.pipeline = append(base.pipeline, pendingCall{a: a, transform: transform, recv: recv})
+			queued = true
+		}
+	}
+	c.mu.Unlock()
+	releaseAll(release)
+	if queued {
+		return nil
+	}
+	if targetErr != nil {
+		a.reject(targetErr)
+		return nil
+	}
+	a.deliver(target, recv)
+	target.Release()
+	return nil
+}
+
+// checkAnswerLimits refuses a new call from the peer beyond MaxCalls
+// calls not yet returned, or beyond MaxTableSize answers not yet finished
+// (go-capnp's rpc sends its Finish messages late, so returned answers
+// may pile up there under load). The caller holds c.mu.
+func (c *Conn) checkAnswerLimits() error {
+	if c.active >= c.lim.maxCalls {
+		return protoErr("more than %d calls in flight", c.lim.maxCalls)
+	}
+	if len(c.answers) >= c.lim.maxTable {
+		return protoErr("more than %d answers not finished", c.lim.maxTable)
+	}
+	return nil
+}
+
+// newAnswer adds an answer to the table; the caller holds c.mu.
+func (c *Conn) newAnswer(id uint32, size uint64, args *capnp.Message) *answer {
+	a := &answer{c: c, id: id, size: size, args: args}
+	if args == nil {
+		a.argsReleased = true
+	}
+	c.answers[id] = a
+	c.aBytes += size
+	c.active++
+	return a
+}
+
+func releaseAll(cs []capnp.Client) {
+	for _, cl := range cs {
+		cl.Release()
+	}
+}
+
+func (c *Conn) handleBootstrap(root rpccp.Message) error {
+	if !root.HasBootstrap() {
+		return protoErr("bootstrap with a null body")
+	}
+	b, err := root.Bootstrap()
+	if err != nil {
+		return protoErr("unreadable bootstrap: %v", err)
+	}
+	qid := b.QuestionId()
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return nil
+	}
+	if _, dup := c.answers[qid]; dup {
+		c.mu.Unlock()
+		return protoErr("bootstrap: question ID %d already in use", qid)
+	}
+	if err := c.checkAnswerLimits(); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	a := c.newAnswer(qid, 0, nil)
+	boot := c.boot.AddRef()
+	c.mu.Unlock()
+	if !boot.IsValid() {
+		a.reject(exc.New(exc.Failed, "rpcconn", "no bootstrap capability"))
+		return nil
+	}
+	msg, mroot := newMessage()
+	ret, _ := mroot.NewReturn()
+	ret.SetAnswerId(qid)
+	ret.SetReleaseParamCaps(false)
+	payload, err := ret.NewResults()
+	if err != nil {
+		msg.Release()
+		boot.Release()
+		a.reject(err)
+		return nil
+	}
+	id := msg.CapTable().Add(boot)
+	a.content = capnp.NewInterface(payload.Segment(), id).ToPtr()
+	payload.SetContent(a.content)
+	a.ret, a.payload, a.alloced = msg, payload, true
+	a.Return()
+	return nil
+}
+
+func (c *Conn) handleFinish(root rpccp.Message) error {
+	if !root.HasFinish() {
+		return protoErr("finish with a null body")
+	}
+	f, err := root.Finish()
+	if err != nil {
+		return protoErr("unreadable finish: %v", err)
+	}
+	id := f.QuestionId()
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return nil
+	}
+	a := c.answers[id]
+	if a == nil {
+		c.mu.Unlock()
+		return protoErr("finish for unknown question %d", id)
+	}
+	if a.finished {
+		c.mu.Unlock()
+		return protoErr("second finish for question %d", id)
+	}
+	a.finished = true
+	a.releaseCaps = f.ReleaseResultCaps()
+	if !a.returned && !a.draining {
+		c.mu.Unlock()
+		a.ctx.cancel()
+		return nil
+	}
+	// Returned (perhaps still handing queued pipelined calls on, which
+	// keeps the results alive): the ID is the peer's again.
+	c.removeAnswer(a)
+	c.mu.Unlock()
+	a.finishCleanup()
+	return nil
+}
+
+func (c *Conn) handleRelease(root rpccp.Message) error {
+	if !root.HasRelease() {
+		return protoErr("release with a null body")
+	}
+	r, err := root.Release()
+	if err != nil {
+		return protoErr("unreadable release: %v", err)
+	}
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return nil
+	}
+	cl, err := c.releaseExport(r.Id(), r.ReferenceCount())
+	c.mu.Unlock()
+	cl.Release()
+	return err
+}

@@ -1,0 +1,105 @@
+package rpcconn
+
+import (
+	"log/slog"
+
+	"capnproto.org/go/capnp/v3"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+)
+
+// Defaults for Options' zero fields.
+const (
+	DefaultMaxMessageSize   = 64 << 20
+	MaxSegments             = 512 // as the C++ reference
+	DefaultTraverseLimit    = 64 << 20
+	DefaultDepthLimit       = 64
+	DefaultMaxCalls         = 1024
+	DefaultMaxBytesInFlight = 64 << 20
+	DefaultMaxTableSize     = 1 << 16
+	DefaultMaxQueueBytes    = 16 << 20
+)
+
+// Options configures a connection. The zero value and nil are usable.
+type Options struct {
+	// BootstrapClient is offered to the peer's Bootstrap requests. The
+	// connection takes ownership: it releases it when it ends. The zero
+	// Client makes Bootstrap requests fail.
+	BootstrapClient capnp.Client
+
+	// Logger receives the reason the connection ended (Info for a normal
+	// end, Warn for a protocol error) and stacks of recovered bugs
+	// (Error). Nil means silent.
+	Logger *slog.Logger
+
+	// MaxMessageSize is the largest message accepted, in bytes, framing
+	// included. Default DefaultMaxMessageSize. A message may have at most
+	// MaxSegments segments.
+	MaxMessageSize uint64
+
+	// TraverseLimit and DepthLimit are set on every received message:
+	// bytes that reading it may traverse, and pointer depth. Defaults
+	// DefaultTraverseLimit and DefaultDepthLimit.
+	TraverseLimit uint64
+	DepthLimit    uint
+
+	// MaxCalls bounds the calls in flight in each direction: questions
+	// this side has sent whose answers the caller has not released
+	// (callers wait), and calls from the peer not yet returned (more
+	// aborts the connection). Default DefaultMaxCalls.
+	MaxCalls int
+
+	// MaxBytesInFlight bounds the bytes of call messages in flight in
+	// each direction, as MaxCalls does their number. A single message
+	// larger than the limit is allowed when nothing else is in flight.
+	// Default DefaultMaxBytesInFlight.
+	MaxBytesInFlight uint64
+
+	// MaxTableSize bounds the imports the peer may create and the
+	// answers it may leave unfinished. Default DefaultMaxTableSize.
+	MaxTableSize int
+
+	// Observe, if set, sees every message: received ones (sent=false)
+	// before they are handled, on the reader goroutine, and sent ones
+	// (sent=true) just before they are written, on the writer goroutine.
+	// It must return quickly and must not keep m, which is valid only
+	// during the call. For logging calls (protocol's DebugCalls).
+	Observe func(sent bool, m rpccp.Message)
+
+	// MaxQueueBytes bounds the outgoing queue: results returned by server
+	// methods wait while it holds more. Messages the protocol itself
+	// sends never wait. Default DefaultMaxQueueBytes.
+	MaxQueueBytes uint64
+}
+
+type limits struct {
+	maxMessage, traverse, maxBytes, maxQueue uint64
+	depth                                    uint
+	maxCalls, maxTable                       int
+}
+
+func (o *Options) limits() limits {
+	var z Options
+	if o == nil {
+		o = &z
+	}
+	l := limits{o.MaxMessageSize, o.TraverseLimit, o.MaxBytesInFlight, o.MaxQueueBytes, o.DepthLimit, o.MaxCalls, o.MaxTableSize}
+	def := func(v *uint64, d uint64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&l.maxMessage, DefaultMaxMessageSize)
+	def(&l.traverse, DefaultTraverseLimit)
+	def(&l.maxBytes, DefaultMaxBytesInFlight)
+	def(&l.maxQueue, DefaultMaxQueueBytes)
+	if l.depth == 0 {
+		l.depth = DefaultDepthLimit
+	}
+	if l.maxCalls <= 0 {
+		l.maxCalls = DefaultMaxCalls
+	}
+	if l.maxTable <= 0 {
+		l.maxTable = DefaultMaxTableSize
+	}
+	return l
+}

@@ -1,0 +1,552 @@
+package rpcconn
+
+import (
+	"context"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/exc"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+)
+
+// A question is the caller's side of a call or bootstrap request sent to
+// the peer. It is the capnp.PipelineCaller of the call's Promise.
+type question struct {
+	c      *Conn
+	id     uint32
+	p      *capnp.Promise
+	size   uint64 // bytes counted in c.qBytes
+	stop   func() bool
+	result *capnp.Message // the Return message, kept for the results
+
+	// Guarded by c.mu.
+	returned    bool // Return arrived, or the question was failed
+	finishSent  bool // canceled before its Return
+	freed       bool // out of the table; the ID may be reused
+	budgetFreed bool
+	onReturn    []func()
+	settled     bool                 // resolve has run and taken onReturn
+	paths       [][]capnp.PipelineOp // transforms pipelined calls went to
+	paramCaps   []uint32             // exports counted for the params
+}
+
+// addPath records that a call was pipelined to transform; the caller
+// holds c.mu.
+func (q *question) addPath(t []capnp.PipelineOp) {
+	for _, p := range q.paths {
+		if samePath(p, t) {
+			return
+		}
+	}
+	cp := make([]capnp.PipelineOp, len(t))
+	for i := range t {
+		cp[i].Field = t[i].Field
+	}
+	q.paths = append(q.paths, cp)
+}
+
+func samePath(a, b []capnp.PipelineOp) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Field != b[i].Field {
+			return false
+		}
+	}
+	return true
+}
+
+// callTarget is where a call goes: an import, or a promised answer.
+type callTarget struct {
+	imp       *importClient
+	q         *question
+	transform []capnp.PipelineOp
+}
+
+// Bootstrap asks the peer for its bootstrap capability. The result is a
+// promise that calls can be made on at once. ctx bounds the request: if
+// it ends before the answer, the capability is broken with ctx.Err().
+func (c *Conn) Bootstrap(ctx context.Context) capnp.Client {
+	c.mu.Lock()
+	if c.closing {
+		err := c.discErr
+		c.mu.Unlock()
+		return capnp.ErrorClient(err)
+	}
+	q := c.newQuestion(capnp.Method{InterfaceName: "bootstrap"}, 0)
+	msg, root := newMessage()
+	b, _ := root.NewBootstrap()
+	b.SetQuestionId(q.id)
+	if ctx.Done() != nil {
+		q.stop = context.AfterFunc(ctx, func() { q.cancel(ctx.Err()) })
+	}
+	c.send(msg, nil)
+	c.mu.Unlock()
+	ans := q.p.Answer()
+	cl := ans.Client().AddRef()
+	cl.AttachReleaser(func() {
+		q.cancel(exc.New(exc.Failed, "rpcconn", "bootstrap capability released"))
+		q.p.ReleaseClients()
+		q.releaseResult()
+		c.mu.Lock()
+		c.releaseBudget(q)
+		c.mu.Unlock()
+	})
+	return cl
+}
+
+// newQuestion adds a question to the table; the caller holds c.mu.
+func (c *Conn) newQuestion(m capnp.Method, size uint64) *question {
+	q := &question{c: c, size: size}
+	if n := len(c.freeQ); n > 0 {
+		q.id = c.freeQ[n-1]
+		c.freeQ = c.freeQ[:n-1]
+		c.questions[q.id] = q
+	} else {
+		q.id = uint32(len(c.questions))
+		c.questions = append(c.questions, q)
+	}
+	c.qCount++
+	c.qBytes += size
+	q.p = capnp.NewPromise(m, q, nil)
+	return q
+}
+
+// releaseBudget gives back what q counted against MaxCalls and
+// MaxBytesInFlight. It runs when the caller releases the answer, not at
+// the Return: results not yet released are in flight too, and this is
+// what bounds a stream (go-capnp's SendStreamCall keeps a goroutine per
+// call until it has released the answer). The caller holds c.mu.
+func (c *Conn) releaseBudget(q *question) {
+	if q.budgetFreed {
+		return
+	}
+	q.budgetFreed = true
+	c.qCount--
+	c.qBytes -= q.size
+	if c.qWait != nil {
+		close(c.qWait)
+		c.qWait = nil
+	}
+}
+
+// freeQuestion takes q out of the table, so that its ID may be reused;
+// the caller holds c.mu.
+func (c *Conn) freeQuestion(q *question) {
+	if q.freed {
+		return
+	}
+	q.freed = true
+	if c.closing || int(q.id) >= len(c.questions) || c.questions[q.id] != q {
+		return
+	}
+	c.questions[q.id] = nil
+	c.freeQ = append(c.freeQ, q.id)
+}
+
+// questionFor finds the unanswered question whose answer is ans. The
+// caller holds c.mu.
+func (c *Conn) questionFor(ans *capnp.Answer) *question {
+	for _, q := range c.questions {
+		if q != nil && !q.returned && q.p.Answer() == ans {
+			return q
+		}
+	}
+	return nil
+}
+
+// resolve settles q's promise and runs what waited for it. The caller
+// holds no lock and has set q.returned.
+func (q *question) resolve(p capnp.Ptr, err error) {
+	if q.stop != nil {
+		q.stop()
+	}
+	q.p.Resolve(p, err)
+	q.c.mu.Lock()
+	fns := q.onReturn
+	q.onReturn = nil
+	q.settled = true
+	q.c.mu.Unlock()
+	for _, f := range fns {
+		f()
+	}
+}
+
+func (q *question) releaseResult() {
+	if m := q.result; m != nil {
+		q.result = nil
+		m.Release()
+	}
+}
+
+// cancel sends a Finish for an unanswered question and fails it with err.
+func (q *question) cancel(err error) {
+	c := q.c
+	c.mu.Lock()
+	if q.returned || q.finishSent || c.closing {
+		c.mu.Unlock()
+		return
+	}
+	q.finishSent = true
+	msg, root := newMessage()
+	f, _ := root.NewFinish()
+	f.SetQuestionId(q.id)
+	f.SetReleaseResultCaps(true)
+	c.send(msg, nil)
+	c.mu.Unlock()
+	q.resolve(capnp.Ptr{}, err)
+}
+
+// PipelineSend implements capnp.PipelineCaller.
+func (q *question) PipelineSend(ctx context.Context, transform []capnp.PipelineOp, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	_, ans, rel := q.c.sendCall(ctx, callTarget{q: q, transform: transform}, s, true)
+	return ans, rel
+}
+
+// PipelineRecv implements capnp.PipelineCaller.
+func (q *question) PipelineRecv(ctx context.Context, transform []capnp.PipelineOp, r capnp.Recv) capnp.PipelineCaller {
+	return q.c.forward(ctx, callTarget{q: q, transform: transform}, r)
+}
+
+// forward sends a received call on to the peer without waiting, and
+// returns the results to r's Returner when they come.
+func (c *Conn) forward(ctx context.Context, t callTarget, r capnp.Recv) capnp.PipelineCaller {
+	q, ans, rel := c.sendCall(ctx, t, capnp.Send{
+		Method:   r.Method,
+		ArgsSize: r.Args.Size(),
+		PlaceArgs: func(s capnp.Struct) error {
+			return s.CopyFrom(r.Args)
+		},
+	}, false)
+	if ans == nil {
+		// The promised answer settled first: hand the call to what it
+		// settled to. resolve is running or has run, so the wait is
+		// short; and the reader never waits here for itself, as it
+		// settles a question before reading on.
+		select {
+		case <-t.q.p.Answer().Done():
+		case <-ctx.Done():
+			r.Reject(ctx.Err())
+			return nil
+		}
+		return t.q.p.Answer().PipelineRecv(ctx, t.transform, r)
+	}
+	r.ReleaseArgs()
+	finish := func() { returnAnswer(r.Returner, ans, rel) }
+	if q != nil {
+		c.mu.Lock()
+		if !q.settled {
+			q.onReturn = append(q.onReturn, finish)
+			c.mu.Unlock()
+			return ans
+		}
+		c.mu.Unlock()
+	}
+	// Settled already (an error answer, or a question settled since).
+	<-ans.Done()
+	finish()
+	return nil
+}
+
+func returnAnswer(ret capnp.Returner, ans *capnp.Answer, release capnp.ReleaseFunc) {
+	defer release()
+	st, err := ans.Struct()
+	if err == nil {
+		var out capnp.Struct
+		if out, err = ret.AllocResults(st.Size()); err == nil {
+			err = out.CopyFrom(st)
+		}
+	}
+	ret.PrepareReturn(err)
+	ret.Return()
+	ret.ReleaseResults()
+}
+
+// sendCall sends a call to t. block says whether it may wait for the
+// calls-in-flight limits (not when called from the reader).
+func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block bool) (*question, *capnp.Answer, capnp.ReleaseFunc) {
+	msg, root := newMessage()
+	call, err := root.NewCall()
+	if err == nil {
+		err = buildCall(call, t, s)
+	}
+	if err != nil {
+		msg.Release()
+		return nil, capnp.ErrorAnswer(s.Method, exc.WrapError("rpcconn: build call", err)), func() {}
+	}
+	size := msgSize(msg)
+	var release []capnp.Client
+	c.mu.Lock()
+	for block && !c.closing && c.qCount > 0 && (c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes) {
+		if c.qWait == nil {
+			c.qWait = make(chan struct{})
+		}
+		ch := c.qWait
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			msg.Release()
+			return nil, capnp.ErrorAnswer(s.Method, ctx.Err()), func() {}
+		}
+		c.mu.Lock()
+	}
+	if c.closing {
+		err := c.discErr
+		c.mu.Unlock()
+		msg.Release()
+		return nil, capnp.ErrorAnswer(s.Method, err), func() {}
+	}
+	if t.imp != nil && t.imp.gone {
+		c.mu.Unlock()
+		msg.Release()
+		return nil, capnp.ErrorAnswer(s.Method, exc.New(exc.Failed, "rpcconn", "call on a released capability")), func() {}
+	}
+	if t.q != nil && (t.q.returned || t.q.freed || t.q.finishSent) {
+		// The Return (or a cancellation) won the race: the promise is
+		// (being) settled, and the peer may have forgotten the answer,
+		// so the call goes to what the promise settled to.
+		c.mu.Unlock()
+		if !block {
+			msg.Release()
+			return nil, nil, nil // forward redirects the Recv itself
+		}
+		ans, rel := c.resend(ctx, t, s.Method, msg)
+		return nil, ans, rel
+	}
+	if t.q != nil {
+		t.q.addPath(t.transform)
+	} else {
+		t.imp.called = true
+	}
+	q := c.newQuestion(s.Method, size)
+	call.SetQuestionId(q.id)
+	params, _ := call.Params()
+	var err2 error
+	if q.paramCaps, err2 = c.describeCaps(params, msg.CapTable(), &release); err2 != nil {
+		err := err2
+		c.freeQuestion(q)
+		c.releaseBudget(q)
+		c.mu.Unlock()
+		msg.Release()
+		return nil, capnp.ErrorAnswer(s.Method, err), func() {}
+	}
+	if ctx.Done() != nil {
+		q.stop = context.AfterFunc(ctx, func() { q.cancel(ctx.Err()) })
+	}
+	c.send(msg, nil)
+	c.mu.Unlock()
+	ans := q.p.Answer()
+	return q, ans, q.releaseFunc
+}
+
+func (q *question) releaseFunc() {
+	<-q.p.Answer().Done()
+	q.p.ReleaseClients()
+	q.c.mu.Lock()
+	m := q.result
+	q.result = nil
+	q.c.releaseBudget(q)
+	q.c.mu.Unlock()
+	if m != nil {
+		m.Release()
+	}
+}
+
+// resend sends a call built for a promised answer that has returned to
+// the capability the answer resolved to.
+func (c *Conn) resend(ctx context.Context, t callTarget, m capnp.Method, msg *capnp.Message) (*capnp.Answer, capnp.ReleaseFunc) {
+	root, _ := rpccp.ReadRootMessage(msg)
+	call, _ := root.Call()
+	params, _ := call.Params()
+	content, _ := params.Content()
+	args := content.Struct()
+	select {
+	case <-t.q.p.Answer().Done():
+	case <-ctx.Done():
+		msg.Release()
+		return capnp.ErrorAnswer(m, ctx.Err()), func() {}
+	}
+	ans, rel := t.q.p.Answer().PipelineSend(ctx, t.transform, capnp.Send{
+		Method:    m,
+		ArgsSize:  args.Size(),
+		PlaceArgs: func(s capnp.Struct) error { return s.CopyFrom(args) },
+	})
+	msg.Release()
+	return ans, rel
+}
+
+func buildCall(call rpccp.Call, t callTarget, s capnp.Send) error {
+	call.SetInterfaceId(s.Method.InterfaceID)
+	call.SetMethodId(s.Method.MethodID)
+	tgt, err := call.NewTarget()
+	if err != nil {
+		return err
+	}
+	if t.imp != nil {
+		tgt.SetImportedCap(t.imp.id)
+	} else {
+		pa, err := tgt.NewPromisedAnswer()
+		if err != nil {
+			return err
+		}
+		pa.SetQuestionId(t.q.id)
+		if len(t.transform) > 0 {
+			ops, err := pa.NewTransform(int32(len(t.transform)))
+			if err != nil {
+				return err
+			}
+			for i, op := range t.transform {
+				ops.At(i).SetGetPointerField(op.Field)
+			}
+		}
+	}
+	params, err := call.NewParams()
+	if err != nil {
+		return err
+	}
+	args, err := capnp.NewStruct(params.Segment(), s.ArgsSize)
+	if err != nil {
+		return err
+	}
+	if err := params.SetContent(args.ToPtr()); err != nil {
+		return err
+	}
+	if s.PlaceArgs != nil {
+		if err := s.PlaceArgs(args); err != nil {
+			return exc.WrapError("place args", err)
+		}
+	}
+	return nil
+}
+
+func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
+	if !root.HasReturn() {
+		msg.Release()
+		return protoErr("return with a null body")
+	}
+	ret, err := root.Return()
+	if err != nil {
+		msg.Release()
+		return protoErr("unreadable return: %v", err)
+	}
+	id := ret.AnswerId()
+	noFinish := ret.NoFinishNeeded()
+	releaseParams := ret.ReleaseParamCaps()
+	// Read everything before touching a table.
+	var content capnp.Ptr
+	var descs rpccp.CapDescriptor_List
+	var callErr error
+	switch ret.Which() {
+	case rpccp.Return_Which_results:
+		if !ret.HasResults() {
+			msg.Release()
+			return protoErr("return %d: null results", id)
+		}
+		p, err := ret.Results()
+		if err == nil {
+			content, err = p.Content()
+		}
+		if err == nil {
+			descs, err = readCapTable(p)
+		}
+		if err != nil {
+			msg.Release()
+			return protoErr("return %d: unreadable results: %v", id, err)
+		}
+	case rpccp.Return_Which_exception:
+		if !ret.HasException() {
+			msg.Release()
+			return protoErr("return %d: null exception", id)
+		}
+		e, err := ret.Exception()
+		if err != nil {
+			msg.Release()
+			return protoErr("return %d: unreadable exception: %v", id, err)
+		}
+		callErr = fromException(e)
+	case rpccp.Return_Which_canceled:
+		callErr = exc.New(exc.Failed, "rpcconn", "call canceled")
+	default:
+		msg.Release()
+		return protoErr("return %d: unsupported kind %v", id, ret.Which())
+	}
+
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		msg.Release()
+		return nil
+	}
+	var q *question
+	if uint64(id) < uint64(len(c.questions)) {
+		q = c.questions[id]
+	}
+	if q == nil || (q.returned && !q.finishSent) {
+		c.mu.Unlock()
+		msg.Release()
+		return protoErr("return for unknown question %d", id)
+	}
+	var release []capnp.Client
+	if releaseParams {
+		// The callee dropped the params' capabilities (nobody sends
+		// this, but it is the schema's default).
+		for _, eid := range q.paramCaps {
+			if cl, err := c.releaseExport(eid, 1); err == nil && cl.IsValid() {
+				release = append(release, cl)
+			}
+		}
+	}
+	q.paramCaps = nil
+	if q.finishSent {
+		// Canceled: its promise is settled, and the Finish told the
+		// peer to release the result caps.
+		q.returned = true
+		c.freeQuestion(q)
+		c.mu.Unlock()
+		releaseAll(release)
+		msg.Release()
+		return nil
+	}
+	q.returned = true
+	var caps []capnp.Client
+	if callErr == nil {
+		caps, err = c.importCaps(descs, &release)
+		if err != nil {
+			c.mu.Unlock()
+			releaseAll(release)
+			releaseAll(caps)
+			msg.Release()
+			return err
+		}
+		if len(q.paths) > 0 && len(caps) > 0 {
+			local := make([]bool, len(caps))
+			for i := range caps {
+				w := descs.At(i).Which()
+				local[i] = w == rpccp.CapDescriptor_Which_receiverHosted || w == rpccp.CapDescriptor_Which_receiverAnswer
+			}
+			c.embargoLocals(q, content, caps, local)
+		}
+	}
+	c.mu.Unlock()
+	releaseAll(release)
+	if callErr == nil {
+		msg.CapTable().Reset(caps...)
+		q.result = msg
+	} else {
+		msg.Release()
+	}
+	q.resolve(content, callErr)
+
+	c.mu.Lock()
+	if !c.closing && !noFinish {
+		fm, froot := newMessage()
+		f, _ := froot.NewFinish()
+		f.SetQuestionId(id)
+		f.SetReleaseResultCaps(false)
+		c.send(fm, nil)
+	}
+	c.freeQuestion(q)
+	c.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,138 @@
+package rpcconn
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+
+	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/schema"
+)
+
+// maxGoroutines samples runtime.NumGoroutine until stop is closed.
+func maxGoroutines(stop <-chan struct{}) <-chan int {
+	out := make(chan int, 1)
+	go func() {
+		m := 0
+		for {
+			if n := runtime.NumGoroutine(); n > m {
+				m = n
+			}
+			select {
+			case <-stop:
+				out <- m
+				return
+			case <-time.After(200 * time.Microsecond):
+			}
+		}
+	}()
+	return out
+}
+
+// Streaming calls (what capnpc-go generates for "-> stream") are bounded
+// by MaxCalls: the sender waits, so neither goroutines (go-capnp starts
+// one per streamed call, in capnp.Client.SendStreamCall) nor memory grow
+// with the number of messages.
+func TestStreamingFlowControl(t *testing.T) {
+	ts := newTestServer()
+	a, b := socketPair(t)
+	srv := NewConn(b, &Options{BootstrapClient: ts.client(), MaxCalls: 16})
+	cl := NewConn(a, &Options{MaxCalls: 16})
+	defer func() {
+		cl.Close()
+		srv.Close()
+		<-cl.Done()
+		<-srv.Done()
+	}()
+	ctx := testCtx(t)
+	boot := cl.Bootstrap(ctx)
+	defer boot.Release()
+	if _, err := echo(ctx, schema.Echo(boot), "warm"); err != nil {
+		t.Fatal(err)
+	}
+	base := runtime.NumGoroutine()
+	stop := make(chan struct{})
+	peak := maxGoroutines(stop)
+	const n = 20000
+	m := capnp.Method{InterfaceID: testschema.Slow_TypeID, MethodID: 1}
+	for i := 0; i < n; i++ {
+		err := boot.SendStreamCall(ctx, capnp.Send{
+			Method:   m,
+			ArgsSize: capnp.ObjectSize{PointerCount: 1},
+			PlaceArgs: func(s capnp.Struct) error {
+				return testschema.Slow_echo_Params(s).SetS("event")
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := boot.WaitStreaming(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	if p := <-peak; p > base+2*16+8 { // MaxCalls waiting, a few exiting
+		t.Fatalf("peak goroutines %d, base %d: not bounded by MaxCalls", p, base)
+	}
+}
+
+// The number of goroutines does not grow with calls in flight on our
+// side: 200 calls blocked in the server use the server package's
+// goroutines (it runs each call that called Go in its own), and none of
+// ours.
+func TestNoGoroutinePerCall(t *testing.T) {
+	ts := newTestServer()
+	a, b := socketPair(t)
+	srv := NewConn(b, &Options{BootstrapClient: ts.client()})
+	cl := NewConn(a, nil)
+	defer func() {
+		cl.Close()
+		srv.Close()
+		<-cl.Done()
+		<-srv.Done()
+	}()
+	ctx := testCtx(t)
+	boot := cl.Bootstrap(ctx)
+	defer boot.Release()
+	if _, err := echo(ctx, schema.Echo(boot), "warm"); err != nil {
+		t.Fatal(err)
+	}
+	base := runtime.NumGoroutine()
+	const n = 200
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	var rels []capnp.ReleaseFunc
+	var futs []testschema.Slow_sleep_Results_Future
+	for i := 0; i < n; i++ {
+		f, rel := testschema.Slow(boot).Sleep(ctx, func(p testschema.Slow_sleep_Params) error {
+			p.SetMs(60_000)
+			return nil
+		})
+		futs, rels = append(futs, f), append(rels, rel)
+	}
+	waitFor(t, func() bool { ts.mu.Lock(); defer ts.mu.Unlock(); return ts.sleeping == n })
+	// The server package runs one goroutine per call that called Go;
+	// beyond those, nothing per call.
+	if g := runtime.NumGoroutine(); g > base+n+4 {
+		t.Fatalf("%d goroutines with %d calls in flight, base %d", g, n, base)
+	}
+	close(ts.release)
+	for i := range futs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if _, err := futs[i].Struct(); err != nil {
+				failed.Add(1)
+			}
+			rels[i]()
+		}(i)
+	}
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d calls failed", failed.Load())
+	}
+}
