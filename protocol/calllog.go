@@ -39,10 +39,37 @@ func newCallLog(log *slog.Logger) *callLog {
 	}
 }
 
+// observe is the RPC connection's Options.Observe: it sees the messages
+// received before they are handled and the messages sent just before
+// they are written, so a call made is recorded before its Return can
+// arrive.
+func (l *callLog) observe(sent bool, m rpccp.Message) {
+	switch m.Which() {
+	case rpccp.Message_Which_call:
+		if call, err := m.Call(); err == nil {
+			if sent {
+				l.start(&l.made, call)
+			} else {
+				l.start(&l.served, call)
+			}
+		}
+	case rpccp.Message_Which_return:
+		if ret, err := m.Return(); err == nil {
+			if sent {
+				l.finish(&l.served, "call served", ret)
+			} else {
+				l.finish(&l.made, "call made", ret)
+			}
+		}
+	}
+}
+
 func (l *callLog) start(table *map[uint32]pendingCall, call rpccp.Call) {
 	p := pendingCall{iface: call.InterfaceId(), method: call.MethodId(), start: time.Now()}
 	l.mu.Lock()
-	(*table)[call.QuestionId()] = p
+	if *table != nil { // nil once endAll has run
+		(*table)[call.QuestionId()] = p
+	}
 	l.mu.Unlock()
 }
 
@@ -68,12 +95,14 @@ func (l *callLog) finish(table *map[uint32]pendingCall, msg string, ret rpccp.Re
 	l.logCall(msg, p, err)
 }
 
-func (l *callLog) failed(question uint32, err error) {
+// endAll logs the calls made that never got their Return, failed with
+// the connection's end.
+func (l *callLog) endAll(err error) {
 	l.mu.Lock()
-	p, ok := l.made[question]
-	delete(l.made, question)
+	made := l.made
+	l.made = nil
 	l.mu.Unlock()
-	if ok {
+	for _, p := range made {
 		l.logCall("call made", p, err)
 	}
 }

@@ -6,36 +6,34 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
-	"capnproto.org/go/capnp/v3/rpc"
-	"capnproto.org/go/capnp/v3/rpc/transport"
+
+	"github.com/gomultiprocess/multiprocess/protocol/internal/rpcconn"
 )
 
 // A Conn is one RPC connection on a socket. It is safe to use from
 // several goroutines.
 //
-// A Conn owns its socket and one goroutine, which waits for go-capnp's
-// connection to end, runs the cleanups and then closes Done. go-capnp's
+// A Conn owns its socket and one goroutine, which waits for the RPC
+// connection to end, runs the cleanups and then closes Done. The RPC
 // connection ends only after every call it is serving has returned:
 // their contexts are canceled when the connection ends, and methods must
 // then return promptly, or Done never closes.
 type Conn struct {
 	log     *slog.Logger
-	codec   *codec
-	rc      *rpc.Conn
+	calls   *callLog // nil unless DebugCalls
 	done    chan struct{}
 	started time.Time
 
 	mu       sync.Mutex
+	rc       *rpcconn.Conn // nil until newInit has returned
 	why      endReason // the first cause of the end; stillOpen before
 	cause    error     // the detail behind why
-	ended    bool      // go-capnp's connection is over; set once, by run
+	ended    bool      // the RPC connection is over; set once, by run
 	cleanups []func()
 	wg       sync.WaitGroup // goroutines from spawn; Add only while !ended
 }
@@ -90,7 +88,7 @@ func Connect(ctx context.Context, nc net.Conn, opts *Options) (*Conn, capnp.Clie
 	c := newConn(context.Background(), nc, opts, "connect", nil)
 	// Bootstrap's context cancels the bootstrap question; a caller's
 	// deadline must not do that once Connect has returned.
-	p := &proxyHook{conn: c, inner: c.rc.Bootstrap(context.WithoutCancel(ctx))}
+	p := &proxyHook{conn: c, inner: c.rpc().Bootstrap(context.WithoutCancel(ctx))}
 	c.AddCleanup(p.fire)
 	return c, capnp.NewClient(p), nil
 }
@@ -101,7 +99,11 @@ func Connect(ctx context.Context, nc net.Conn, opts *Options) (*Conn, capnp.Clie
 // facade uses it to keep a reference of its own, e.g. to ask a child to
 // stop after the caller released its proxy.
 func (c *Conn) Bootstrap(ctx context.Context) capnp.Client {
-	return c.rc.Bootstrap(context.WithoutCancel(ctx))
+	rc := c.rpc()
+	if rc == nil { // called from newInit
+		return capnp.ErrorClient(errors.New("protocol: Bootstrap before the connection has started"))
+	}
+	return rc.Bootstrap(context.WithoutCancel(ctx))
 }
 
 // Serve runs Cap'n Proto RPC on nc, offering newInit(conn) as this side's
@@ -145,13 +147,12 @@ func newConn(ctx context.Context, nc net.Conn, opts *Options, role string, newIn
 		attrs = append(attrs, slog.String("local", a))
 	}
 	c.log = opts.logger().With(slog.Group("conn", attrs...))
-	var calls *callLog
+	ro := &rpcconn.Options{Logger: c.log, MaxMessageSize: opts.maxMessageSize()}
 	if opts.debugCalls() {
-		calls = newCallLog(c.log)
+		c.calls = newCallLog(c.log)
+		ro.Observe = c.calls.observe
 	}
-	c.codec = newCodec(c, nc, opts.maxMessageSize(), opts.messageTimeout(), calls)
 
-	var boot capnp.Client
 	if newInit != nil {
 		started := false
 		defer func() {
@@ -159,14 +160,22 @@ func newConn(ctx context.Context, nc net.Conn, opts *Options, role string, newIn
 				nc.Close()
 			}
 		}()
-		boot = newInit(c)
+		ro.BootstrapClient = newInit(c)
 		started = true
 	}
 	c.log.Info("connection opened", "role", role)
-	c.rc = rpc.NewConn(transport.New(c.codec), &rpc.Options{
-		BootstrapClient: boot,
-		Logger:          rpcLogger{c},
-	})
+	var rwc net.Conn = nc
+	if t := opts.messageTimeout(); t > 0 {
+		rwc = newTimeoutConn(nc, t)
+	}
+	rc := rpcconn.NewConn(rwc, ro)
+	c.mu.Lock()
+	c.rc = rc
+	closed := c.why != stillOpen // newInit closed it
+	c.mu.Unlock()
+	if closed {
+		rc.Close()
+	}
 	go c.run(ctx)
 	return c
 }
@@ -183,22 +192,20 @@ func addrString(a net.Addr) string {
 }
 
 // run is the Conn's goroutine: it ends the connection when ctx ends, and
-// once go-capnp's connection is over, records why, runs the cleanups,
-// waits for the goroutines from spawn and closes done.
+// once the RPC connection is over, records why, runs the cleanups, waits
+// for the goroutines from spawn and closes done.
 func (c *Conn) run(ctx context.Context) {
+	rc := c.rpc()
 	select {
-	case <-c.rc.Done():
+	case <-rc.Done():
 	case <-ctx.Done():
 		c.setEnd(ctxEnded, ctx.Err())
-		c.codec.Close()
-		<-c.rc.Done()
+		rc.Close()
+		<-rc.Done()
 	}
 
 	c.mu.Lock()
-	if c.why == stillOpen {
-		// go-capnp ended it on its own, for a reason it logged at Error.
-		c.why, c.cause = failed, errors.New("rpc connection ended")
-	}
+	c.noteEndLocked()
 	c.ended = true
 	why, cause := c.why, c.cause
 	cleanups := c.cleanups
@@ -210,6 +217,9 @@ func (c *Conn) run(ctx context.Context) {
 		args = append(args, "err", cause)
 	}
 	c.log.Info("connection closed", args...)
+	if c.calls != nil {
+		c.calls.endAll(c.Err())
+	}
 
 	for i := len(cleanups) - 1; i >= 0; i-- {
 		cleanups[i]()
@@ -228,45 +238,54 @@ func (c *Conn) setEnd(why endReason, cause error) {
 	}
 }
 
-// receiveFailed records a receive error as a cause of the end and reports
-// whether the end is a normal one, which go-capnp should not report.
-func (c *Conn) receiveFailed(err error) (normal bool) {
-	why := failed
-	if IsDisconnected(err) {
-		why = peerClosed
+// noteEndLocked records why the RPC connection ended on its own, if it
+// has and no cause was recorded before: the peer closed the stream,
+// reset it, or aborted with go-capnp's "connection closed" (a normal
+// close), or anything else (the peer aborted for another reason, broke
+// the protocol, left a message incomplete...).
+func (c *Conn) noteEndLocked() {
+	if c.why != stillOpen || c.rc == nil {
+		return
 	}
-	c.setEnd(why, err)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.why != failed
-}
-
-// peerAborted records an Abort message from the peer. go-capnp sends one
-// with the reason "connection closed" from rpc.Conn.Close; any other
-// reason is the peer complaining about us.
-func (c *Conn) peerAborted(reason string) {
-	why := failed
-	if reason == rpc.ErrConnClosed.Error() {
-		why = peerClosed
+	err := c.rc.Err()
+	if err == nil {
+		return
 	}
-	c.setEnd(why, errors.New("peer aborted: "+reason))
+	c.why, c.cause = failed, err
+	var pe *rpcconn.ProtocolError
+	if errors.As(err, &pe) {
+		if pe.Remote && pe.Reason == "connection closed" {
+			c.why = peerClosed
+		}
+	} else if IsDisconnected(err) {
+		c.why = peerClosed
+	}
 }
 
 // Close ends the connection: it closes the socket, so that the peer sees
 // the end at once and pending calls on both sides fail. It does not wait
 // for the calls this side is serving to return (their contexts are
 // canceled), so it may be called from one of them; Done says when the
-// connection is over. Close is idempotent; it returns the error from
-// closing the socket the first time, nil later.
+// connection is over. Close is idempotent and returns nil.
 func (c *Conn) Close() error {
 	c.setEnd(weClosed, nil)
-	return c.codec.Close()
+	if rc := c.rpc(); rc != nil { // else newConn closes it
+		rc.Close()
+	}
+	return nil
+}
+
+// rpc returns the RPC connection, nil while newInit runs.
+func (c *Conn) rpc() *rpcconn.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rc
 }
 
 // Done returns a channel that is closed when the connection has ended,
 // every call it served has returned and the cleanups have run. The
 // Shutdown methods of server objects that the connection released run
-// in go-capnp's goroutines, possibly a little after Done.
+// in go-capnp's server goroutines, possibly a little after Done.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Err returns nil while the connection is open. Once it is ending (from
@@ -281,6 +300,7 @@ func (c *Conn) Err() error {
 }
 
 func (c *Conn) errLocked() error {
+	c.noteEndLocked()
 	switch c.why {
 	case stillOpen:
 		return nil
@@ -325,46 +345,3 @@ func (c *Conn) spawn(fn func()) {
 // Logger returns the connection's logger: the one from Options, with a
 // "conn" group naming this connection.
 func (c *Conn) Logger() *slog.Logger { return c.log }
-
-// rpcLogger passes go-capnp's log lines on to the connection's logger.
-// go-capnp logs everything at Error, including lines that a normal close
-// produces: messages it could not send because the connection was going
-// away (Release, Finish, Return), and the peer's Abort on a normal close.
-// Those go to Debug; the connection's end is logged once, at Info, with
-// its reason.
-type rpcLogger struct{ c *Conn }
-
-func (r rpcLogger) Debug(msg string, args ...any) { r.c.log.Debug(msg, args...) }
-func (r rpcLogger) Info(msg string, args ...any)  { r.c.log.Info(msg, args...) }
-func (r rpcLogger) Warn(msg string, args ...any)  { r.c.log.Warn(msg, args...) }
-
-func (r rpcLogger) Error(msg string, args ...any) {
-	if r.harmless(msg) {
-		r.c.log.Debug(msg, args...)
-		return
-	}
-	r.c.log.Error(msg, args...)
-}
-
-func (r rpcLogger) harmless(msg string) bool {
-	if strings.Contains(msg, "remote abort: ") {
-		return strings.HasSuffix(msg, "remote abort: "+rpc.ErrConnClosed.Error())
-	}
-	if !strings.Contains(msg, "send ") {
-		return false
-	}
-	if strings.Contains(msg, context.Canceled.Error()) || strings.HasSuffix(msg, rpc.ErrConnClosed.Error()) {
-		return true // go-capnp's own shutdown dropped the message
-	}
-	if strings.Contains(msg, syscall.EPIPE.Error()) || strings.Contains(msg, syscall.ECONNRESET.Error()) {
-		// The peer has gone; the connection's end is logged once, not
-		// once per message still queued (go-capnp sends each Finish 250
-		// ms after its Return, so hundreds may fail at once).
-		return true
-	}
-	// A send that failed because the connection is ending, for a reason
-	// that the end's log line gives.
-	r.c.mu.Lock()
-	defer r.c.mu.Unlock()
-	return r.c.why != stillOpen
-}

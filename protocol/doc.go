@@ -27,16 +27,15 @@
 // and a method that waits for a callback's answer must also watch its
 // ctx, which is canceled when the connection ends.
 //
-// # go-capnp caveats
+// # The RPC connection
 //
-// For now the connection is go-capnp v3.1's rpc package. Its rpc.Conn
-// can be crashed by some malformed peer input, from goroutines where no
-// recover of ours reaches, and it is slow; it will be replaced by our own
-// implementation of the RPC protocol inside this package, behind the
-// same API, which is why no go-capnp rpc type appears in it. Until then,
-// code using this package avoids the known traps: never return a null,
-// error or partly implemented capability in results (return an error
-// instead); resolve capabilities before putting them in results; expect
-// a released capability's Finish to be sent 250 ms after its Return, so
-// leak checks wait at least 300 ms.
+// The connection is this package's own implementation of the Cap'n Proto
+// RPC protocol, Level 1 (package protocol/internal/rpcconn), on go-capnp's
+// message layer, generated code and capnp.Client/server interfaces; no
+// go-capnp rpc type appears in this package's API. No input from the
+// peer can panic the process: a malformed or out-of-protocol message
+// ends that connection with an Abort that says why. Limits (message
+// size, segments, traversal, calls and bytes in flight) bound what a
+// peer can make this side hold. Every call that fails because its
+// connection ended returns an error wrapping ErrDisconnected.
 package protocol

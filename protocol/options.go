@@ -17,15 +17,11 @@ const DefaultMessageTimeout = 10 * time.Second
 // when Options.MaxConnections is zero.
 const DefaultMaxConnections = 16
 
-// maxSegments is the most segments a received message may have; the C++
-// reference implementation stops at 512, go-capnp's decoder at 513.
-const maxSegments = 512
-
 // Options configures a connection. The zero value, and nil, are usable.
 type Options struct {
 	// Logger receives the connection's log lines, each with a "conn"
 	// group naming the connection: opened and closed (with the reason)
-	// at Info, go-capnp's own complaints at Error, calls at Debug. The
+	// at Info, bugs caught at Error, calls at Debug. The
 	// caller's logger should already carry the process name and pid.
 	// Nil means silent.
 	Logger *slog.Logger

@@ -25,7 +25,7 @@ type proxyHook struct {
 }
 
 func (p *proxyHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
-	if p.conn.codec.log != nil {
+	if p.conn.calls != nil {
 		learnName(s.Method)
 	}
 	return p.inner.SendCall(ctx, s)

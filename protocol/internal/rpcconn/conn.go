@@ -237,12 +237,7 @@ func (c *Conn) shutdown(cause error, abort bool) {
 	c.mu.Unlock()
 
 	if cause != nil {
-		var pe *ProtocolError
-		if errors.As(cause, &pe) {
-			c.log.Warn("rpcconn: connection aborted", "err", cause)
-		} else {
-			c.log.Info("rpcconn: connection ended", "err", cause)
-		}
+		c.log.Debug("rpcconn: connection ended", "err", cause)
 	}
 	c.qmu.Lock()
 	c.stop = true

@@ -11,7 +11,7 @@ import (
 // ErrDisconnected is wrapped by every error from a call that failed because
 // the connection ended, whoever ended it, and by exceptions of Cap'n
 // Proto's "disconnected" type received from the peer.
-var ErrDisconnected = errors.New("rpcconn: disconnected")
+var ErrDisconnected = errors.New("protocol: disconnected")
 
 // IsDisconnected reports whether err says that a connection went away.
 // It is true exactly when errors.Is(err, ErrDisconnected) is.

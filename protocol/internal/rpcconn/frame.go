@@ -31,7 +31,7 @@ func readFrame(r io.Reader, hdr []byte, l *limits) (*capnp.Message, uint64, erro
 	for i := uint64(0); i < nseg; i++ {
 		total += 8 * uint64(binary.LittleEndian.Uint32(hdr[4+4*i:]))
 		if total > l.maxMessage {
-			return nil, 0, protoErr("message larger than %d bytes", l.maxMessage)
+			return nil, 0, protoErr("message too large: larger than %d bytes", l.maxMessage)
 		}
 	}
 	var msg *capnp.Message

@@ -12,7 +12,7 @@ func (c *Conn) handle(msg *capnp.Message, size uint64) error {
 	root, err := rpccp.ReadRootMessage(msg)
 	if err != nil {
 		msg.Release()
-		return protoErr("unreadable message: %v", err)
+		return protoErr("unreadable message: read root: %v", err)
 	}
 	if c.observe != nil {
 		c.observe(false, root)

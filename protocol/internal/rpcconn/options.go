@@ -26,9 +26,9 @@ type Options struct {
 	// Client makes Bootstrap requests fail.
 	BootstrapClient capnp.Client
 
-	// Logger receives the reason the connection ended (Info for a normal
-	// end, Warn for a protocol error) and stacks of recovered bugs
-	// (Error). Nil means silent.
+	// Logger receives the reason the connection ended (Debug: package
+	// protocol logs the end itself, with its reason) and stacks of
+	// recovered bugs (Error). Nil means silent.
 	Logger *slog.Logger
 
 	// MaxMessageSize is the largest message accepted, in bytes, framing
