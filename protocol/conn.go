@@ -31,9 +31,9 @@ type Conn struct {
 
 	mu       sync.Mutex
 	rc       *rpcconn.Conn // nil until newInit has returned
-	why      endReason // the first cause of the end; stillOpen before
-	cause    error     // the detail behind why
-	ended    bool      // the RPC connection is over; set once, by run
+	why      endReason     // the first cause of the end; stillOpen before
+	cause    error         // the detail behind why
+	ended    bool          // the RPC connection is over; set once, by run
 	cleanups []func()
 	wg       sync.WaitGroup // goroutines from spawn; Add only while !ended
 }
