@@ -45,8 +45,10 @@ type Options struct {
 	// message, counted from the moment its first byte arrives; a peer that
 	// leaves a message incomplete for longer is dropped, with an error
 	// wrapping ErrMessageTimeout. The clock runs only while a message is
-	// partly received: a peer that sends nothing is never dropped for it,
-	// however long it stays idle. Zero means DefaultMessageTimeout (10 s);
+	// partly received, and only while this side waits to read more of
+	// it: a peer that sends nothing is never dropped for it, however long
+	// it stays idle, nor is one whose message waits while this side is
+	// busy (back-pressure). Zero means DefaultMessageTimeout (10 s);
 	// a negative value turns the timeout off.
 	MessageTimeout time.Duration
 
