@@ -253,8 +253,11 @@ func (a *answer) Return() {
 	}
 	var out *capnp.Message
 	switch {
-	case a.finished:
+	case a.finished && len(a.pipeline) == 0:
 		// The caller canceled: it wants no results, so export nothing.
+		// (With calls pipelined on them the results are still needed:
+		// they are returned as usual, and their capabilities released
+		// as the Finish asked once the pipelined calls are handed on.)
 		if a.ret != nil {
 			drop = append(drop, a.ret)
 		}

@@ -359,8 +359,14 @@ func (c *Conn) handleFinish(root rpccp.Message) error {
 	a.finished = true
 	a.releaseCaps = f.ReleaseResultCaps()
 	if !a.returned && !a.draining {
+		// rpc.capnp: the callee may cancel a call the caller no longer
+		// wants, but not while calls are pipelined on its results (a C++
+		// caller finishes a question as soon as it has pipelined on it).
+		pipelined := len(a.pipeline) > 0
 		c.mu.Unlock()
-		a.ctx.cancel()
+		if !pipelined {
+			a.ctx.cancel()
+		}
 		return nil
 	}
 	// Returned (perhaps still handing queued pipelined calls on, which
