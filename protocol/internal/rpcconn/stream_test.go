@@ -75,7 +75,11 @@ func TestStreamingFlowControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(stop)
-	if p := <-peak; p > base+2*16+8 { // MaxCalls waiting, a few exiting
+	// Each streamed call holds one of go-capnp's SendStreamCall
+	// goroutines until its Return: at most MaxCalls (16) live, plus as
+	// many again that have finished but not yet exited on a loaded
+	// machine. 20000 calls without the bound would show thousands.
+	if p := <-peak; p > base+4*16 {
 		t.Fatalf("peak goroutines %d, base %d: not bounded by MaxCalls", p, base)
 	}
 }
