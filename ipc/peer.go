@@ -301,9 +301,9 @@ func (p *peer) askToStop(control schema.Init, deadline time.Time) {
 func (i *Ipc) adopt(ctx context.Context, p *peer, boot capnp.Client) (schema.Init, error) {
 	init := schema.Init(boot)
 	fail := func(err error) (schema.Init, error) {
-		// Stop first: go-capnp's release of a bootstrap capability
-		// that never resolved waits for it to resolve, which ending
-		// the connection does.
+		// Stop first: the child may never answer, and releasing a
+		// bootstrap capability that never resolved must not wait on it
+		// (go-capnp's did); ending the connection settles it.
 		p.abort.Store(true)
 		p.stop()
 		init.Release()
