@@ -147,7 +147,7 @@ func newConn(ctx context.Context, nc net.Conn, opts *Options, role string, newIn
 		attrs = append(attrs, slog.String("local", a))
 	}
 	c.log = opts.logger().With(slog.Group("conn", attrs...))
-	ro := &rpcconn.Options{Logger: c.log, MaxMessageSize: opts.maxMessageSize()}
+	ro := &rpcconn.Options{Logger: c.log, MaxMessageSize: opts.maxMessageSize(), Owner: c}
 	if opts.debugCalls() {
 		c.calls = newCallLog(c.log)
 		ro.Observe = c.calls.observe
@@ -273,6 +273,16 @@ func (c *Conn) Close() error {
 		rc.Close()
 	}
 	return nil
+}
+
+// closeAfterPanic ends the connection on which a method panicked: what
+// the method left behind is unknown, so nothing more is served on it (a
+// spawned child then shuts down, as when its parent goes away).
+func (c *Conn) closeAfterPanic(method string) {
+	c.setEnd(failed, fmt.Errorf("panic in %s: the connection's state is unknown", method))
+	if rc := c.rpc(); rc != nil {
+		rc.Close()
+	}
 }
 
 // rpc returns the RPC connection, nil while newInit runs.

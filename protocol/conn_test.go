@@ -278,32 +278,46 @@ func TestCallbacksIntoTheCaller(t *testing.T) {
 	}
 }
 
+// A panic in a method reaches the caller as an error, is logged with its
+// stack, and ends the connection that delivered the call, whose state is
+// unknown; another connection of the same process carries on.
 func TestPanicInMethod(t *testing.T) {
 	ctx := testContext(t)
 	log, logBuf := newLogger(t, "server")
 	a, b := socketpair(t)
-	serve(t, ctx, b, newInit(false), &protocol.Options{Logger: log})
-	_, client := connect(t, a, nil)
+	served := serve(t, ctx, b, newInit(false), &protocol.Options{Logger: log})
+	conn, client := connect(t, a, nil)
 	boot := schema.Init(client)
 	defer boot.Release()
 	echo, releaseEcho := makeEcho(ctx, boot)
 	defer releaseEcho()
 
-	for i := 0; i < 3; i++ {
-		_, err := callEcho(ctx, echo, "panic")
-		if err == nil || !strings.Contains(err.Error(), "panic") {
-			t.Fatalf("echo(panic) = %v, want an error about a panic", err)
-		}
-		if protocol.IsDisconnected(err) {
-			t.Fatalf("echo(panic) = %v: the connection must survive", err)
-		}
-		if got, err := callEcho(ctx, echo, "still there"); err != nil || got != "still there" {
-			t.Fatalf("echo after a panic = %q, %v", got, err)
-		}
+	other, otherB := socketpair(t)
+	serve(t, ctx, otherB, newInit(false), &protocol.Options{Logger: log})
+	_, otherClient := connect(t, other, nil)
+	otherBoot := schema.Init(otherClient)
+	defer otherBoot.Release()
+	otherEcho, releaseOther := makeEcho(ctx, otherBoot)
+	defer releaseOther()
+
+	if _, err := callEcho(ctx, echo, "panic"); err == nil {
+		t.Fatal("echo(panic) succeeded")
 	}
-	lines := logBuf.lines("level=ERROR", "panic in method", "method=Echo.echo", "echo asked to panic", "stack=", "conn.id=")
-	if len(lines) != 3 {
-		t.Errorf("want 3 panic lines with method, value, stack and conn; got %d", len(lines))
+	waitDone(t, "the panicking connection to end", conn.Done())
+	if err := waitErr(t, "Serve", served); !errors.Is(err, protocol.ErrDisconnected) {
+		t.Errorf("Serve after a panic = %v, want an error wrapping ErrDisconnected", err)
+	}
+	if _, err := callEcho(ctx, echo, "after"); !protocol.IsDisconnected(err) {
+		t.Errorf("echo after the panic = %v, want a disconnection error", err)
+	}
+	if got, err := callEcho(ctx, otherEcho, "still there"); err != nil || got != "still there" {
+		t.Fatalf("echo on another connection = %q, %v", got, err)
+	}
+	if lines := logBuf.lines("level=ERROR", "panic in method", "method=Echo.echo", "echo asked to panic", "stack=", "conn.id="); len(lines) != 1 {
+		t.Errorf("want 1 panic line with method, value, stack and conn; got %d", len(lines))
+	}
+	if lines := logBuf.lines("closing the connection after a panic", "method=Echo.echo"); len(lines) != 1 {
+		t.Errorf("want 1 line saying the connection closes; got %d", len(lines))
 	}
 }
 
@@ -321,8 +335,8 @@ func TestDebugCalls(t *testing.T) {
 	if _, err := callEcho(ctx, echo, "hi"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := callEcho(ctx, echo, "panic"); err == nil {
-		t.Fatal("echo(panic) succeeded")
+	if _, err := callEcho(ctx, echo, "fail"); err == nil {
+		t.Fatal("echo(fail) succeeded")
 	}
 
 	eventually(t, "call lines", func() bool {
@@ -355,9 +369,9 @@ func TestDebugCalls(t *testing.T) {
 		}
 	}
 	for name, lines := range map[string][]string{
-		"made":   clogBuf.lines("call made", "method=Echo.echo", "err=", "panic"),
-		"served": slogBuf.lines("call served", "method=Echo.echo", "err=", "panic"),
-		"run":    slogBuf.lines("call run", "method=Echo.echo", "err=", "panic"),
+		"made":   clogBuf.lines("call made", "method=Echo.echo", "err=", "echo asked to fail"),
+		"served": slogBuf.lines("call served", "method=Echo.echo", "err=", "echo asked to fail"),
+		"run":    slogBuf.lines("call run", "method=Echo.echo", "err=", "echo asked to fail"),
 	} {
 		if len(lines) != 1 {
 			t.Errorf("want one %q line for the failed echo with its error, got %q", name, lines)

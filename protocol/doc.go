@@ -12,7 +12,8 @@
 // the size of received messages, log lines for the connection's life
 // and, on request, for every call (log/slog), and NewServer, which builds
 // server capabilities whose methods cannot crash the process by
-// panicking.
+// panicking: a panic fails the call and ends the connection that
+// delivered it.
 //
 // It leaves to others: making and checking sockets, spawning and
 // reaping processes, peer credentials (package process); what a program

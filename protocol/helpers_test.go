@@ -174,7 +174,8 @@ func connect(t *testing.T, nc net.Conn, opts *protocol.Options) (*protocol.Conn,
 	return conn, client
 }
 
-// echoServer implements schema.Echo; it panics on "panic".
+// echoServer implements schema.Echo; it panics on "panic" and fails on
+// "fail".
 type echoServer struct{}
 
 func (echoServer) Echo(ctx context.Context, call schema.Echo_echo) error {
@@ -182,8 +183,11 @@ func (echoServer) Echo(ctx context.Context, call schema.Echo_echo) error {
 	if err != nil {
 		return err
 	}
-	if s == "panic" {
+	switch s {
+	case "panic":
 		panic("echo asked to panic")
+	case "fail":
+		return errors.New("echo asked to fail")
 	}
 	res, err := call.AllocResults()
 	if err != nil {

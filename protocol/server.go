@@ -9,6 +9,8 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/server"
+
+	"github.com/gomultiprocess/multiprocess/protocol/internal/rpcconn"
 )
 
 // ServerOptions configures NewServer. The zero value, and nil, are usable.
@@ -28,7 +30,10 @@ type ServerOptions struct {
 // served by the given methods (from a generated X_Methods function).
 // Each method runs inside a wrapper that recovers a panic, logs it with
 // its stack at Error and fails the call with an error, so that a bug in
-// one method never kills the process; with DebugCalls the wrapper also
+// one method never kills the process; it then closes the connection that
+// delivered the call, whose state is unknown after the panic (other
+// connections carry on; a spawned child shuts down as when its parent
+// goes away). With DebugCalls the wrapper also
 // logs each call. impl is the server's brand and, if it implements
 // server.Shutdowner, is shut down when the capability's last reference
 // goes. Typed use:
@@ -66,6 +71,10 @@ func guard(m server.Method, log *slog.Logger, debugCalls bool) func(context.Cont
 				log.Error("panic in method", "method", name, "panic", v, "stack", string(debug.Stack()))
 				// The peer learns that the method failed, not our internals.
 				err = fmt.Errorf("%s: internal error (panic)", name)
+				if c, ok := rpcconn.OwnerFromContext(ctx).(*Conn); ok {
+					c.log.Error("closing the connection after a panic in a method it called", "method", name)
+					c.closeAfterPanic(name)
+				}
 			}
 			if debugCalls {
 				args := []any{"method", name, "duration", time.Since(start)}

@@ -13,6 +13,7 @@ import (
 // contexts derived from it by server methods start no goroutine to watch
 // it (the context package uses AfterFunc when a parent has it).
 type callCtx struct {
+	owner any // Options.Owner of the delivering connection; set once
 	mu    sync.Mutex
 	done  chan struct{} // made on demand
 	err   error
@@ -24,7 +25,21 @@ type afterFunc struct{ f func() }
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 func (x *callCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (x *callCtx) Value(any) any               { return nil }
+func (x *callCtx) Value(key any) any {
+	if key == (ownerKey{}) {
+		return x.owner
+	}
+	return nil
+}
+
+// ownerKey is the context key under which a delivered call's context
+// carries Options.Owner.
+type ownerKey struct{}
+
+// OwnerFromContext returns the Options.Owner of the connection that
+// delivered the call whose context is ctx (or a context derived from
+// it), and nil for any other context.
+func OwnerFromContext(ctx context.Context) any { return ctx.Value(ownerKey{}) }
 
 func (x *callCtx) Done() <-chan struct{} {
 	x.mu.Lock()

@@ -29,6 +29,7 @@ const abortWriteTimeout = 250 * time.Millisecond
 type Conn struct {
 	lim     limits
 	log     *slog.Logger
+	owner   any // Options.Owner, for the contexts of delivered calls
 	observe func(sent bool, m rpccp.Message)
 	rwc     io.ReadWriteCloser
 	closer  sync.Once
@@ -101,6 +102,7 @@ func NewConn(rwc io.ReadWriteCloser, opts *Options) *Conn {
 		}
 		c.boot = opts.BootstrapClient
 		c.observe = opts.Observe
+		c.owner = opts.Owner
 	}
 	go c.reader()
 	go c.writer()

@@ -21,6 +21,12 @@ const (
 
 // Options configures a connection. The zero value and nil are usable.
 type Options struct {
+	// Owner is what OwnerFromContext returns for the context of every
+	// call this connection delivers to a local capability: a handle of
+	// the code that owns the connection, e.g. to close it from inside a
+	// method. The connection does nothing else with it.
+	Owner any
+
 	// BootstrapClient is offered to the peer's Bootstrap requests. The
 	// connection takes ownership: it releases it when it ends. The zero
 	// Client makes Bootstrap requests fail.
