@@ -22,7 +22,6 @@ const DefaultMessageTimeout = protocol.DefaultMessageTimeout
 
 // listener is one address this executable accepts connections on.
 type listener struct {
-	addr   string
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -55,7 +54,7 @@ func (i *Ipc) ListenAddress(dataDir, address string) (string, error) {
 		return "", fmt.Errorf("ipc: listen: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	li := &listener{addr: canonical, cancel: cancel, done: make(chan struct{})}
+	li := &listener{cancel: cancel, done: make(chan struct{})}
 	i.mu.Lock()
 	if i.closed {
 		i.mu.Unlock()
@@ -149,7 +148,7 @@ func (i *Ipc) ConnectAddress(ctx context.Context, dataDir, destName, address str
 		_ = nc.Close()
 		return schema.Init{}, fmt.Errorf("ipc: connect to %s: %w", canonical, err)
 	}
-	p, err := i.newPeer(destName, nil, conn, i.ctx.Logger.With("address", canonical))
+	p, err := i.newPeer(nil, conn, i.ctx.Logger.With("address", canonical))
 	if err != nil {
 		boot.Release()
 		_ = conn.Close()

@@ -142,7 +142,6 @@ func (i *Ipc) hello(ctx context.Context, init schema.Init) (PeerInfo, error) {
 // runs the cleanups registered with Ipc.AddCleanup.
 type peer struct {
 	ipc      *Ipc
-	name     string
 	proc     *process.Child // nil for a connection to a listener
 	conn     *protocol.Conn
 	log      *slog.Logger
@@ -177,10 +176,9 @@ func (p *peer) setControl(control schema.Init, subscription schema.LifetimeSubsc
 	control.Release()
 }
 
-func (i *Ipc) newPeer(name string, proc *process.Child, conn *protocol.Conn, log *slog.Logger) (*peer, error) {
+func (i *Ipc) newPeer(proc *process.Child, conn *protocol.Conn, log *slog.Logger) (*peer, error) {
 	p := &peer{
 		ipc:     i,
-		name:    name,
 		proc:    proc,
 		conn:    conn,
 		log:     log,

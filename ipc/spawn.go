@@ -49,7 +49,7 @@ func (i *Ipc) SpawnProcess(ctx context.Context, exeName string) (schema.Init, er
 		status := proc.Stop(i.opts.ShutdownTimeout)
 		return schema.Init{}, fmt.Errorf("ipc: spawn %s: connect: %w (child %s)", exeName, err, status)
 	}
-	p, err := i.newPeer(exeName, proc, conn, log)
+	p, err := i.newPeer(proc, conn, log)
 	if err != nil {
 		boot.Release()
 		_ = conn.Close()

@@ -323,7 +323,7 @@ func (c *Conn) errLocked() error {
 // AddCleanup registers fn to run once, after the connection has ended and
 // before Done is closed, in the Conn's goroutine; cleanups run in the
 // reverse order of registration. If the connection has ended already, fn
-// runs at once in a new goroutine.
+// runs at once, in the caller's goroutine, before AddCleanup returns.
 func (c *Conn) AddCleanup(fn func()) {
 	c.mu.Lock()
 	if !c.ended {
@@ -332,7 +332,7 @@ func (c *Conn) AddCleanup(fn func()) {
 		return
 	}
 	c.mu.Unlock()
-	go fn()
+	fn()
 }
 
 // spawn runs fn in a goroutine that Done waits for, or, if the connection
