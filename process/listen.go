@@ -303,7 +303,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		}
 		cred, err := CheckPeer(c)
 		if err == nil {
-			return c, nil
+			return &acceptedConn{UnixConn: c.(*net.UnixConn), local: l.Addr()}, nil
 		}
 		c.Close()
 		if l.onRefused != nil {
@@ -332,6 +332,17 @@ func (l *listener) Close() error {
 	})
 	return l.closeErr
 }
+
+// acceptedConn is a connection accepted by a listener: the kernel names
+// its local end after the temporary path the socket was bound under, so
+// LocalAddr gives the final path instead. The embedded *net.UnixConn
+// keeps every other method, SyscallConn included.
+type acceptedConn struct {
+	*net.UnixConn
+	local net.Addr
+}
+
+func (c *acceptedConn) LocalAddr() net.Addr { return c.local }
 
 // Addr returns the socket's final path (the kernel still knows the
 // temporary name it was bound under).

@@ -335,14 +335,15 @@ func (c *Conn) AddCleanup(fn func()) {
 	fn()
 }
 
-// spawn runs fn in a goroutine that Done waits for, or, if the connection
-// has ended already, in a goroutine of its own.
-func (c *Conn) spawn(fn func()) {
+// spawn runs fn in a goroutine that Done waits for and reports true, or,
+// if the connection has ended already, runs nothing and reports false:
+// the caller then decides where fn runs, so that no goroutine is left
+// without an owner.
+func (c *Conn) spawn(fn func()) bool {
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
-		go fn()
-		return
+		return false
 	}
 	c.wg.Add(1)
 	c.mu.Unlock()
@@ -350,6 +351,7 @@ func (c *Conn) spawn(fn func()) {
 		defer c.wg.Done()
 		fn()
 	}()
+	return true
 }
 
 // Logger returns the connection's logger: the one from Options, with a

@@ -42,6 +42,9 @@ func (p *proxyHook) Shutdown() {
 	p.mu.Lock()
 	fired := p.fired
 	p.mu.Unlock()
+	// Once the connection has ended, its cleanups fire the hooks (they
+	// registered p.fire when Connect made the proxy), so nothing is left
+	// to do here if spawn refuses.
 	if !fired {
 		p.conn.spawn(p.fire)
 	}
@@ -73,15 +76,18 @@ func (p *proxyHook) add(fn func()) {
 		return
 	}
 	p.mu.Unlock()
-	p.conn.spawn(fn)
+	if !p.conn.spawn(fn) {
+		fn()
+	}
 }
 
 // AddCleanup registers fn on a proxy that Connect returned, or on a copy
 // or AddRef of it: fn runs exactly once, when the proxy's last reference
 // is released or when its connection ends, whichever comes first; at
 // once if that has happened already. It runs in a goroutine that the
-// proxy's Conn owns (Conn.Done waits for it when the connection is still
-// open), not in the goroutine that releases the proxy. AddCleanup returns
+// proxy's Conn owns and Conn.Done waits for, never in the goroutine that
+// releases the proxy; if the connection has ended already, fn runs in
+// the caller's goroutine before AddCleanup returns. AddCleanup returns
 // an error for a client that is not such a proxy, or that was released.
 func AddCleanup(proxy capnp.Client, fn func()) error {
 	snap := proxy.Snapshot()
