@@ -312,20 +312,29 @@ func (i *Ipc) adopt(ctx context.Context, p *peer, boot capnp.Client) (schema.Ini
 	}
 	hctx, cancel := context.WithTimeout(ctx, i.opts.StartTimeout)
 	defer cancel()
+	// For a spawned child, ask for the control reference and the lifetime
+	// subscription before waiting for hello's reply: the three go out
+	// together and their replies come back in one round trip.
+	var control schema.Init
+	var subscribed schema.Init_subscribeLifetime_Results_Future
+	if p.proc != nil {
+		control = schema.Init(p.conn.Bootstrap(ctx))
+		listener := schema.LifetimeListener(protocol.NewServer(
+			schema.LifetimeListener_Methods(nil, eventLogger{p.log}), eventLogger{p.log}, i.ctx.serverOptions()))
+		var release capnp.ReleaseFunc
+		subscribed, release = control.SubscribeLifetime(hctx, func(ps schema.Init_subscribeLifetime_Params) error {
+			return ps.SetListener(listener)
+		})
+		defer release()
+	}
 	info, err := i.hello(hctx, init)
 	if err != nil {
+		control.Release()
 		return fail(err)
 	}
 	p.log.Info("connected", "peer", info.String())
 	if p.proc != nil {
-		control := schema.Init(p.conn.Bootstrap(ctx))
-		listener := schema.LifetimeListener(protocol.NewServer(
-			schema.LifetimeListener_Methods(nil, eventLogger{p.log}), eventLogger{p.log}, i.ctx.serverOptions()))
-		fut, release := control.SubscribeLifetime(hctx, func(ps schema.Init_subscribeLifetime_Params) error {
-			return ps.SetListener(listener)
-		})
-		defer release()
-		res, err := fut.Struct()
+		res, err := subscribed.Struct()
 		if err != nil {
 			control.Release()
 			return fail(fmt.Errorf("subscribe to lifetime events: %w", err))

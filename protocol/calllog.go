@@ -124,18 +124,21 @@ func (l *callLog) logCall(msg string, p pendingCall, err error) {
 var interfaceNames sync.Map // uint64 -> *ifaceName
 
 type ifaceName struct {
-	mu      sync.Mutex
-	name    string            // e.g. "Echo"; "" while unknown
-	methods map[uint16]string // by method ordinal
+	mu       sync.Mutex
+	name     string            // e.g. "Echo"; "" while unknown
+	methods  map[uint16]string // by method ordinal
+	searched bool              // the schema registry was consulted
 }
 
-// names returns the entry for an interface, creating it from the schema
-// registry the first time.
+// names returns the entry for an interface, creating an empty one the
+// first time. The schema registry is read only when a name is missing
+// (methodName), never on the way of NewServer or a call: decompressing
+// a schema costs a spawned child a good part of a millisecond at start.
 func names(iface uint64) *ifaceName {
 	if v, ok := interfaceNames.Load(iface); ok {
 		return v.(*ifaceName)
 	}
-	v, _ := interfaceNames.LoadOrStore(iface, lookupInterface(iface))
+	v, _ := interfaceNames.LoadOrStore(iface, &ifaceName{methods: make(map[uint16]string)})
 	return v.(*ifaceName)
 }
 
@@ -160,6 +163,18 @@ func learnName(m capnp.Method) {
 func methodName(iface uint64, method uint16) string {
 	n := names(iface)
 	n.mu.Lock()
+	if (n.name == "" || n.methods[method] == "") && !n.searched {
+		n.searched = true
+		found := lookupInterface(iface)
+		if n.name == "" {
+			n.name = found.name
+		}
+		for id, name := range found.methods {
+			if _, ok := n.methods[id]; !ok {
+				n.methods[id] = name
+			}
+		}
+	}
 	m := capnp.Method{InterfaceID: iface, MethodID: method, InterfaceName: n.name, MethodName: n.methods[method]}
 	n.mu.Unlock()
 	return m.String()
