@@ -265,7 +265,11 @@ func newSlow() *slowServer {
 func (s *slowServer) Sleep(ctx context.Context, call testschema.Slow_sleep) error {
 	call.Go()
 	ms := call.Args().Ms()
-	s.entered <- struct{}{}
+	select {
+	case s.entered <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	select {
 	case <-s.release:
 		return nil
