@@ -150,13 +150,12 @@ func newWriteTimeoutConn(nc net.Conn, timeout time.Duration) *writeTimeoutConn {
 func (c *writeTimeoutConn) Write(p []byte) (int, error) {
 	n := 0
 	for {
-		owned, err := c.arm()
-		if err != nil {
+		if err := c.arm(); err != nil {
 			return n, err
 		}
 		m, err := c.Conn.Write(p[n:])
 		n += m
-		if err == nil || owned || !errors.Is(err, os.ErrDeadlineExceeded) {
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || c.ownerPassed() {
 			return n, err
 		}
 		if m == 0 {
@@ -166,15 +165,22 @@ func (c *writeTimeoutConn) Write(p []byte) (int, error) {
 }
 
 // arm sets the deadline for the next write: the timeout from now, or the
-// owner's deadline if that is earlier, in which case owned is true.
-func (c *writeTimeoutConn) arm() (owned bool, err error) {
+// owner's deadline if that is earlier.
+func (c *writeTimeoutConn) arm() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	d := time.Now().Add(c.timeout)
 	if !c.owner.IsZero() && c.owner.Before(d) {
-		d, owned = c.owner, true
+		d = c.owner
 	}
-	return owned, c.Conn.SetWriteDeadline(d)
+	return c.Conn.SetWriteDeadline(d)
+}
+
+// ownerPassed reports whether the owner's deadline has passed.
+func (c *writeTimeoutConn) ownerPassed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.owner.IsZero() && !time.Now().Before(c.owner)
 }
 
 func (c *writeTimeoutConn) SetWriteDeadline(t time.Time) error {
