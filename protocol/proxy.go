@@ -73,15 +73,20 @@ func (p *proxyHook) add(fn func()) {
 		return
 	}
 	p.mu.Unlock()
-	p.conn.spawn(fn)
+	// Fired while the proxy is still referenced: its connection has
+	// ended, and Done may have closed already. As with Conn.AddCleanup,
+	// fn runs now, in the caller's goroutine, not in one that nobody
+	// waits for.
+	fn()
 }
 
 // AddCleanup registers fn on a proxy that Connect returned, or on a copy
 // or AddRef of it: fn runs exactly once, when the proxy's last reference
-// is released or when its connection ends, whichever comes first; at
-// once if that has happened already. It runs in a goroutine that the
-// proxy's Conn owns (Conn.Done waits for it when the connection is still
-// open), not in the goroutine that releases the proxy. AddCleanup returns
+// is released or when its connection ends, whichever comes first. It runs
+// in a goroutine that the proxy's Conn owns (Conn.Done waits for it), not
+// in the goroutine that releases the proxy; if the connection has ended
+// already, it runs at once, in the caller's goroutine, before AddCleanup
+// returns. AddCleanup returns
 // an error for a client that is not such a proxy, or that was released.
 func AddCleanup(proxy capnp.Client, fn func()) error {
 	snap := proxy.Snapshot()
