@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gomultiprocess/multiprocess/ipc"
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
+	"github.com/gomultiprocess/multiprocess/ipc"
 )
 
 // A caller's context canceled in the middle of a call to another process
