@@ -37,6 +37,7 @@ func testContext(t *testing.T) context.Context {
 // socketpair returns the two ends of a connected AF_UNIX stream socket.
 func socketpair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
+	checkFDs(t)
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatalf("socketpair: %v", err)
