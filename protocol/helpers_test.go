@@ -24,8 +24,11 @@ import (
 const patience = 10 * time.Second
 
 // settle is how long to wait before checking that something did not
-// happen (again). go-capnp sends a Finish 250 ms after each Return.
-const settle = 400 * time.Millisecond
+// happen (again), where no event marks that it will not: it only gives
+// other goroutines a chance to run. Nothing in protocol or rpcconn delays
+// on purpose (a Finish goes out as soon as the caller releases a result),
+// so where an event does mark it (Done, a reply), tests wait for that.
+const settle = 100 * time.Millisecond
 
 func testContext(t *testing.T) context.Context {
 	t.Helper()
