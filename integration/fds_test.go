@@ -10,7 +10,8 @@ import (
 // when checkFDs was called. Descriptors close asynchronously (a
 // connection's goroutines close its socket on the way out, a reaper its
 // pipes), so it waits for the count to come back, up to deadline. Call it
-// first in the test, so that its cleanup runs last.
+// first in the test, so that its cleanup runs last; the helpers that start
+// a process or make an Ipc call it for the tests that use them.
 func checkFDs(t *testing.T) {
 	t.Helper()
 	before := countFDs(t)

@@ -70,6 +70,7 @@ func startHelper(t *testing.T, addr string) *proc {
 // process's environment.
 func startPath(t *testing.T, path string, args []string, env ...string) *proc {
 	t.Helper()
+	checkFDs(t)
 	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
 	cmd.Env = append(cmd.Env, env...)
