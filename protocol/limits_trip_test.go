@@ -1,8 +1,10 @@
 package protocol_test
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"capnproto.org/go/capnp/v3"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/protocol/internal/rpcconn"
@@ -98,6 +101,38 @@ func TestLimitsTrip(t *testing.T) {
 			want:    "more than 67108864 bytes of calls in flight",
 		},
 		{
+			// Calls that return but are never finished: their answers
+			// stay in the table until the peer sends Finish.
+			name: "answers not finished",
+			send: func(t *testing.T, nc net.Conn) {
+				// In batches, each returned before the next: fewer
+				// than MaxCalls in flight at any time.
+				dec := capnp.NewDecoder(nc)
+				mustWrite(t, nc, rawBootstrap(t, 0))
+				const batch = 512
+				for q := uint32(1); q <= rpcconn.DefaultMaxTableSize; q += batch {
+					var b []byte
+					for k := q; k < q+batch && k <= rpcconn.DefaultMaxTableSize; k++ {
+						b = append(b, rawEcho(t, k, 0, "")...)
+					}
+					if _, err := nc.Write(b); err != nil {
+						return // the server hung up
+					}
+					for returns := 0; returns < batch; {
+						msg, err := dec.Decode()
+						if err != nil {
+							return // the server hung up
+						}
+						if m, err := rpccp.ReadRootMessage(msg); err == nil && m.Which() == rpccp.Message_Which_return {
+							returns++
+						}
+					}
+				}
+			},
+			reading: true,
+			want: "more than 65536 answers not finished",
+		},
+		{
 			name: "incomplete message",
 			opts: protocol.Options{MessageTimeout: 100 * time.Millisecond},
 			send: func(t *testing.T, nc net.Conn) {
@@ -177,5 +212,119 @@ func mustWrite(t *testing.T, nc net.Conn, b []byte) {
 	nc.SetWriteDeadline(time.Now().Add(patience))
 	if _, err := nc.Write(b); err != nil {
 		t.Fatalf("write: %v", err)
+	}
+}
+
+// depthSlow serves testschema.Slow; its echo follows the first pointer of
+// its params as long as it leads to a struct (as a method reading a
+// recursive structure would), and otherwise echoes the text.
+type depthSlow struct{ slowServer }
+
+func (depthSlow) Echo(ctx context.Context, call testschema.Slow_echo) error {
+	p, err := capnp.Struct(call.Args()).Ptr(0)
+	for depth := 0; err == nil && p.Struct().IsValid(); depth++ {
+		if p, err = p.Struct().Ptr(0); err != nil {
+			return fmt.Errorf("at depth %d: %w", depth, err)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	return res.SetS(p.Text())
+}
+
+// The nesting depth limit (64 pointers from a message's root) is not
+// reachable in the RPC messages themselves, which rpcconn reads at a fixed
+// depth; it bounds how deep a method may read its params. A method that
+// reads past it gets an error, which fails that call: the connection
+// carries on, and so do the others.
+func TestDepthLimitFailsTheCall(t *testing.T) {
+	log, logBuf := newLogger(t, "server")
+	path, _, _ := listen(t, func(c *protocol.Conn) capnp.Client {
+		s := &depthSlow{}
+		return protocol.NewServer(testschema.Slow_Methods(nil, s), s, nil)
+	}, &protocol.Options{Logger: log})
+	ctx := testContext(t)
+	_, other := connectSlow(t, path, nil)
+
+	nc := dial(t, path)
+	dec := capnp.NewDecoder(nc)
+	nc.SetReadDeadline(time.Now().Add(patience))
+	// returned waits for the Return to question q and gives its result
+	// or exception.
+	returned := func(q uint32) (string, error) {
+		t.Helper()
+		for {
+			msg, err := dec.Decode()
+			if err != nil {
+				t.Fatalf("waiting for the return of question %d: %v", q, err)
+			}
+			m, err := rpccp.ReadRootMessage(msg)
+			if err != nil || m.Which() != rpccp.Message_Which_return {
+				continue
+			}
+			r, err := m.Return()
+			if err != nil || r.AnswerId() != q {
+				continue
+			}
+			switch r.Which() {
+			case rpccp.Return_Which_results:
+				p, _ := r.Results()
+				content, _ := p.Content()
+				s, _ := content.Struct().Ptr(0)
+				return s.Text(), nil
+			case rpccp.Return_Which_exception:
+				e, _ := r.Exception()
+				reason, _ := e.Reason()
+				return "", errors.New(reason)
+			}
+			return "", fmt.Errorf("return of kind %v", r.Which())
+		}
+	}
+	mustWrite(t, nc, rawBootstrap(t, 0))
+	for _, tc := range []struct {
+		nesting int
+		fails   bool
+	}{{50, false}, {100, true}} {
+		q := uint32(tc.nesting)
+		mustWrite(t, nc, rawCall(t, q, 0, testschema.Slow_TypeID, 1, func(seg *capnp.Segment) (capnp.Ptr, error) {
+			root, err := capnp.NewStruct(seg, capnp.ObjectSize{PointerCount: 1})
+			if err != nil {
+				return capnp.Ptr{}, err
+			}
+			cur := root
+			for range tc.nesting {
+				next, err := capnp.NewStruct(seg, capnp.ObjectSize{PointerCount: 1})
+				if err != nil {
+					return capnp.Ptr{}, err
+				}
+				if err := cur.SetPtr(0, next.ToPtr()); err != nil {
+					return capnp.Ptr{}, err
+				}
+				cur = next
+			}
+			return root.ToPtr(), nil
+		}))
+		_, err := returned(q)
+		switch {
+		case tc.fails && (err == nil || !strings.Contains(err.Error(), "depth limit")):
+			t.Errorf("params nested %d deep: %v, want an error naming the depth limit", tc.nesting, err)
+		case !tc.fails && err != nil:
+			t.Errorf("params nested %d deep: %v", tc.nesting, err)
+		}
+	}
+	mustWrite(t, nc, rawEcho(t, 1, 0, "same connection"))
+	if got, err := returned(1); err != nil || got != "same connection" {
+		t.Errorf("echo on the same connection after the failed call = %q, %v", got, err)
+	}
+	if got, err := slowEcho(ctx, other, "other"); err != nil || got != "other" {
+		t.Errorf("other client's echo = %q, %v", got, err)
+	}
+	if lines := logBuf.lines("connection closed"); len(lines) != 0 {
+		t.Errorf("a connection closed: %q", lines)
 	}
 }
