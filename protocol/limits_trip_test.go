@@ -130,7 +130,7 @@ func TestLimitsTrip(t *testing.T) {
 				}
 			},
 			reading: true,
-			want: "more than 65536 answers not finished",
+			want:    "more than 65536 answers not finished",
 		},
 		{
 			name: "incomplete message",
