@@ -1,6 +1,7 @@
 package protocol_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,24 +19,30 @@ import (
 	"time"
 
 	"capnproto.org/go/capnp/v3"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
 
-// cutConn lets through at most a given number of bytes, reads and writes
-// counted together, then closes the socket under the RPC connection: the
-// end comes at an exact byte offset of the session, inside a message or
-// between two.
+// cutConn lets through at most a given number of bytes in one direction
+// (what this side writes, or what it reads), then closes the socket under
+// the RPC connection: the end comes at an exact byte offset of that
+// direction's stream, inside a message or between two. It can also record
+// what this side writes, to map offsets to messages.
 type cutConn struct {
 	net.Conn
-	left atomic.Int64
-	used atomic.Int64 // bytes passed, for measuring a whole session
+	cutWrites bool         // the limit is on writes; else on reads
+	left      atomic.Int64 // bytes still allowed in the limited direction
+
+	mu      sync.Mutex
+	record  bool
+	written []byte
 }
 
-func newCutConn(nc net.Conn, limit int64) *cutConn {
+func newCutConn(nc net.Conn) *cutConn {
 	c := &cutConn{Conn: nc}
-	c.left.Store(limit)
+	c.left.Store(1 << 62)
 	return c
 }
 
@@ -50,6 +58,9 @@ func (c *cutConn) take(n int) int {
 }
 
 func (c *cutConn) Read(p []byte) (int, error) {
+	if c.cutWrites {
+		return c.Conn.Read(p)
+	}
 	k := c.take(len(p))
 	if k == 0 {
 		c.Conn.Close()
@@ -57,19 +68,66 @@ func (c *cutConn) Read(p []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(p[:k])
 	c.left.Add(int64(n - k)) // give back what was not read
-	c.used.Add(int64(n))
 	return n, err
 }
 
 func (c *cutConn) Write(p []byte) (int, error) {
-	k := c.take(len(p))
+	k := len(p)
+	if c.cutWrites {
+		k = c.take(len(p))
+	}
 	n, err := c.Conn.Write(p[:k])
-	c.used.Add(int64(n))
+	if c.record {
+		c.mu.Lock()
+		c.written = append(c.written, p[:n]...)
+		c.mu.Unlock()
+	}
 	if err == nil && k < len(p) {
 		c.Conn.Close()
 		err = net.ErrClosed
 	}
 	return n, err
+}
+
+// frameSpan is one message of a recorded stream: its kind and where it
+// starts and ends.
+type frameSpan struct {
+	kind       string
+	start, end int64
+}
+
+// frameSpans splits a recorded stream into its messages.
+func frameSpans(stream []byte) ([]frameSpan, error) {
+	var spans []frameSpan
+	r := bytes.NewReader(stream)
+	dec := capnp.NewDecoder(r)
+	for r.Len() > 0 {
+		start := int64(len(stream) - r.Len())
+		msg, err := dec.Decode()
+		if err != nil {
+			return nil, fmt.Errorf("decode at %d: %w", start, err)
+		}
+		kind := "?"
+		if m, err := rpccp.ReadRootMessage(msg); err == nil {
+			kind = m.Which().String()
+		}
+		spans = append(spans, frameSpan{kind, start, int64(len(stream) - r.Len())})
+	}
+	return spans, nil
+}
+
+// where names the point at which a stream cut after limit bytes ends:
+// inside a message, or between two (before the next).
+func where(spans []frameSpan, limit int64) string {
+	for _, s := range spans {
+		switch {
+		case limit == s.start:
+			return "before " + s.kind
+		case limit < s.end:
+			return "inside " + s.kind
+		}
+	}
+	return "after the last message"
 }
 
 // socketpairNoT is socketpair for loops of thousands: no t.Cleanup per
@@ -98,9 +156,11 @@ func socketpairNoT() (net.Conn, net.Conn, error) {
 }
 
 // cut says where one iteration ends the connection: after limit bytes
-// through one side's socket, or after delay, by closing one side's socket.
+// in one direction of one side's socket, or after delay, by closing one
+// side's socket.
 type cut struct {
 	server bool          // which side's socket
+	writes bool          // the limit counts what that side writes; else reads
 	limit  int64         // bytes; -1: cut by delay
 	delay  time.Duration // with limit -1
 }
@@ -110,19 +170,23 @@ func (c cut) String() string {
 	if c.server {
 		side = "server"
 	}
-	if c.limit >= 0 {
-		return fmt.Sprintf("%s socket after %d bytes", side, c.limit)
+	if c.limit < 0 {
+		return fmt.Sprintf("%s socket closed after %s", side, c.delay)
 	}
-	return fmt.Sprintf("%s socket after %s", side, c.delay)
+	dir := "reading"
+	if c.writes {
+		dir = "writing"
+	}
+	return fmt.Sprintf("%s socket closed after %s %d bytes", side, dir, c.limit)
 }
 
 // sessionResult is what one iteration saw.
 type sessionResult struct {
 	calls    int // calls that succeeded
 	failed   bool
-	clientB  int64 // bytes through the client's socket
-	serverB  int64
 	duration time.Duration
+	// What each side wrote, recorded when the session ran with record.
+	clientWrote, serverWrote []byte
 }
 
 // disconnectSession runs one session (bootstrap, makeEcho with a call
@@ -131,21 +195,22 @@ type sessionResult struct {
 // answer or failed with an error wrapping ErrDisconnected; that both
 // connections end, Serve with nil or ErrDisconnected; and that every
 // cleanup hook ran exactly once.
-func disconnectSession(c cut, payload string) (sessionResult, error) {
+func disconnectSession(c cut, payload string, record bool) (sessionResult, error) {
 	var res sessionResult
 	start := time.Now()
 	a, b, err := socketpairNoT()
 	if err != nil {
 		return res, err
 	}
-	const noLimit = 1 << 40
-	ca, cb := newCutConn(a, noLimit), newCutConn(b, noLimit)
+	ca, cb := newCutConn(a), newCutConn(b)
+	ca.record, cb.record = record, record
 	if c.limit >= 0 {
+		victim := ca
 		if c.server {
-			cb.left.Store(c.limit)
-		} else {
-			ca.left.Store(c.limit)
+			victim = cb
 		}
+		victim.cutWrites = c.writes
+		victim.left.Store(c.limit)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
@@ -234,15 +299,17 @@ func disconnectSession(c cut, payload string) (sessionResult, error) {
 			errs = append(errs, fmt.Errorf("%s cleanup ran %d times, want once", name, n))
 		}
 	}
-	res.clientB, res.serverB = ca.used.Load(), cb.used.Load()
+	if record {
+		res.clientWrote, res.serverWrote = ca.written, cb.written
+	}
 	res.duration = time.Since(start)
 	return res, errors.Join(errs...)
 }
 
-// 10,000 sessions, each ended at a random point: a random byte offset of
-// either side's socket (inside Bootstrap, a Call, a Return, a Finish, a
-// Release, or between them) or a random delay after which either side's
-// socket is closed. Nothing panics, races, hangs or leaks: every call
+// 10,000 sessions, each ended at a random point: three in four at a random
+// byte of a random message (Bootstrap, Call, Return, Finish, Release) in
+// one direction of either side's socket, the others after a random delay
+// by closing either side's socket. Nothing panics, races, hangs or leaks: every call
 // succeeds or fails with ErrDisconnected, both ends finish, the cleanup
 // hooks run once, and goroutines and descriptors come back to where they
 // started. PROTOCOL_DISCONNECT_ITERATIONS overrides the count.
@@ -261,14 +328,23 @@ func TestDisconnectAtRandomPoints(t *testing.T) {
 	const workers = 4
 	payload := strings.Repeat("0123456789abcdef", 64) // a Return of a few segments' worth
 
-	// A whole session, uncut, sizes the ranges; it also warms up what
-	// the process keeps (pools, the poller), before the baseline.
-	full, err := disconnectSession(cut{limit: -1, delay: time.Hour}, payload)
+	// A whole session, uncut, recorded: its streams size the ranges and
+	// tell which message a cut falls in. It also warms up what the
+	// process keeps (pools, the poller), before the baseline.
+	full, err := disconnectSession(cut{limit: -1, delay: time.Hour}, payload, true)
 	if err != nil || full.failed || full.calls != 3 {
 		t.Fatalf("uncut session: %+v, %v", full, err)
 	}
+	clientSpans, err := frameSpans(full.clientWrote)
+	if err != nil {
+		t.Fatalf("client's stream: %v", err)
+	}
+	serverSpans, err := frameSpans(full.serverWrote)
+	if err != nil {
+		t.Fatalf("server's stream: %v", err)
+	}
 	// Once more, warm, for the time a session takes.
-	if full, err = disconnectSession(cut{limit: -1, delay: time.Hour}, payload); err != nil || full.calls != 3 {
+	if full, err = disconnectSession(cut{limit: -1, delay: time.Hour}, payload, false); err != nil || full.calls != 3 {
 		t.Fatalf("uncut session: %+v, %v", full, err)
 	}
 	goroutines0 := runtime.NumGoroutine()
@@ -278,9 +354,11 @@ func TestDisconnectAtRandomPoints(t *testing.T) {
 		next    atomic.Int64
 		mu      sync.Mutex
 		errs    []string
-		byCalls [4]int // sessions by how many calls succeeded
+		byCalls [4]int         // sessions by how many calls succeeded
+		byPoint map[string]int // byte-offset cuts by where they fell
 		wg      sync.WaitGroup
 	)
+	byPoint = make(map[string]int)
 	maxDelay := 2 * full.duration
 	start := time.Now()
 	for w := range workers {
@@ -293,24 +371,37 @@ func TestDisconnectAtRandomPoints(t *testing.T) {
 				if i > int64(iterations) {
 					return
 				}
-				c := cut{server: rng.IntN(2) == 0, limit: -1}
+				c := cut{server: rng.IntN(2) == 0, writes: rng.IntN(2) == 0, limit: -1}
+				point := ""
 				if rng.IntN(4) != 0 { // three in four by byte offset
-					total := full.clientB
-					if c.server {
-						total = full.serverB
+					// The stream that the cut direction carries: what
+					// the side writes, or what the other side writes.
+					spans := clientSpans
+					if c.server == c.writes {
+						spans = serverSpans
 					}
-					c.limit = rng.Int64N(total + 1)
+					// A message at random, then a byte of it: every
+					// kind of message gets cut, however small.
+					if k := rng.IntN(len(spans) + 1); k < len(spans) {
+						c.limit = spans[k].start + rng.Int64N(spans[k].end-spans[k].start)
+					} else {
+						c.limit = spans[len(spans)-1].end
+					}
+					point = where(spans, c.limit)
 				} else {
 					c.delay = time.Duration(rng.Int64N(int64(maxDelay) + 1))
 				}
-				res, err := disconnectSession(c, payload)
+				res, err := disconnectSession(c, payload, false)
 				mu.Lock()
 				if err != nil {
 					if len(errs) < 10 {
-						errs = append(errs, fmt.Sprintf("iteration %d, %v: %v", i, c, err))
+						errs = append(errs, fmt.Sprintf("iteration %d, %v (%s): %v", i, c, point, err))
 					}
 				} else {
 					byCalls[res.calls]++
+					if point != "" {
+						byPoint[point]++
+					}
 				}
 				stop := len(errs) >= 10
 				mu.Unlock()
@@ -325,8 +416,20 @@ func TestDisconnectAtRandomPoints(t *testing.T) {
 	for _, e := range errs {
 		t.Error(e)
 	}
-	t.Logf("%d sessions in %s with %d workers (an uncut session: %d bytes client side, %d server side, %s); sessions by calls that succeeded (0-3): %v",
-		iterations, took.Round(time.Millisecond), workers, full.clientB, full.serverB, full.duration.Round(time.Microsecond), byCalls)
+	points := make([]string, 0, len(byPoint))
+	for p, n := range byPoint {
+		points = append(points, fmt.Sprintf("%s %d", p, n))
+	}
+	slices.Sort(points)
+	t.Logf("%d sessions in %s with %d workers; an uncut session: %d messages, %d bytes from the client, %d messages, %d bytes from the server, %s",
+		iterations, took.Round(time.Millisecond), workers, len(clientSpans), clientSpans[len(clientSpans)-1].end,
+		len(serverSpans), serverSpans[len(serverSpans)-1].end, full.duration.Round(time.Microsecond))
+	t.Logf("sessions by calls that succeeded (0-3): %v; byte-offset cuts by where they fell: %s", byCalls, strings.Join(points, ", "))
+	for _, kind := range []string{"bootstrap", "call", "return", "finish", "release"} {
+		if byPoint["inside "+kind] == 0 && iterations >= 1000 {
+			t.Errorf("no cut fell inside a %s message", kind)
+		}
+	}
 
 	deadline := time.Now().Add(patience)
 	for {
