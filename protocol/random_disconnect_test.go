@@ -329,7 +329,9 @@ func TestDisconnectAtRandomPoints(t *testing.T) {
 	payload := strings.Repeat("0123456789abcdef", 64) // a Return of a few segments' worth
 
 	// A whole session, uncut, recorded: its streams size the ranges and
-	// tell which message a cut falls in. It also warms up what the
+	// tell which message a cut falls in. (Other sessions may send their
+	// Finish and Release messages in another order or not at all, when
+	// a call fails first: the names are those of this session's layout.) It also warms up what the
 	// process keeps (pools, the poller), before the baseline.
 	full, err := disconnectSession(cut{limit: -1, delay: time.Hour}, payload, true)
 	if err != nil || full.failed || full.calls != 3 {
