@@ -74,6 +74,8 @@ type mxSession struct {
 	server *protocol.Conn
 	served <-chan error
 
+	servers chan *protocol.Conn // the server's Conn, once it has started
+
 	proxyCleanups, clientCleanups, serverCleanups counter
 }
 
@@ -91,12 +93,11 @@ func leakCheck(t *testing.T) {
 // from the other, with a cleanup hook on each side.
 func newMxSession(t *testing.T, boot func(*protocol.Conn) capnp.Client) *mxSession {
 	t.Helper()
-	s := &mxSession{}
+	s := &mxSession{servers: make(chan *protocol.Conn, 1)}
 	a, b := socketpair(t)
-	servers := make(chan *protocol.Conn, 1)
 	s.served = serve(t, testContext(t), b, func(c *protocol.Conn) capnp.Client {
 		c.AddCleanup(s.serverCleanups.inc)
-		servers <- c
+		s.servers <- c
 		return boot(c)
 	}, nil)
 	s.client, s.proxy = connect(t, a, nil)
@@ -108,20 +109,28 @@ func newMxSession(t *testing.T, boot func(*protocol.Conn) capnp.Client) *mxSessi
 	return s
 }
 
+// awaitServer records the server's Conn; call it after a first call has
+// reached the server.
+func (s *mxSession) awaitServer(t *testing.T) {
+	t.Helper()
+	select {
+	case s.server = <-s.servers:
+	case <-time.After(patience):
+		t.Fatal("server did not start")
+	}
+}
+
 // slowSession is a session whose bootstrap capability is impl.
 func slowSession(t *testing.T, impl *mxSlow) (*mxSession, testschema.Slow) {
 	t.Helper()
-	var s *mxSession
-	srv := make(chan *protocol.Conn, 1)
-	s = newMxSession(t, func(c *protocol.Conn) capnp.Client {
-		srv <- c
+	s := newMxSession(t, func(c *protocol.Conn) capnp.Client {
 		return protocol.NewServer(testschema.Slow_Methods(nil, impl), impl, nil)
 	})
 	slow := testschema.Slow(s.proxy)
 	if got, err := slowEcho(testContext(t), slow, "first"); err != nil || got != "first" {
 		t.Fatalf("first echo = %q, %v", got, err)
 	}
-	s.server = <-srv
+	s.awaitServer(t)
 	return s, slow
 }
 
@@ -368,19 +377,13 @@ func TestMatrixCapabilityReturnedAfterBreak(t *testing.T) {
 // makes one call so that the server's Conn is known.
 func initSessionWith(t *testing.T, impl *mxInit) *mxSession {
 	t.Helper()
-	srv := make(chan *protocol.Conn, 1)
 	s := newMxSession(t, func(c *protocol.Conn) capnp.Client {
-		srv <- c
 		return protocol.NewServer(schema.Init_Methods(nil, impl), impl, nil)
 	})
 	if _, err := peerHello(testContext(t), schema.Init(s.proxy)); err != nil {
 		t.Fatalf("hello: %v", err)
 	}
-	select {
-	case s.server = <-srv:
-	case <-time.After(patience):
-		t.Fatal("server did not start")
-	}
+	s.awaitServer(t)
 	return s
 }
 
