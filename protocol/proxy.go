@@ -19,8 +19,13 @@ type proxyHook struct {
 	conn  *Conn
 	inner capnp.Client // the bootstrap capability; released by Shutdown
 
+	// once runs the hooks. A second caller of fire waits until they have
+	// run: the Conn's end calls fire as a cleanup, and Done must not
+	// close while hooks that a late Shutdown started are still running.
+	once sync.Once
+
 	mu    sync.Mutex
-	fired bool
+	fired bool // once has started
 	hooks []func()
 }
 
@@ -49,20 +54,19 @@ func (p *proxyHook) Shutdown() {
 
 func (p *proxyHook) String() string { return "protocol.proxyHook{" + p.inner.String() + "}" }
 
-// fire runs the hooks, the first time only, in registration order.
+// fire runs the hooks, the first time only, in registration order; later
+// calls return once they have run.
 func (p *proxyHook) fire() {
-	p.mu.Lock()
-	if p.fired {
+	p.once.Do(func() {
+		p.mu.Lock()
+		p.fired = true
+		hooks := p.hooks
+		p.hooks = nil
 		p.mu.Unlock()
-		return
-	}
-	p.fired = true
-	hooks := p.hooks
-	p.hooks = nil
-	p.mu.Unlock()
-	for _, fn := range hooks {
-		fn()
-	}
+		for _, fn := range hooks {
+			fn()
+		}
+	})
 }
 
 func (p *proxyHook) add(fn func()) {
