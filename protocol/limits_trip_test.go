@@ -240,8 +240,8 @@ func (depthSlow) Echo(ctx context.Context, call testschema.Slow_echo) error {
 // The nesting depth limit (64 pointers from a message's root) is not
 // reachable in the RPC messages themselves, which rpcconn reads at a fixed
 // depth; it bounds how deep a method may read its params. A method that
-// reads past it gets an error, which fails that call: the connection
-// carries on, and so do the others.
+// reads past it, or past the traversal limit, gets an error, which fails
+// that call: the connection carries on, and so do the others.
 func TestDepthLimitFailsTheCall(t *testing.T) {
 	log, logBuf := newLogger(t, "server")
 	path, _, _ := listen(t, func(c *protocol.Conn) capnp.Client {
@@ -316,6 +316,18 @@ func TestDepthLimitFailsTheCall(t *testing.T) {
 		case !tc.fails && err != nil:
 			t.Errorf("params nested %d deep: %v", tc.nesting, err)
 		}
+	}
+	// The traversal limit likewise bounds a method's reading: params
+	// whose text field points to a list counted as 4 GiB.
+	mustWrite(t, nc, rawCall(t, 2, 0, testschema.Slow_TypeID, 1, func(seg *capnp.Segment) (capnp.Ptr, error) {
+		root, err := capnp.NewStruct(seg, capnp.ObjectSize{PointerCount: 1})
+		if err != nil {
+			return capnp.Ptr{}, err
+		}
+		return root.ToPtr(), root.SetPtr(0, capnp.List(capnp.NewVoidList(seg, 1<<29-1)).ToPtr())
+	}))
+	if _, err := returned(2); err == nil || !strings.Contains(err.Error(), "traversal limit") {
+		t.Errorf("params with a list counted as 4 GiB: %v, want an error naming the traversal limit", err)
 	}
 	mustWrite(t, nc, rawEcho(t, 1, 0, "same connection"))
 	if got, err := returned(1); err != nil || got != "same connection" {
