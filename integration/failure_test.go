@@ -17,9 +17,10 @@ import (
 )
 
 // SIGKILL of the child while 1000 calls from 16 goroutines are in flight:
-// every call returns a disconnection error that errors.Is recognises, the
-// parent keeps working, and its goroutines and descriptors return to where
-// they started.
+// every call returns a disconnection error that errors.Is recognises; the
+// parent keeps serving its other peers (a second child, and a client
+// connected to its listening socket) during the failures and after; and
+// its goroutines and descriptors return to where they started.
 func TestKillChildDuringInflightCalls(t *testing.T) {
 	const callers, perCaller = 16, 63 // 1008 calls
 	fdsBefore := countFDs(t)
@@ -33,6 +34,28 @@ func TestKillChildDuringInflightCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := peerPid(t, w)
+
+	// The other peers: a second child, and a client of the parent's
+	// listening socket (another Ipc, as another process would be).
+	other, err := i.SpawnProcess(ctx, "wallet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sockDir := socketDir(t)
+	if _, err := i.ListenAddress(sockDir, "unix"); err != nil {
+		t.Fatal(err)
+	}
+	clientIpc := newIpc(t)
+	client, err := clientIpc.ConnectAddress(ctx, sockDir, "test", "unix")
+	if err != nil {
+		t.Fatalf("connect to the parent: %v", err)
+	}
+	peers := map[string]schema.Init{"second child": other, "client of the parent": client}
+	for name, p := range peers {
+		if _, err := echoOnce(ctx, p); err != nil {
+			t.Fatalf("%s: echo before the kill: %v", name, err)
+		}
+	}
 	made, releaseEcho := w.MakeEcho(ctx, nil)
 	echo := made.Result()
 
@@ -71,6 +94,12 @@ func TestKillChildDuringInflightCalls(t *testing.T) {
 	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	// While the calls fail, the other peers are served.
+	for name, p := range peers {
+		if _, err := echoOnce(ctx, p); err != nil {
+			t.Errorf("%s: echo during the failures: %v", name, err)
+		}
+	}
 	done.Wait()
 	releaseEcho()
 	w.Release()
@@ -97,21 +126,31 @@ func TestKillChildDuringInflightCalls(t *testing.T) {
 		t.Fatalf("echo after the kill: %v", err)
 	}
 	w2.Release()
+	for name, p := range peers {
+		if _, err := echoOnce(ctx, p); err != nil {
+			t.Errorf("%s: echo after the kill: %v", name, err)
+		}
+		p.Release()
+	}
+	if err := clientIpc.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if err := i.Close(); err != nil {
 		t.Fatal(err)
 	}
 
-	// Goroutines and descriptors settle back (go-capnp's delayed Finish
-	// and the reapers need a moment; the deadline only turns a leak into a
-	// failure).
+	// Goroutines and descriptors settle back (connections and reapers
+	// end asynchronously; the deadline only turns a leak into a failure).
 	settle := time.Now().Add(deadline)
 	for {
 		g, f := runtime.NumGoroutine(), countFDs(t)
 		if g <= goroutinesBefore && f <= fdsBefore {
+			t.Logf("%d calls failed with ErrDisconnected; goroutines %d -> %d, descriptors %d -> %d", len(errs), goroutinesBefore, g, fdsBefore, f)
 			break
 		}
 		if time.Now().After(settle) {
-			t.Fatalf("after the kill: %d goroutines (started with %d), %d descriptors (started with %d)", g, goroutinesBefore, f, fdsBefore)
+			buf := make([]byte, 1<<20)
+			t.Fatalf("after the kill: %d goroutines (started with %d), %d descriptors (started with %d)\n%s", g, goroutinesBefore, f, fdsBefore, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -19,6 +19,7 @@ import (
 // executables, and closes it at the end of the test.
 func newIpc(t *testing.T) *ipc.Ipc {
 	t.Helper()
+	checkFDs(t)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil)).With("process", "test", "pid", os.Getpid())
 	i := ipc.New("test", os.Args[0], nodeinit.NewInit, &ipc.Options{Logger: log, ExecutableDir: binDir})
 	t.Cleanup(func() { _ = i.Close() })

@@ -70,6 +70,7 @@ func startHelper(t *testing.T, addr string) *proc {
 // process's environment.
 func startPath(t *testing.T, path string, args []string, env ...string) *proc {
 	t.Helper()
+	checkFDs(t)
 	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
 	cmd.Env = append(cmd.Env, env...)
@@ -454,7 +455,17 @@ func TestIPCConnectCyclesKeepNodeSteady(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	time.Sleep(500 * time.Millisecond) // go-capnp's Finish after 250 ms
+	// The baseline once the node has closed every warm-up connection.
+	waitClosed := func(n int) {
+		end := time.Now().Add(deadline)
+		for strings.Count(node.out.String(), `msg="connection closed"`) < n {
+			if time.Now().After(end) {
+				t.Fatalf("the node closed %d of %d connections", strings.Count(node.out.String(), `msg="connection closed"`), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitClosed(warmUp)
 	fds0, rss0 := openFDCount(t, pid), vmRSS(t, pid)
 
 	start := time.Now()
@@ -462,8 +473,8 @@ func TestIPCConnectCyclesKeepNodeSteady(t *testing.T) {
 		cycle(n)
 	}
 	took := time.Since(start)
+	waitClosed(warmUp + cycles)
 	fds1 := waitFDs(fds0)
-	time.Sleep(500 * time.Millisecond)
 	rss1 := vmRSS(t, pid)
 	t.Logf("%d cycles in %s; node descriptors %d -> %d; VmRSS %d KiB -> %d KiB (%+d KiB)",
 		cycles, took.Round(time.Millisecond), fds0, fds1, rss0, rss1, rss1-rss0)

@@ -121,6 +121,7 @@ type proc struct {
 // of the test if still running.
 func start(t *testing.T, name string, args []string, setup func(*exec.Cmd)) *proc {
 	t.Helper()
+	checkFDs(t)
 	cmd := exec.Command(filepath.Join(binDir, name), args...)
 	out := newOutput()
 	cmd.Stdout, cmd.Stderr = out, out

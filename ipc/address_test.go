@@ -35,19 +35,23 @@ func (l *addrLog) Write(p []byte) (int, error) {
 	return l.buf.Write(p)
 }
 
-func (l *addrLog) has(parts ...string) bool {
+func (l *addrLog) has(parts ...string) bool { return l.count(parts...) > 0 }
+
+// count returns how many lines contain every one of parts.
+func (l *addrLog) count(parts ...string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	n := 0
 	for _, line := range strings.Split(l.buf.String(), "\n") {
 		ok := line != ""
 		for _, p := range parts {
 			ok = ok && strings.Contains(line, p)
 		}
 		if ok {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 // newListeningIpc returns the Ipc of an executable called "node" that
@@ -55,6 +59,7 @@ func (l *addrLog) has(parts ...string) bool {
 // and closes it at the end of the test.
 func newListeningIpc(t *testing.T, opts ipc.Options) (*ipc.Ipc, *addrLog) {
 	t.Helper()
+	ipc.CheckFDs(t)
 	logs := &addrLog{}
 	opts.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	i := ipc.New("node", "", childInits["echo"], &opts)
@@ -66,6 +71,7 @@ func newListeningIpc(t *testing.T, opts ipc.Options) (*ipc.Ipc, *addrLog) {
 // test. Its log is silent: the many-cycles test would flood t.Log.
 func newClientIpc(t *testing.T) *ipc.Ipc {
 	t.Helper()
+	ipc.CheckFDs(t)
 	i := ipc.New("wallet", "", childInits["echo"], nil)
 	t.Cleanup(func() { _ = i.Close() })
 	return i
@@ -368,7 +374,7 @@ func TestListenAddressCyclesLeakNothing(t *testing.T) {
 	}
 	ctx := testCtx(t)
 	dir := shortDir(t)
-	server, _ := newListeningIpc(t, ipc.Options{})
+	server, logs := newListeningIpc(t, ipc.Options{})
 	if _, err := server.ListenAddress(dir, "unix"); err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +397,15 @@ func TestListenAddressCyclesLeakNothing(t *testing.T) {
 	settled := func(fds, goroutines int) bool {
 		return openFDs(t) <= fds && runtime.NumGoroutine() <= goroutines
 	}
-	time.Sleep(500 * time.Millisecond) // go-capnp's Finish after 250 ms
+	// The baseline once the warm-up connections are over on both sides:
+	// a client closes first, so the server's closing them means both.
+	end := time.Now().Add(deadline)
+	for logs.count(`msg="connection closed"`) < 20 {
+		if time.Now().After(end) {
+			t.Fatalf("the server closed %d of the 20 warm-up connections", logs.count(`msg="connection closed"`))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	fds, goroutines := openFDs(t), runtime.NumGoroutine()
 
 	start := time.Now()
@@ -399,7 +413,7 @@ func TestListenAddressCyclesLeakNothing(t *testing.T) {
 		cycle(i)
 	}
 	took := time.Since(start)
-	end := time.Now().Add(deadline)
+	end = time.Now().Add(deadline)
 	for !settled(fds, goroutines) {
 		if time.Now().After(end) {
 			buf := make([]byte, 1<<20)

@@ -21,6 +21,7 @@ const deadline = 30 * time.Second
 
 func newTestIpc(t *testing.T, dir string) *ipc.Ipc {
 	t.Helper()
+	ipc.CheckFDs(t)
 	i := ipc.New("parent", "", childInits["echo"], &ipc.Options{
 		Logger:          slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		ExecutableDir:   dir,
@@ -132,6 +133,7 @@ func TestCloseStopsChildren(t *testing.T) {
 // A child that does not answer within the start timeout is killed, reaped
 // and reported.
 func TestSpawnStartTimeout(t *testing.T) {
+	ipc.CheckFDs(t)
 	dir := childDir(t, "child", "silent")
 	var logs syncBuffer
 	i := ipc.New("parent", "", childInits["echo"], &ipc.Options{
@@ -155,6 +157,7 @@ func TestSpawnStartTimeout(t *testing.T) {
 // Releasing the proxy stops the child through Init.stop: the child's
 // shutdown events reach the parent before the child exits 0.
 func TestReleaseStopsChildGracefully(t *testing.T) {
+	ipc.CheckFDs(t)
 	dir := childDir(t, "child", "echo")
 	var logs syncBuffer
 	i := ipc.New("parent", "", childInits["echo"], &ipc.Options{

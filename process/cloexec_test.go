@@ -17,6 +17,7 @@ func getFD(t *testing.T, fd int) int {
 }
 
 func TestMarkInheritedCloseOnExec(t *testing.T) {
+	checkFDs(t)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 )
 
 func TestSpawnEcho(t *testing.T) {
+	checkFDs(t)
 	child, conn := spawnHelper(t, "echo", "", nil)
 	if _, ok := conn.(*net.UnixConn); !ok {
 		t.Errorf("conn is %T, want *net.UnixConn", conn)
@@ -52,6 +53,7 @@ func TestSpawnEcho(t *testing.T) {
 }
 
 func TestSpawnArgs(t *testing.T) {
+	checkFDs(t)
 	child, conn := spawnHelper(t, "args", "", nil)
 	var got []string
 	sc := bufio.NewScanner(conn)
@@ -86,6 +88,7 @@ func TestSpawnArgs(t *testing.T) {
 // of the socket, while the Stdout and Stderr files must (which also shows the
 // comparison can see a match).
 func TestSpawnOnlySocketInherited(t *testing.T) {
+	checkFDs(t)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -167,6 +170,7 @@ func TestSpawnOnlySocketInherited(t *testing.T) {
 // TestSpawnParentKeepsNoChildEnd: when the child exits, the parent reads EOF,
 // which it would not if it still held a copy of the child's end.
 func TestSpawnParentKeepsNoChildEnd(t *testing.T) {
+	checkFDs(t)
 	_, conn := spawnHelper(t, "exit", "0", nil)
 	if n, err := conn.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Errorf("Read = %d, %v; want 0, EOF", n, err)
@@ -174,6 +178,7 @@ func TestSpawnParentKeepsNoChildEnd(t *testing.T) {
 }
 
 func TestSpawnLeaksNoDescriptor(t *testing.T) {
+	checkFDs(t)
 	spawnAndStop := func() {
 		t.Helper()
 		child, conn, err := Spawn("helper-echo", &Config{
@@ -201,6 +206,7 @@ func TestSpawnLeaksNoDescriptor(t *testing.T) {
 }
 
 func TestSpawnBadExecutable(t *testing.T) {
+	checkFDs(t)
 	dir := t.TempDir()
 	plain := filepath.Join(dir, "plain")
 	if err := os.WriteFile(plain, []byte("#!/bin/sh\nexit 0\n"), 0o644); err != nil {
@@ -266,6 +272,7 @@ func warmUpPoller(t *testing.T) {
 }
 
 func TestSpawnDefaultPath(t *testing.T) {
+	checkFDs(t)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -291,6 +298,7 @@ func TestSpawnDefaultPath(t *testing.T) {
 }
 
 func TestWaitExitStatus(t *testing.T) {
+	checkFDs(t)
 	child, _ := spawnHelper(t, "exit", "3", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 	defer cancel()
@@ -309,6 +317,7 @@ func TestWaitExitStatus(t *testing.T) {
 }
 
 func TestWaitKilledBySignal(t *testing.T) {
+	checkFDs(t)
 	child, _ := spawnHelper(t, "sigkill", "", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 	defer cancel()
@@ -325,6 +334,7 @@ func TestWaitKilledBySignal(t *testing.T) {
 // alone, and once the child is reaped every Wait from every goroutine sees
 // the same status.
 func TestWaitContextAndConcurrency(t *testing.T) {
+	checkFDs(t)
 	child, conn := spawnHelper(t, "echo", "", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -374,6 +384,7 @@ func TestWaitContextAndConcurrency(t *testing.T) {
 }
 
 func TestSignal(t *testing.T) {
+	checkFDs(t)
 	child, _ := spawnHelper(t, "hang", "", nil)
 	if err := child.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -396,6 +407,7 @@ func checkReaped(t *testing.T, pid int) {
 }
 
 func TestStopKillsChildThatIgnoresSocket(t *testing.T) {
+	checkFDs(t)
 	child, conn := spawnHelper(t, "hang", "", nil)
 	if _, err := bufio.NewReader(conn).ReadString('\n'); err != nil {
 		t.Fatal(err)
@@ -409,6 +421,7 @@ func TestStopKillsChildThatIgnoresSocket(t *testing.T) {
 }
 
 func TestStopKillsStoppedChild(t *testing.T) {
+	checkFDs(t)
 	child, conn := spawnHelper(t, "echo", "", nil)
 	// Make sure it runs its helper before freezing it.
 	if _, err := conn.Write([]byte("x")); err != nil {
@@ -429,6 +442,7 @@ func TestStopKillsStoppedChild(t *testing.T) {
 }
 
 func TestStopCleanExit(t *testing.T) {
+	checkFDs(t)
 	child, conn := spawnHelper(t, "echo", "", nil)
 	conn.Close()
 	if st := child.Stop(testDeadline); !st.Success() || st.String() != "exit status 0" {

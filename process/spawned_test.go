@@ -71,6 +71,7 @@ func TestCheckSpawned(t *testing.T) {
 }
 
 func TestSocketConn(t *testing.T) {
+	checkFDs(t)
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +104,7 @@ func TestSocketConn(t *testing.T) {
 }
 
 func TestSocketConnRejects(t *testing.T) {
+	checkFDs(t)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -77,8 +77,8 @@ func TestProxyCleanupOnRelease(t *testing.T) {
 	expectOnce(t, "second cleanup", &second)
 
 	conn.Close()
+	// Done waits for every cleanup the connection runs or started.
 	waitDone(t, "client Done", conn.Done())
-	time.Sleep(settle)
 	if first.get() != 1 || second.get() != 1 {
 		t.Errorf("cleanups ran again when the connection ended: %d, %d", first.get(), second.get())
 	}
@@ -131,7 +131,6 @@ func TestProxyCleanupOnReleaseAndLoss(t *testing.T) {
 			t.Fatalf("round %d: cleanup ran %d times, want once", i, n)
 		}
 	}
-	time.Sleep(settle)
 }
 
 func TestAddCleanupNeedsProxy(t *testing.T) {

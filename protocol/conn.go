@@ -165,8 +165,11 @@ func newConn(ctx context.Context, nc net.Conn, opts *Options, role string, newIn
 	}
 	c.log.Info("connection opened", "role", role)
 	var rwc net.Conn = nc
+	if t := opts.writeTimeout(); t > 0 {
+		rwc = newWriteTimeoutConn(rwc, t)
+	}
 	if t := opts.messageTimeout(); t > 0 {
-		rwc = newTimeoutConn(nc, t)
+		rwc = newTimeoutConn(rwc, t)
 	}
 	rc := rpcconn.NewConn(rwc, ro)
 	c.mu.Lock()

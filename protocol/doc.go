@@ -37,6 +37,9 @@
 // peer can panic the process: a malformed or out-of-protocol message
 // ends that connection with an Abort that says why. Limits (message
 // size, segments, traversal, calls and bytes in flight) bound what a
-// peer can make this side hold. Every call that fails because its
+// peer can make this side hold, and two timeouts bound how long it can
+// make this side wait: for the rest of a message it started
+// (Options.MessageTimeout) and for it to read what this side writes
+// (Options.WriteTimeout). Every call that fails because its
 // connection ended returns an error wrapping ErrDisconnected.
 package protocol

@@ -24,8 +24,11 @@ import (
 const patience = 10 * time.Second
 
 // settle is how long to wait before checking that something did not
-// happen (again). go-capnp sends a Finish 250 ms after each Return.
-const settle = 400 * time.Millisecond
+// happen (again), where no event marks that it will not: it only gives
+// other goroutines a chance to run. Nothing in protocol or rpcconn delays
+// on purpose (a Finish goes out as soon as the caller releases a result),
+// so where an event does mark it (Done, a reply), tests wait for that.
+const settle = 100 * time.Millisecond
 
 func testContext(t *testing.T) context.Context {
 	t.Helper()
@@ -37,6 +40,7 @@ func testContext(t *testing.T) context.Context {
 // socketpair returns the two ends of a connected AF_UNIX stream socket.
 func socketpair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
+	checkFDs(t)
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatalf("socketpair: %v", err)
@@ -265,7 +269,11 @@ func newSlow() *slowServer {
 func (s *slowServer) Sleep(ctx context.Context, call testschema.Slow_sleep) error {
 	call.Go()
 	ms := call.Args().Ms()
-	s.entered <- struct{}{}
+	select {
+	case s.entered <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	select {
 	case <-s.release:
 		return nil

@@ -23,6 +23,7 @@ import (
 // path, a function that cancels Listen's context, and Listen's result.
 func listen(t *testing.T, newInit func(*protocol.Conn) capnp.Client, opts *protocol.Options) (string, context.CancelFunc, <-chan error) {
 	t.Helper()
+	checkFDs(t)
 	dir, err := os.MkdirTemp("", "mp") // short: unix socket paths are limited
 	if err != nil {
 		t.Fatal(err)

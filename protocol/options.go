@@ -13,6 +13,10 @@ const DefaultMaxMessageSize = 64 << 20
 // message, from its first byte, when Options.MessageTimeout is zero.
 const DefaultMessageTimeout = 10 * time.Second
 
+// DefaultWriteTimeout is how long a write to the peer may make no
+// progress, when Options.WriteTimeout is zero.
+const DefaultWriteTimeout = 10 * time.Second
+
 // DefaultMaxConnections is how many connections Listen serves at once
 // when Options.MaxConnections is zero.
 const DefaultMaxConnections = 16
@@ -52,6 +56,17 @@ type Options struct {
 	// a negative value turns the timeout off.
 	MessageTimeout time.Duration
 
+	// WriteTimeout bounds how long a write to the peer may go without the
+	// peer taking a single byte of it. A peer that stops reading while
+	// this side has something to send (results, calls, Finish...) is
+	// dropped once its socket buffer is full and WriteTimeout has passed,
+	// with an error wrapping ErrWriteTimeout; without it, the writer would
+	// wait forever and the connection's queues would stay full. A peer
+	// that reads slowly but steadily is not dropped, nor is one that is
+	// idle. Zero means DefaultWriteTimeout (10 s); a negative value turns
+	// the timeout off.
+	WriteTimeout time.Duration
+
 	// MaxConnections is how many connections Listen serves at once. When
 	// that many are open, Listen stops accepting until one ends: further
 	// clients wait in the listening socket's backlog (their connect
@@ -87,6 +102,16 @@ func (o *Options) messageTimeout() time.Duration {
 		return 0
 	}
 	return o.MessageTimeout
+}
+
+func (o *Options) writeTimeout() time.Duration {
+	switch {
+	case o == nil || o.WriteTimeout == 0:
+		return DefaultWriteTimeout
+	case o.WriteTimeout < 0:
+		return 0
+	}
+	return o.WriteTimeout
 }
 
 // maxConnections returns the limit on Listen's connections, 0 for none.

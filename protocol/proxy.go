@@ -19,8 +19,13 @@ type proxyHook struct {
 	conn  *Conn
 	inner capnp.Client // the bootstrap capability; released by Shutdown
 
+	// once runs the hooks. A second caller of fire waits until they have
+	// run: the Conn's end calls fire as a cleanup, and Done must not
+	// close while hooks that a late Shutdown started are still running.
+	once sync.Once
+
 	mu    sync.Mutex
-	fired bool
+	fired bool // once has started
 	hooks []func()
 }
 
@@ -42,9 +47,8 @@ func (p *proxyHook) Shutdown() {
 	p.mu.Lock()
 	fired := p.fired
 	p.mu.Unlock()
-	// Once the connection has ended, its cleanups fire the hooks (they
-	// registered p.fire when Connect made the proxy), so nothing is left
-	// to do here if spawn refuses.
+	// Once the connection has ended, spawn runs nothing: the end calls
+	// p.fire itself (Connect registered it as a cleanup).
 	if !fired {
 		p.conn.spawn(p.fire)
 	}
@@ -52,20 +56,19 @@ func (p *proxyHook) Shutdown() {
 
 func (p *proxyHook) String() string { return "protocol.proxyHook{" + p.inner.String() + "}" }
 
-// fire runs the hooks, the first time only, in registration order.
+// fire runs the hooks, the first time only, in registration order; later
+// calls return once they have run.
 func (p *proxyHook) fire() {
-	p.mu.Lock()
-	if p.fired {
+	p.once.Do(func() {
+		p.mu.Lock()
+		p.fired = true
+		hooks := p.hooks
+		p.hooks = nil
 		p.mu.Unlock()
-		return
-	}
-	p.fired = true
-	hooks := p.hooks
-	p.hooks = nil
-	p.mu.Unlock()
-	for _, fn := range hooks {
-		fn()
-	}
+		for _, fn := range hooks {
+			fn()
+		}
+	})
 }
 
 func (p *proxyHook) add(fn func()) {
@@ -76,18 +79,20 @@ func (p *proxyHook) add(fn func()) {
 		return
 	}
 	p.mu.Unlock()
-	if !p.conn.spawn(fn) {
-		fn()
-	}
+	// Fired while the proxy is still referenced: its connection has
+	// ended, and Done may have closed already. As with Conn.AddCleanup,
+	// fn runs now, in the caller's goroutine, not in one that nobody
+	// waits for.
+	fn()
 }
 
 // AddCleanup registers fn on a proxy that Connect returned, or on a copy
 // or AddRef of it: fn runs exactly once, when the proxy's last reference
-// is released or when its connection ends, whichever comes first; at
-// once if that has happened already. It runs in a goroutine that the
-// proxy's Conn owns and Conn.Done waits for, never in the goroutine that
-// releases the proxy; if the connection has ended already, fn runs in
-// the caller's goroutine before AddCleanup returns. AddCleanup returns
+// is released or when its connection ends, whichever comes first. It runs
+// in a goroutine that the proxy's Conn owns (Conn.Done waits for it), not
+// in the goroutine that releases the proxy; if the connection has ended
+// already, it runs at once, in the caller's goroutine, before AddCleanup
+// returns. AddCleanup returns
 // an error for a client that is not such a proxy, or that was released.
 func AddCleanup(proxy capnp.Client, fn func()) error {
 	snap := proxy.Snapshot()

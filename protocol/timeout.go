@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -119,4 +120,82 @@ func (c *timeoutConn) scan(b []byte) {
 			}
 		}
 	}
+}
+
+// ErrWriteTimeout is wrapped by the error that ends a connection whose
+// peer took no byte of a write for longer than Options.WriteTimeout.
+var ErrWriteTimeout = errors.New("protocol: peer stopped reading")
+
+// writeTimeoutConn enforces Options.WriteTimeout under the RPC
+// connection's writer. Every Write gets a deadline of the timeout from
+// now; when it passes after some bytes went out, the rest is written
+// with a fresh deadline, so only a peer that takes nothing at all for the
+// whole timeout fails the write.
+//
+// The RPC connection sets a write deadline of its own when it ends (to
+// bound the sending of an Abort): that one is kept, and no deadline later
+// than it is set from then on.
+type writeTimeoutConn struct {
+	net.Conn
+	timeout time.Duration
+
+	mu    sync.Mutex // orders the deadlines set by Write and by the owner
+	owner time.Time  // the last deadline set through SetWriteDeadline
+}
+
+func newWriteTimeoutConn(nc net.Conn, timeout time.Duration) *writeTimeoutConn {
+	return &writeTimeoutConn{Conn: nc, timeout: timeout}
+}
+
+func (c *writeTimeoutConn) Write(p []byte) (int, error) {
+	n := 0
+	for {
+		if err := c.arm(); err != nil {
+			return n, err
+		}
+		m, err := c.Conn.Write(p[n:])
+		n += m
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || c.ownerPassed() {
+			return n, err
+		}
+		if m == 0 {
+			return n, fmt.Errorf("%w: it took no byte for %s", ErrWriteTimeout, c.timeout)
+		}
+	}
+}
+
+// arm sets the deadline for the next write: the timeout from now, or the
+// owner's deadline if that is earlier.
+func (c *writeTimeoutConn) arm() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := time.Now().Add(c.timeout)
+	if !c.owner.IsZero() && c.owner.Before(d) {
+		d = c.owner
+	}
+	return c.Conn.SetWriteDeadline(d)
+}
+
+// ownerPassed reports whether the owner's deadline has passed.
+func (c *writeTimeoutConn) ownerPassed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.owner.IsZero() && !time.Now().Before(c.owner)
+}
+
+func (c *writeTimeoutConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.owner = t
+	if t.IsZero() {
+		t = time.Now().Add(c.timeout)
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *writeTimeoutConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
 }
