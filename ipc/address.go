@@ -20,6 +20,11 @@ const DefaultMaxConnections = protocol.DefaultMaxConnections
 // before it is dropped, when Options.MessageTimeout is zero.
 const DefaultMessageTimeout = protocol.DefaultMessageTimeout
 
+// DefaultWriteTimeout is how long a peer may take no byte of what this
+// process writes to it before it is dropped, when Options.WriteTimeout
+// is zero.
+const DefaultWriteTimeout = protocol.DefaultWriteTimeout
+
 // listener is one address this executable accepts connections on.
 type listener struct {
 	cancel context.CancelFunc

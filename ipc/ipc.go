@@ -80,6 +80,12 @@ type Options struct {
 	// longer, on every connection; an idle peer is never dropped. Zero
 	// means DefaultMessageTimeout (10 s); negative, no timeout.
 	MessageTimeout time.Duration
+
+	// WriteTimeout drops a peer that takes no byte of what this process
+	// writes to it for longer (a peer that stops reading), on every
+	// connection; an idle or slow but steady peer is never dropped. Zero
+	// means DefaultWriteTimeout (10 s); negative, no timeout.
+	WriteTimeout time.Duration
 }
 
 // Context is the state that an Ipc shares with the Init implementations it
@@ -168,6 +174,7 @@ func (i *Ipc) protocolOptions() *protocol.Options {
 		DebugCalls:     i.opts.DebugIPC,
 		MaxConnections: i.opts.MaxConnections,
 		MessageTimeout: i.opts.MessageTimeout,
+		WriteTimeout:   i.opts.WriteTimeout,
 	}
 }
 
