@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -207,8 +208,12 @@ func echoLoop(ctx context.Context, init schema.Init, stop <-chan struct{}) (int,
 			return n, nil
 		case <-time.After(5 * time.Millisecond):
 		}
-		if got, err := nodeinit.Echo(ctx, init, "bystander"); err != nil || got != "bystander" {
+		got, err := nodeinit.Echo(ctx, init, "bystander")
+		if err != nil {
 			return n, err
+		}
+		if got != "bystander" {
+			return n, fmt.Errorf("echo returned %q", got)
 		}
 	}
 }
