@@ -250,6 +250,9 @@ func TestHostileWalletAfterStart(t *testing.T) {
 			case <-time.After(100 * time.Millisecond):
 			}
 			stopNode(t, node)
+			if strings.Contains(node.out.String(), "panic") {
+				t.Errorf("a panic was logged; output:\n%s", node.out.String())
+			}
 		})
 	}
 }
