@@ -373,21 +373,7 @@ func openFDCount(t *testing.T, pid int) int {
 // vmRSS reads the resident set size of pid, in KiB.
 func vmRSS(t *testing.T, pid int) int {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			if err != nil {
-				t.Fatalf("parse %q: %v", line, err)
-			}
-			return kb
-		}
-	}
-	t.Fatalf("no VmRSS in /proc/%d/status", pid)
-	return 0
+	return procStatusKiB(t, pid, "VmRSS")
 }
 
 // plainNode returns a node executable built without the race detector:

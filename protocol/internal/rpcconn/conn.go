@@ -330,7 +330,7 @@ func newMessage() (*capnp.Message, rpccp.Message) {
 // c.mu. If the connection is ending, msg is dropped (released, or handed
 // to onSent).
 func (c *Conn) send(msg *capnp.Message, onSent func()) {
-	size := msgSize(msg)
+	size := heldSize(msg)
 	c.qmu.Lock()
 	if c.stop {
 		c.qmu.Unlock()

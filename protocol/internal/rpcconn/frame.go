@@ -110,3 +110,22 @@ func msgSize(m *capnp.Message) uint64 {
 	}
 	return n
 }
+
+// heldSize is the memory a queued message holds: its segments' capacity,
+// which a pooled buffer can make far larger than the bytes in use (a
+// 60-byte Return may hold a buffer of kilobytes), plus the message
+// itself. The outgoing queue's limit counts this, not msgSize: counting
+// bytes in use let a peer that never reads make the queue hold gigabytes
+// of buffers before the limit was reached.
+func heldSize(m *capnp.Message) uint64 {
+	const overhead = 256 // the Message, its arena and the queue entry
+	n := uint64(overhead)
+	for i := int64(0); i < m.NumSegments(); i++ {
+		seg, err := m.Segment(capnp.SegmentID(i))
+		if err != nil {
+			break
+		}
+		n += uint64(cap(seg.Data()))
+	}
+	return n
+}

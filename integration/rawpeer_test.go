@@ -1,0 +1,265 @@
+package integration
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+)
+
+// rawPeer speaks Cap'n Proto RPC by hand on a real socket, to send what a
+// well-behaved peer never would.
+type rawPeer struct {
+	t   *testing.T
+	nc  net.Conn
+	dec *capnp.Decoder
+}
+
+// dialRaw connects to the unix socket at path. The socket is closed at
+// the end of the test.
+func dialRaw(t *testing.T, path string) *rawPeer {
+	t.Helper()
+	nc, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial %s: %v", path, err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return newRawPeer(t, nc)
+}
+
+func newRawPeer(t *testing.T, nc net.Conn) *rawPeer {
+	dec := capnp.NewDecoder(nc)
+	dec.MaxMessageSize = 64 << 20
+	return &rawPeer{t: t, nc: nc, dec: dec}
+}
+
+// write sends b whole, or returns the error (the node may close first).
+func (p *rawPeer) write(b []byte) error {
+	p.nc.SetWriteDeadline(time.Now().Add(deadline))
+	_, err := p.nc.Write(b)
+	return err
+}
+
+// mustWrite is write for bytes that the node must take.
+func (p *rawPeer) mustWrite(b []byte) {
+	p.t.Helper()
+	if err := p.write(b); err != nil {
+		p.t.Fatalf("raw write: %v", err)
+	}
+}
+
+func (p *rawPeer) send(build func(rpccp.Message)) { p.t.Helper(); p.mustWrite(frame(build)) }
+
+// recv reads the next message.
+func (p *rawPeer) recv() (rpccp.Message, error) {
+	p.nc.SetReadDeadline(time.Now().Add(deadline))
+	msg, err := p.dec.Decode()
+	if err != nil {
+		return rpccp.Message{}, err
+	}
+	return rpccp.ReadRootMessage(msg)
+}
+
+// expect reads messages until one of kind w arrives.
+func (p *rawPeer) expect(w rpccp.Message_Which) rpccp.Message {
+	p.t.Helper()
+	for {
+		m, err := p.recv()
+		if err != nil {
+			p.t.Fatalf("waiting for %v: %v", w, err)
+		}
+		if m.Which() == w {
+			return m
+		}
+		if m.Which() == rpccp.Message_Which_abort {
+			e, _ := m.Abort()
+			r, _ := e.Reason()
+			p.t.Fatalf("waiting for %v: abort %q", w, r)
+		}
+	}
+}
+
+// expectReturn reads until the Return for question qid and returns it.
+func (p *rawPeer) expectReturn(qid uint32) rpccp.Return {
+	p.t.Helper()
+	for {
+		m := p.expect(rpccp.Message_Which_return)
+		r, _ := m.Return()
+		if r.AnswerId() == qid {
+			return r
+		}
+	}
+}
+
+// bootstrap asks for the node's Init as question qid and returns its
+// export ID.
+func (p *rawPeer) bootstrap(qid uint32) uint32 {
+	p.t.Helper()
+	p.send(func(m rpccp.Message) { b, _ := m.NewBootstrap(); b.SetQuestionId(qid) })
+	r := p.expectReturn(qid)
+	res, err := r.Results()
+	if err != nil {
+		p.t.Fatalf("bootstrap: return %v: %v", r.Which(), err)
+	}
+	ct, _ := res.CapTable()
+	if ct.Len() != 1 || ct.At(0).Which() != rpccp.CapDescriptor_Which_senderHosted {
+		p.t.Fatalf("bootstrap: cap table %v", ct)
+	}
+	return ct.At(0).SenderHosted()
+}
+
+// end reads until the node ends the connection and returns the reason of
+// the Abort it sent first, if any. A connection still open after the
+// deadline fails the test.
+func (p *rawPeer) end() (abort string) {
+	p.t.Helper()
+	for {
+		m, err := p.recv()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			p.t.Fatalf("the node kept the connection open for %s", deadline)
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, syscall.ECONNRESET) {
+				p.t.Fatalf("reading until the end: %v", err)
+			}
+			return abort
+		}
+		if m.Which() == rpccp.Message_Which_abort {
+			e, _ := m.Abort()
+			abort, _ = e.Reason()
+		}
+	}
+}
+
+// frame builds one framed message.
+func frame(build func(rpccp.Message)) []byte {
+	msg, seg := capnp.NewSingleSegmentMessage(nil)
+	m, err := rpccp.NewRootMessage(seg)
+	if err != nil {
+		panic(err)
+	}
+	build(m)
+	b, err := msg.Marshal()
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// call builds a Call of iface.method on target, with params built by args
+// on a struct of one data word and two pointers.
+func call(qid uint32, target func(rpccp.MessageTarget), iface uint64, method uint16, args func(capnp.Struct)) func(rpccp.Message) {
+	return func(m rpccp.Message) {
+		c, _ := m.NewCall()
+		c.SetQuestionId(qid)
+		c.SetInterfaceId(iface)
+		c.SetMethodId(method)
+		t, _ := c.NewTarget()
+		target(t)
+		p, _ := c.NewParams()
+		st, _ := capnp.NewStruct(p.Segment(), capnp.ObjectSize{DataSize: 8, PointerCount: 2})
+		if args != nil {
+			args(st)
+		}
+		p.SetContent(st.ToPtr())
+	}
+}
+
+func importedCap(id uint32) func(rpccp.MessageTarget) {
+	return func(t rpccp.MessageTarget) { t.SetImportedCap(id) }
+}
+
+// promisedAnswer targets question qid's results, through pointer fields.
+func promisedAnswer(qid uint32, fields ...uint16) func(rpccp.MessageTarget) {
+	return func(t rpccp.MessageTarget) {
+		pa, _ := t.NewPromisedAnswer()
+		pa.SetQuestionId(qid)
+		if len(fields) > 0 {
+			ops, _ := pa.NewTransform(int32(len(fields)))
+			for i, f := range fields {
+				ops.At(i).SetGetPointerField(f)
+			}
+		}
+	}
+}
+
+func finish(qid uint32) func(rpccp.Message) {
+	return func(m rpccp.Message) { f, _ := m.NewFinish(); f.SetQuestionId(qid) }
+}
+
+// textArg sets params pointer 0 to s (Echo.echo's argument).
+func textArg(s string) func(capnp.Struct) {
+	return func(st capnp.Struct) {
+		txt, _ := capnp.NewText(st.Segment(), s)
+		st.SetPtr(0, txt.ToPtr())
+	}
+}
+
+// nullBodyReturn is the 24-byte message that crashes go-capnp's rpc: a
+// Return whose body pointer is null.
+var nullBodyReturn = []byte{
+	0, 0, 0, 0, 2, 0, 0, 0, // one segment of two words
+	0, 0, 0, 0, 1, 0, 0, 0, // root: a struct of one data word, no pointers
+	3, 0, 0, 0, 0, 0, 0, 0, // Message.which = return
+}
+
+// frameHeader returns a stream frame header announcing segments of the
+// given sizes in words, with no segment data after it.
+func frameHeader(sizes ...uint32) []byte {
+	n := len(sizes)
+	b := make([]byte, 4+4*n+4*((n+1)%2))
+	binary.LittleEndian.PutUint32(b, uint32(n-1))
+	for i, s := range sizes {
+		binary.LittleEndian.PutUint32(b[4+4*i:], s)
+	}
+	return b
+}
+
+// connID waits for the "connection opened" line of the connection that
+// the node accepted after its output had from bytes, and returns its id.
+func connID(t *testing.T, out *output, from int) string {
+	t.Helper()
+	re := regexp.MustCompile(`msg="connection opened" .*conn\.id=(\d+)`)
+	end := time.Now().Add(deadline)
+	for {
+		s := out.String()
+		if m := re.FindStringSubmatch(s[from:]); m != nil {
+			return m[1]
+		}
+		if time.Now().After(end) {
+			t.Fatalf("no new connection logged; output:\n%s", s)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// procStatusKiB reads a field in KiB (VmRSS, VmHWM) from /proc/PID/status.
+func procStatusKiB(t *testing.T, pid int, field string) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			if err != nil {
+				t.Fatalf("parse %q: %v", line, err)
+			}
+			return kb
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
