@@ -330,3 +330,24 @@ func (c *Conn) disembargoReply(a *answer, transform []capnp.PipelineOp, embargoI
 	c.mu.Unlock()
 	return nil
 }
+
+// unresolvedPromises marks the promise imports that never resolved as
+// resolved and returns them, for shutdown to break: a promise the peer
+// can no longer resolve must not keep Client.Resolve waiting. The caller
+// holds c.mu and is ending the connection.
+func (c *Conn) unresolvedPromises() []*importClient {
+	var out []*importClient
+	for _, h := range c.imports {
+		if h.promise && !h.resolved && h.resolver != nil {
+			h.resolved = true
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func breakPromises(hs []*importClient, err error) {
+	for _, h := range hs {
+		h.resolver.Reject(err)
+	}
+}
