@@ -40,6 +40,11 @@ type answer struct {
 	waiters      []*answerHook // capabilities the peer named by receiverAnswer
 	removed      bool
 	resultErr    error // the call's error, once returned
+
+	// Guarded by c.mu: tail calls (yourself.go).
+	redirect bool      // sendResultsTo.yourself: results kept here, not sent
+	taken    bool      // a Return.takeFromOtherQuestion named this answer
+	taker    *question // that Return's question, until the results are ready
 }
 
 // A pendingCall is a call on a promised answer that has not returned.
@@ -244,7 +249,9 @@ func (a *answer) Return() {
 	if c.closing || a.removed {
 		a.returned = true
 		a.msgReleased = true
+		tk := a.failTaker()
 		c.mu.Unlock()
+		tk.run()
 		a.ctx.cancel()
 		if a.ret != nil {
 			a.ret.Release()
@@ -253,6 +260,8 @@ func (a *answer) Return() {
 	}
 	var out *capnp.Message
 	switch {
+	case a.redirect:
+		out = a.keepResults(&drop)
 	case a.finished && len(a.pipeline) == 0:
 		// The caller canceled: it wants no results, so export nothing.
 		// (With calls pipelined on them the results are still needed:
@@ -300,15 +309,19 @@ func (a *answer) Return() {
 	if out == a.ret {
 		c.send(out, a.onSent)
 	} else {
-		a.sent, a.msgReleased = true, true
+		if !a.redirect {
+			a.sent, a.msgReleased = true, true
+		}
 		c.send(out, nil)
 	}
+	tk := a.takeResults()
 	var done bool
 	if a.finished && !a.draining {
 		c.removeAnswer(a)
 		done = true
 	}
 	c.mu.Unlock()
+	tk.run()
 	settleAll(waiters)
 	for _, m := range drop {
 		m.Release()

@@ -27,6 +27,10 @@ type question struct {
 	settled     bool                 // resolve has run and taken onReturn
 	paths       [][]capnp.PipelineOp // transforms pipelined calls went to
 	paramCaps   []uint32             // exports counted for the params
+
+	// Guarded by c.mu: a Return with takeFromOtherQuestion (yourself.go).
+	taking       *answer // the answer whose results are q's, until they are
+	takeNoFinish bool    // that Return's noFinishNeeded
 }
 
 // addPath records that a call was pipelined to transform; the caller
@@ -438,6 +442,13 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 	var descs rpccp.CapDescriptor_List
 	var callErr error
 	switch ret.Which() {
+	case rpccp.Return_Which_takeFromOtherQuestion:
+		other := ret.TakeFromOtherQuestion()
+		msg.Release()
+		return c.takeFromOther(id, other, noFinish, releaseParams)
+	case rpccp.Return_Which_resultsSentElsewhere:
+		msg.Release()
+		return protoErr("return %d: resultsSentElsewhere, but the call did not use sendResultsTo.yourself", id)
 	case rpccp.Return_Which_results:
 		if !ret.HasResults() {
 			msg.Release()
@@ -482,7 +493,7 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 	if uint64(id) < uint64(len(c.questions)) {
 		q = c.questions[id]
 	}
-	if q == nil || (q.returned && !q.finishSent) {
+	if q == nil || (q.returned && !q.finishSent) || q.taking != nil {
 		c.mu.Unlock()
 		msg.Release()
 		return protoErr("return for unknown question %d", id)
