@@ -11,6 +11,7 @@ import (
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
 	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/schema"
 )
 
 // The raw peer plays the C++ reference's part in a tail call: it answers
@@ -314,5 +315,94 @@ func TestTailCallMisuse(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTakeFromOtherQuestionEmbargo: calls pipelined on our question went
+// to the peer, which sends them back to us as tail calls; once the
+// question takes results naming a capability of ours, new calls on it
+// wait for the Disembargo we send the peer, as after any Return that
+// reveals a local capability.
+func TestTakeFromOtherQuestionEmbargo(t *testing.T) {
+	c, p, _, boot, export := tailSetup(t)
+	ctx := testCtx(t)
+	f, rel := schema.Init(boot).MakeEcho(ctx, nil)
+	defer rel()
+	m := p.expect(rpccp.Message_Which_call)
+	call, _ := m.Call()
+	qa := call.QuestionId()
+	e := f.Result()
+	p0, rel0 := e.Echo(ctx, func(p schema.Echo_echo_Params) error { return p.SetEcho("p0") })
+	defer rel0()
+	m = p.expect(rpccp.Message_Which_call)
+	call, _ = m.Call()
+	qb := call.QuestionId()
+	if tgt, _ := call.Target(); tgt.Which() != rpccp.MessageTarget_Which_promisedAnswer {
+		t.Fatalf("pipelined call target %v", tgt.Which())
+	}
+	// The peer reflects both calls back to us, as the C++ reference does.
+	p.send(yourself(callTo(7, importedCap(export), schema.Init_TypeID, 0, nil)))
+	p.send(yourself(callTo(8, promisedAnswer(7, 0), schema.Echo_TypeID, 0, func(s capnp.Struct) {
+		schema.Echo_echo_Params(s).SetEcho("p0")
+	})))
+	p.send(takeFrom(qa, 7))
+	p.send(takeFrom(qb, 8))
+	if _, err := f.Struct(); err != nil {
+		t.Fatal(err)
+	}
+	// Our Disembargo, aimed at the pipelined capability, comes before
+	// our Finish for the question.
+	var embargoID uint32
+	for embargoID == 0 {
+		m, err := p.recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m.Which() {
+		case rpccp.Message_Which_finish:
+			if fm, _ := m.Finish(); fm.QuestionId() == qa {
+				t.Fatal("Finish before the Disembargo")
+			}
+		case rpccp.Message_Which_disembargo:
+			d, _ := m.Disembargo()
+			tgt, _ := d.Target()
+			pa, _ := tgt.PromisedAnswer()
+			if d.Context().Which() != rpccp.Disembargo_context_Which_senderLoopback || pa.QuestionId() != qa {
+				t.Fatalf("disembargo %v on %d", d.Context().Which(), pa.QuestionId())
+			}
+			embargoID = d.Context().SenderLoopback()
+		}
+	}
+	p.expectFinish(qa)
+	// embargo.Send holds the caller until the embargo lifts.
+	d0 := make(chan string, 1)
+	go func() {
+		s, err := echo(ctx, e, "d0")
+		if err != nil {
+			s = err.Error()
+		}
+		d0 <- s
+	}()
+	select {
+	case s := <-d0:
+		t.Fatalf("a call overtook the embargo: %s", s)
+	case <-time.After(30 * time.Millisecond):
+	}
+	if r, err := p0.Struct(); err != nil {
+		t.Fatal(err)
+	} else if s, _ := r.Result(); s != "p0" {
+		t.Fatalf("p0 = %q", s)
+	}
+	p.send(func(m rpccp.Message) {
+		d, _ := m.NewDisembargo()
+		tgt, _ := d.NewTarget()
+		tgt.SetImportedCap(5)
+		d.Context().SetReceiverLoopback(embargoID)
+	})
+	if s := <-d0; s != "d0" {
+		t.Fatalf("d0 = %q", s)
+	}
+	if c.Err() != nil {
+		t.Fatal(c.Err())
 	}
 }
