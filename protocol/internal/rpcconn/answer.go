@@ -3,6 +3,7 @@ package rpcconn
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/exc"
@@ -54,6 +55,8 @@ type pendingCall struct {
 	transform []capnp.PipelineOp
 	recv      capnp.Recv
 	fn        func() // instead of a call: a Disembargo reply, in order
+
+	held *heldCall // for a call from elsewhere: its PipelineCaller meanwhile
 }
 
 // fail returns err for a call that will not be delivered.
@@ -63,6 +66,7 @@ func (p pendingCall) fail(err error) {
 		p.a.reject(err)
 	case p.fn == nil:
 		p.recv.Reject(err)
+		p.held.settle(nil, err)
 	}
 }
 
@@ -77,15 +81,25 @@ type answerHook struct {
 	done      chan struct{} // closed once res or err is set
 	res       capnp.Client
 	err       error
+
+	mu   sync.Mutex
+	shut bool // Shutdown ran: settle releases res itself
 }
 
 func (h *answerHook) settle(cl capnp.Client, err error) {
+	h.mu.Lock()
 	h.res, h.err = cl, err
 	close(h.done)
+	shut := h.shut
+	h.mu.Unlock()
 	if err != nil {
 		h.resolver.Reject(err)
 	} else {
 		h.resolver.Fulfill(cl)
+	}
+	if shut {
+		// The promise lost its last reference before it resolved.
+		cl.Release()
 	}
 }
 
@@ -105,28 +119,34 @@ func (h *answerHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCalle
 	c := h.a.c
 	c.mu.Lock()
 	if !h.a.returned && !c.closing && !h.a.removed {
-		h.a.pipeline = append(h.a.pipeline, pendingCall{ctx: ctx, transform: h.transform, recv: r})
+		held := &heldCall{}
+		h.a.pipeline = append(h.a.pipeline, pendingCall{ctx: ctx, transform: h.transform, recv: r, held: held})
 		c.mu.Unlock()
-		return embargoPipeline{}
+		return held
 	}
 	c.mu.Unlock()
 	// Returned: settle runs right after, in the returning goroutine.
 	<-h.done
 	if h.err != nil {
 		r.Reject(h.err)
-		return nil
+		return failedCaller{h.err}
 	}
-	return h.res.RecvCall(ctx, r)
+	return orFailed(h.res.RecvCall(ctx, r))
 }
 
 func (h *answerHook) Brand() capnp.Brand { return capnp.Brand{Value: h} }
 func (h *answerHook) String() string     { return "rpcconn promised answer" }
 func (h *answerHook) Shutdown() {
+	h.mu.Lock()
+	h.shut = true
+	var res capnp.Client
 	select {
 	case <-h.done:
-		h.res.Release()
+		res = h.res
 	default:
 	}
+	h.mu.Unlock()
+	res.Release()
 }
 
 // takeWaiters resolves, under c.mu, what the answerHooks waiting for a
@@ -463,7 +483,7 @@ func (a *answer) deliverPipelined(p pendingCall) {
 	if p.a != nil {
 		p.a.deliver(cl, p.recv)
 	} else {
-		cl.RecvCall(p.ctx, p.recv)
+		p.held.settle(cl.RecvCall(p.ctx, p.recv), nil)
 	}
 	cl.Release()
 }

@@ -231,9 +231,9 @@ func (c *Conn) forward(ctx context.Context, t callTarget, r capnp.Recv) capnp.Pi
 		case <-t.q.p.Answer().Done():
 		case <-ctx.Done():
 			r.Reject(ctx.Err())
-			return nil
+			return failedCaller{ctx.Err()}
 		}
-		return t.q.p.Answer().PipelineRecv(ctx, t.transform, r)
+		return orFailed(t.q.p.Answer().PipelineRecv(ctx, t.transform, r))
 	}
 	r.ReleaseArgs()
 	finish := func() { returnAnswer(r.Returner, ans, rel) }
@@ -249,7 +249,7 @@ func (c *Conn) forward(ctx context.Context, t callTarget, r capnp.Recv) capnp.Pi
 	// Settled already (an error answer, or a question settled since).
 	<-ans.Done()
 	finish()
-	return nil
+	return failedCaller{errNoPipeline}
 }
 
 func returnAnswer(ret capnp.Returner, ans *capnp.Answer, release capnp.ReleaseFunc) {
