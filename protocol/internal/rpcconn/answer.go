@@ -321,18 +321,14 @@ func (a *answer) Return() {
 	a.pipeline = nil
 	var waiters []waiterResult
 	if len(pending) > 0 {
+		// The Return goes out once the calls pipelined on a are handed
+		// on (below): a call the peer makes on a result capability once
+		// it has seen the Return must not overtake them.
 		a.draining = true
 	} else {
 		a.returned = true
 		waiters = a.takeWaiters()
-	}
-	if out == a.ret {
-		c.send(out, a.onSent)
-	} else {
-		if !a.redirect {
-			a.sent, a.msgReleased = true, true
-		}
-		c.send(out, nil)
+		a.sendReturn(out)
 	}
 	tk := a.takeResults()
 	var done bool
@@ -360,6 +356,7 @@ func (a *answer) Return() {
 		var waiters []waiterResult
 		if len(pending) == 0 {
 			a.draining, a.returned = false, true
+			a.sendReturn(out)
 			waiters = a.takeWaiters()
 			if a.finished && !a.removed && !c.closing {
 				c.removeAnswer(a)
@@ -381,6 +378,24 @@ func (a *answer) Return() {
 	if !done {
 		a.ctx.cancel()
 	}
+}
+
+// sendReturn queues the Return message out. The caller holds c.mu.
+func (a *answer) sendReturn(out *capnp.Message) {
+	c := a.c
+	if out == a.ret {
+		if c.closing {
+			// Not written: the message is released with the answer.
+			a.sent = true
+			return
+		}
+		c.send(out, a.onSent)
+		return
+	}
+	if !a.redirect {
+		a.sent, a.msgReleased = true, true
+	}
+	c.send(out, nil)
 }
 
 var errCanceled = exc.New(exc.Failed, "rpcconn", "call canceled by the caller")
