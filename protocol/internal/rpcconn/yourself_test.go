@@ -406,3 +406,28 @@ func TestTakeFromOtherQuestionEmbargo(t *testing.T) {
 		t.Fatal(c.Err())
 	}
 }
+
+// TestTailSessionSeed checks that FuzzConn's tail-call seed does what it
+// says: the connection's call gets the results of the peer's call back.
+func TestTailSessionSeed(t *testing.T) {
+	c, p, _ := newRawPair(t, nil)
+	ctx := testCtx(t)
+	boot := c.Bootstrap(ctx)
+	defer boot.Release()
+	s, err := func() (string, error) {
+		fut, rel := schema.Echo(boot).Echo(ctx, func(p schema.Echo_echo_Params) error { return p.SetEcho("x") })
+		defer rel()
+		p.write(tailSession())
+		r, err := fut.Struct()
+		if err != nil {
+			return "", err
+		}
+		return r.Result()
+	}()
+	if err != nil || s != "tail" {
+		t.Fatalf("result %q, %v; want the tail call's", s, err)
+	}
+	if c.Err() != nil {
+		t.Fatal(c.Err())
+	}
+}
