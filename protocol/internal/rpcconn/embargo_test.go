@@ -62,13 +62,15 @@ func TestEmbargo(t *testing.T) {
 	for _, k := range pairKinds {
 		t.Run(k.name, func(t *testing.T) {
 			if !k.ourClient && os.Getenv("RPCCONN_GOCAPNP_EMBARGO") != "1" {
-				// About once in 800 rounds go-capnp's client delivered
-				// pipelined calls out of order here (seen twice in
-				// this package's tests, [p3 p4 p5 p6 p7 p0 p1 p8 p9 d0
-				// ... p2] once). The same server passes the C++
-				// reference client's embargo test (interop
-				// TestCppClientEmbargo) every time, so the fault is
-				// taken to be go-capnp's client; not proven.
+				// Now and then (about 1 round in 200 without -race)
+				// go-capnp's client lets calls made after the Return
+				// overtake calls it pipelined before: it decides its
+				// embargoes when the Return arrives, from the paths
+				// pipelined on so far, but resolves the question
+				// later in a goroutine (rpc.go:1159-1172), and calls
+				// pipelined in between go over the wire without an
+				// embargo. It happens with go-capnp on both sides too
+				// (2 of 400 rounds); see STATUS.md.
 				t.Skip("go-capnp's client reorders pipelined calls rarely; RPCCONN_GOCAPNP_EMBARGO=1 runs it")
 			}
 			for round := 0; round < 20; round++ {
