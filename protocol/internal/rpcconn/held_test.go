@@ -20,6 +20,7 @@ type orderLog struct {
 	mu   sync.Mutex
 	got  []string
 	live map[string]int // objects not shut down, by prefix
+	gate chan struct{}  // if set, echo calls starting with "p" wait for it (see recorder)
 }
 
 func (l *orderLog) lives() string {
@@ -53,6 +54,13 @@ func orderedObject(l *orderLog, prefix string) capnp.Client {
 		{Method: capnp.Method{InterfaceID: schema.Echo_TypeID, MethodID: 0, InterfaceName: "Echo", MethodName: "echo"},
 			Impl: func(ctx context.Context, call *server.Call) error {
 				s, _ := schema.Echo_echo_Params(call.Args()).Echo()
+				if l.gate != nil && strings.HasPrefix(s, "p") {
+					select {
+					case <-l.gate:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
 				l.add(prefix + s)
 				res, err := call.AllocResults(capnp.ObjectSize{PointerCount: 1})
 				if err != nil {
@@ -130,7 +138,7 @@ func TestPipelineOnEmbargoedCall(t *testing.T) {
 				client, _ := newPair(t, k.ourClient, k.ourServer, capnp.NewClient(server.New(methods, nil, nil)))
 				ctx := testCtx(t)
 				boot := client.bootstrap(ctx)
-				log := &orderLog{}
+				log := &orderLog{gate: make(chan struct{})}
 				local := orderedObject(log, "")
 				ans, rel := boot.SendCall(ctx, capnp.Send{
 					Method:   mirrorMethod,
@@ -152,6 +160,7 @@ func TestPipelineOnEmbargoedCall(t *testing.T) {
 				if _, err := ans.Struct(); err != nil {
 					t.Fatal(err)
 				}
+				close(log.gate)
 				resolve(capnp.Client(promised).AddRef())
 				call("d0")
 				got, err := wait()
