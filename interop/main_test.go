@@ -102,16 +102,6 @@ func skipKnownBug(t *testing.T, bug string) {
 	}
 }
 
-// skipGap skips a case that our own RPC connection does not handle yet,
-// unless knownBugsEnv is set; the reason names what is missing.
-func skipGap(t *testing.T, gap string) {
-	t.Helper()
-	requirePeer(t)
-	if !onGoCapnp && os.Getenv(knownBugsEnv) != "1" {
-		t.Skipf("not implemented in our RPC connection yet (%s=1 runs it): %s", knownBugsEnv, gap)
-	}
-}
-
 // buildPeer generates the C++ code for the schemas the peer uses and
 // compiles cpp/peer.c++ with it into dir.
 func buildPeer(dir string) (path string, missing, failed error) {

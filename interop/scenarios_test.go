@@ -345,23 +345,13 @@ func goClientEmbargo(t *testing.T, tr string, later bool) {
 // above 20 of 20 times.
 const bugTailCall = "no support for Call.sendResultsTo.yourself / Return.takeFromOtherQuestion, then a panic in embargo.lift on shutdown"
 
-// gapTailCall is why the Go client's embargo cases are skipped on our own
-// connection too: rpcconn does not implement Call.sendResultsTo.yourself
-// and Return.takeFromOtherQuestion yet (protocol/internal/rpcconn
-// handle.go refuses the first with an Abort), which a C++ callee uses
-// when a pipelined result resolves to the caller's own capability. A
-// Level 1 requirement: implement both, then delete this skip.
-const gapTailCall = "rpcconn does not implement Call.sendResultsTo.yourself / Return.takeFromOtherQuestion yet"
-
 func TestGoClientEmbargo(t *testing.T) {
 	skipKnownBug(t, bugTailCall)
-	skipGap(t, gapTailCall)
 	forTransports(t, func(t *testing.T, tr string) { goClientEmbargo(t, tr, false) })
 }
 
 func TestGoClientEmbargoLater(t *testing.T) {
 	skipKnownBug(t, bugTailCall)
-	skipGap(t, gapTailCall)
 	forTransports(t, func(t *testing.T, tr string) { goClientEmbargo(t, tr, true) })
 }
 

@@ -3,6 +3,7 @@ package rpcconn
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/exc"
@@ -40,6 +41,11 @@ type answer struct {
 	waiters      []*answerHook // capabilities the peer named by receiverAnswer
 	removed      bool
 	resultErr    error // the call's error, once returned
+
+	// Guarded by c.mu: tail calls (yourself.go).
+	redirect bool      // sendResultsTo.yourself: results kept here, not sent
+	taken    bool      // a Return.takeFromOtherQuestion named this answer
+	taker    *question // that Return's question, until the results are ready
 }
 
 // A pendingCall is a call on a promised answer that has not returned.
@@ -49,6 +55,8 @@ type pendingCall struct {
 	transform []capnp.PipelineOp
 	recv      capnp.Recv
 	fn        func() // instead of a call: a Disembargo reply, in order
+
+	held *heldCall // for a call from elsewhere: its PipelineCaller meanwhile
 }
 
 // fail returns err for a call that will not be delivered.
@@ -58,6 +66,7 @@ func (p pendingCall) fail(err error) {
 		p.a.reject(err)
 	case p.fn == nil:
 		p.recv.Reject(err)
+		p.held.settle(nil, err)
 	}
 }
 
@@ -72,15 +81,25 @@ type answerHook struct {
 	done      chan struct{} // closed once res or err is set
 	res       capnp.Client
 	err       error
+
+	mu   sync.Mutex
+	shut bool // Shutdown ran: settle releases res itself
 }
 
 func (h *answerHook) settle(cl capnp.Client, err error) {
+	h.mu.Lock()
 	h.res, h.err = cl, err
 	close(h.done)
+	shut := h.shut
+	h.mu.Unlock()
 	if err != nil {
 		h.resolver.Reject(err)
 	} else {
 		h.resolver.Fulfill(cl)
+	}
+	if shut {
+		// The promise lost its last reference before it resolved.
+		cl.Release()
 	}
 }
 
@@ -100,28 +119,34 @@ func (h *answerHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCalle
 	c := h.a.c
 	c.mu.Lock()
 	if !h.a.returned && !c.closing && !h.a.removed {
-		h.a.pipeline = append(h.a.pipeline, pendingCall{ctx: ctx, transform: h.transform, recv: r})
+		held := &heldCall{}
+		h.a.pipeline = append(h.a.pipeline, pendingCall{ctx: ctx, transform: h.transform, recv: r, held: held})
 		c.mu.Unlock()
-		return embargoPipeline{}
+		return held
 	}
 	c.mu.Unlock()
 	// Returned: settle runs right after, in the returning goroutine.
 	<-h.done
 	if h.err != nil {
 		r.Reject(h.err)
-		return nil
+		return failedCaller{h.err}
 	}
-	return h.res.RecvCall(ctx, r)
+	return orFailed(h.res.RecvCall(ctx, r))
 }
 
 func (h *answerHook) Brand() capnp.Brand { return capnp.Brand{Value: h} }
 func (h *answerHook) String() string     { return "rpcconn promised answer" }
 func (h *answerHook) Shutdown() {
+	h.mu.Lock()
+	h.shut = true
+	var res capnp.Client
 	select {
 	case <-h.done:
-		h.res.Release()
+		res = h.res
 	default:
 	}
+	h.mu.Unlock()
+	res.Release()
 }
 
 // takeWaiters resolves, under c.mu, what the answerHooks waiting for a
@@ -244,7 +269,9 @@ func (a *answer) Return() {
 	if c.closing || a.removed {
 		a.returned = true
 		a.msgReleased = true
+		tk := a.failTaker()
 		c.mu.Unlock()
+		tk.run()
 		a.ctx.cancel()
 		if a.ret != nil {
 			a.ret.Release()
@@ -253,6 +280,8 @@ func (a *answer) Return() {
 	}
 	var out *capnp.Message
 	switch {
+	case a.redirect:
+		out = a.keepResults(&drop)
 	case a.finished && len(a.pipeline) == 0:
 		// The caller canceled: it wants no results, so export nothing.
 		// (With calls pipelined on them the results are still needed:
@@ -292,23 +321,23 @@ func (a *answer) Return() {
 	a.pipeline = nil
 	var waiters []waiterResult
 	if len(pending) > 0 {
+		// The Return goes out once the calls pipelined on a are handed
+		// on (below): a call the peer makes on a result capability once
+		// it has seen the Return must not overtake them.
 		a.draining = true
 	} else {
 		a.returned = true
 		waiters = a.takeWaiters()
+		a.sendReturn(out)
 	}
-	if out == a.ret {
-		c.send(out, a.onSent)
-	} else {
-		a.sent, a.msgReleased = true, true
-		c.send(out, nil)
-	}
+	tk := a.takeResults()
 	var done bool
 	if a.finished && !a.draining {
 		c.removeAnswer(a)
 		done = true
 	}
 	c.mu.Unlock()
+	tk.run()
 	settleAll(waiters)
 	for _, m := range drop {
 		m.Release()
@@ -327,6 +356,7 @@ func (a *answer) Return() {
 		var waiters []waiterResult
 		if len(pending) == 0 {
 			a.draining, a.returned = false, true
+			a.sendReturn(out)
 			waiters = a.takeWaiters()
 			if a.finished && !a.removed && !c.closing {
 				c.removeAnswer(a)
@@ -348,6 +378,24 @@ func (a *answer) Return() {
 	if !done {
 		a.ctx.cancel()
 	}
+}
+
+// sendReturn queues the Return message out. The caller holds c.mu.
+func (a *answer) sendReturn(out *capnp.Message) {
+	c := a.c
+	if out == a.ret {
+		if c.closing {
+			// Not written: the message is released with the answer.
+			a.sent = true
+			return
+		}
+		c.send(out, a.onSent)
+		return
+	}
+	if !a.redirect {
+		a.sent, a.msgReleased = true, true
+	}
+	c.send(out, nil)
 }
 
 var errCanceled = exc.New(exc.Failed, "rpcconn", "call canceled by the caller")
@@ -450,7 +498,7 @@ func (a *answer) deliverPipelined(p pendingCall) {
 	if p.a != nil {
 		p.a.deliver(cl, p.recv)
 	} else {
-		cl.RecvCall(p.ctx, p.recv)
+		p.held.settle(cl.RecvCall(p.ctx, p.recv), nil)
 	}
 	cl.Release()
 }

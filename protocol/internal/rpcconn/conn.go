@@ -221,6 +221,7 @@ func (c *Conn) shutdown(cause error, abort bool) {
 		}
 	}
 	c.exports, c.freeE = nil, nil
+	broken := c.unresolvedPromises()
 	for _, h := range c.imports {
 		h.gone = true
 	}
@@ -273,6 +274,7 @@ func (c *Conn) shutdown(cause error, abort bool) {
 	for _, q := range rejects {
 		q.resolve(capnp.Ptr{}, discErr)
 	}
+	breakPromises(broken, discErr)
 	for _, e := range lift {
 		e.lift()
 	}

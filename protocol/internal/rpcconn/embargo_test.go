@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,9 +34,15 @@ func mirrorImpl(ctx context.Context, call *server.Call) error {
 }
 
 // recorder is an Echo that records the order of the calls it gets.
+// Calls whose argument starts with "p" (pipelined through the peer) wait
+// for gate, if set, so that their answers cannot come back before the
+// peer's server has handed them all on: go-capnp's server crashes
+// (AnswerQueue.Fulfill, nil PipelineCaller) when its rpc's importClient.Recv
+// finds the answer of a call it forwards already done.
 type recorder struct {
-	mu  sync.Mutex
-	got []string
+	mu   sync.Mutex
+	got  []string
+	gate chan struct{}
 }
 
 func (r *recorder) client() schema.Echo {
@@ -43,6 +50,13 @@ func (r *recorder) client() schema.Echo {
 		Method: capnp.Method{InterfaceID: schema.Echo_TypeID, MethodID: 0},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			s, _ := schema.Echo_echo_Params(call.Args()).Echo()
+			if r.gate != nil && strings.HasPrefix(s, "p") {
+				select {
+				case <-r.gate:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
 			r.mu.Lock()
 			r.got = append(r.got, s)
 			r.mu.Unlock()
@@ -62,13 +76,15 @@ func TestEmbargo(t *testing.T) {
 	for _, k := range pairKinds {
 		t.Run(k.name, func(t *testing.T) {
 			if !k.ourClient && os.Getenv("RPCCONN_GOCAPNP_EMBARGO") != "1" {
-				// About once in 800 rounds go-capnp's client delivered
-				// pipelined calls out of order here (seen twice in
-				// this package's tests, [p3 p4 p5 p6 p7 p0 p1 p8 p9 d0
-				// ... p2] once). The same server passes the C++
-				// reference client's embargo test (interop
-				// TestCppClientEmbargo) every time, so the fault is
-				// taken to be go-capnp's client; not proven.
+				// Now and then (about 1 round in 200 without -race)
+				// go-capnp's client lets calls made after the Return
+				// overtake calls it pipelined before: it decides its
+				// embargoes when the Return arrives, from the paths
+				// pipelined on so far, but resolves the question
+				// later in a goroutine (rpc.go:1159-1172), and calls
+				// pipelined in between go over the wire without an
+				// embargo. It happens with go-capnp on both sides too
+				// (2 of 400 rounds); see STATUS.md.
 				t.Skip("go-capnp's client reorders pipelined calls rarely; RPCCONN_GOCAPNP_EMBARGO=1 runs it")
 			}
 			for round := 0; round < 20; round++ {
@@ -78,7 +94,7 @@ func TestEmbargo(t *testing.T) {
 				client, srv := newPair(t, k.ourClient, k.ourServer, boot0)
 				ctx := testCtx(t)
 				boot := client.bootstrap(ctx)
-				rec := &recorder{}
+				rec := &recorder{gate: make(chan struct{})}
 				local := rec.client()
 				ans, rel := boot.SendCall(ctx, capnp.Send{
 					Method:   mirrorMethod,
@@ -102,6 +118,7 @@ func TestEmbargo(t *testing.T) {
 				if _, err := ans.Struct(); err != nil {
 					t.Fatal(err)
 				}
+				close(rec.gate)
 				for i := 0; i < 10; i++ {
 					call(promised, fmt.Sprint("d", i))
 				}

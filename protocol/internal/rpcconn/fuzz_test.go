@@ -53,7 +53,33 @@ func fuzzSeeds() [][]byte {
 	for w := uint16(0); w < 16; w++ {
 		seeds = append(seeds, nullBody(w))
 	}
-	return seeds
+	return append(seeds, tailSession())
+}
+
+// tailSession answers the connection's bootstrap request, then answers
+// its call (question 1) as the C++ reference answers a call it reflects:
+// a Call back with sendResultsTo.yourself and a Return with
+// takeFromOtherQuestion.
+func tailSession() []byte {
+	var b []byte
+	add := func(f func(rpccp.Message)) { b = append(b, buildFrame(f)...) }
+	add(func(m rpccp.Message) {
+		r, _ := m.NewReturn()
+		r.SetAnswerId(0)
+		r.SetReleaseParamCaps(false)
+		res, _ := r.NewResults()
+		res.SetContent(capnp.NewInterface(res.Segment(), 0).ToPtr())
+		ct, _ := res.NewCapTable(1)
+		ct.At(0).SetSenderHosted(5)
+	})
+	add(func(m rpccp.Message) { x, _ := m.NewBootstrap(); x.SetQuestionId(0) })
+	add(yourself(callTo(7, importedCap(0), schema.Echo_TypeID, 0, func(s capnp.Struct) {
+		schema.Echo_echo_Params(s).SetEcho("tail")
+	})))
+	add(takeFrom(1, 7))
+	add(finish(7))
+	add(finish(0))
+	return b
 }
 
 // TestWriteFuzzSeeds writes the seed corpus to testdata/fuzz/FuzzConn when

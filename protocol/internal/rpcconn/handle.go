@@ -132,8 +132,9 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 		return fail(protoErr("unreadable call: %v", err))
 	}
 	qid := call.QuestionId()
-	if call.SendResultsTo().Which() != rpccp.Call_sendResultsTo_Which_caller {
-		return fail(protoErr("call %d: sendResultsTo %v is not supported", qid, call.SendResultsTo().Which()))
+	redirect, err := resultsToYourself(call)
+	if err != nil {
+		return fail(err)
 	}
 	if !call.HasTarget() {
 		return fail(protoErr("call %d without a target", qid))
@@ -224,6 +225,7 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 	// The message's cap table is empty: Reset releases nothing here.
 	msg.CapTable().Reset(caps...)
 	a := c.newAnswer(qid, size, msg)
+	a.redirect = redirect
 	recv := capnp.Recv{
 		Method:      capnp.Method{InterfaceID: call.InterfaceId(), MethodID: call.MethodId()},
 		Args:        content.Struct(),

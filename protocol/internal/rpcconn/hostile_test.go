@@ -277,7 +277,7 @@ var hostileCases = []struct {
 		p.send(func(m rpccp.Message) {
 			callTo(0, importedCap(0), schema.Echo_TypeID, 0, nil)(m)
 			c, _ := m.Call()
-			c.SendResultsTo().SetYourself()
+			c.SendResultsTo().SetThirdParty(capnp.Ptr{})
 		})
 	}},
 	{"resolve non-promise", "not a promise", func(p *rawPeer) {

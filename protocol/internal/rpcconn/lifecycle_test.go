@@ -372,3 +372,36 @@ func TestObserve(t *testing.T) {
 	has(&cs, "sent bootstrap", "sent call", "recv return", "sent finish")
 	has(&ss, "recv bootstrap", "recv call", "sent return", "recv finish")
 }
+
+// A promise the peer never resolved breaks when the connection ends:
+// Client.Resolve returns, and calls fail as disconnected (Resolve used to
+// wait for ever).
+func TestPromiseBrokenAtEnd(t *testing.T) {
+	c, p, _ := newRawPair(t, nil)
+	ctx := testCtx(t)
+	boot := c.Bootstrap(ctx)
+	defer boot.Release()
+	m := p.expect(rpccp.Message_Which_bootstrap)
+	b, _ := m.Bootstrap()
+	qid := b.QuestionId()
+	p.send(func(m rpccp.Message) {
+		r, _ := m.NewReturn()
+		r.SetAnswerId(qid)
+		r.SetReleaseParamCaps(false)
+		res, _ := r.NewResults()
+		res.SetContent(capnp.NewInterface(res.Segment(), 0).ToPtr())
+		ct, _ := res.NewCapTable(1)
+		ct.At(0).SetSenderPromise(5)
+	})
+	p.expect(rpccp.Message_Which_finish)
+	p.nc.Close()
+	<-c.Done()
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := boot.Resolve(rctx); err != nil {
+		t.Fatalf("Resolve after the end: %v", err)
+	}
+	if _, err := echo(ctx, schema.Echo(boot), "x"); !IsDisconnected(err) {
+		t.Fatalf("call after the end: %v, want a disconnection", err)
+	}
+}

@@ -27,6 +27,10 @@ type question struct {
 	settled     bool                 // resolve has run and taken onReturn
 	paths       [][]capnp.PipelineOp // transforms pipelined calls went to
 	paramCaps   []uint32             // exports counted for the params
+
+	// Guarded by c.mu: a Return with takeFromOtherQuestion (yourself.go).
+	taking       *answer // the answer whose results are q's, until they are
+	takeNoFinish bool    // that Return's noFinishNeeded
 }
 
 // addPath records that a call was pipelined to transform; the caller
@@ -227,9 +231,9 @@ func (c *Conn) forward(ctx context.Context, t callTarget, r capnp.Recv) capnp.Pi
 		case <-t.q.p.Answer().Done():
 		case <-ctx.Done():
 			r.Reject(ctx.Err())
-			return nil
+			return failedCaller{ctx.Err()}
 		}
-		return t.q.p.Answer().PipelineRecv(ctx, t.transform, r)
+		return orFailed(t.q.p.Answer().PipelineRecv(ctx, t.transform, r))
 	}
 	r.ReleaseArgs()
 	finish := func() { returnAnswer(r.Returner, ans, rel) }
@@ -245,7 +249,7 @@ func (c *Conn) forward(ctx context.Context, t callTarget, r capnp.Recv) capnp.Pi
 	// Settled already (an error answer, or a question settled since).
 	<-ans.Done()
 	finish()
-	return nil
+	return failedCaller{errNoPipeline}
 }
 
 func returnAnswer(ret capnp.Returner, ans *capnp.Answer, release capnp.ReleaseFunc) {
@@ -438,6 +442,13 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 	var descs rpccp.CapDescriptor_List
 	var callErr error
 	switch ret.Which() {
+	case rpccp.Return_Which_takeFromOtherQuestion:
+		other := ret.TakeFromOtherQuestion()
+		msg.Release()
+		return c.takeFromOther(id, other, noFinish, releaseParams)
+	case rpccp.Return_Which_resultsSentElsewhere:
+		msg.Release()
+		return protoErr("return %d: resultsSentElsewhere, but the call did not use sendResultsTo.yourself", id)
 	case rpccp.Return_Which_results:
 		if !ret.HasResults() {
 			msg.Release()
@@ -482,7 +493,7 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 	if uint64(id) < uint64(len(c.questions)) {
 		q = c.questions[id]
 	}
-	if q == nil || (q.returned && !q.finishSent) {
+	if q == nil || (q.returned && !q.finishSent) || q.taking != nil {
 		c.mu.Unlock()
 		msg.Release()
 		return protoErr("return for unknown question %d", id)

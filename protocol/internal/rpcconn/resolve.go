@@ -5,7 +5,6 @@ import (
 	"sync"
 
 	"capnproto.org/go/capnp/v3"
-	"capnproto.org/go/capnp/v3/exc"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 )
 
@@ -26,6 +25,7 @@ type embargo struct {
 type queuedRecv struct {
 	ctx context.Context
 	r   capnp.Recv
+	h   *heldCall // its PipelineCaller while held
 }
 
 // lift delivers the held calls in order and lets new ones through.
@@ -42,7 +42,7 @@ func (e *embargo) lift() {
 		}
 		e.mu.Unlock()
 		for _, x := range q {
-			e.target.RecvCall(x.ctx, x.r)
+			x.h.settle(e.target.RecvCall(x.ctx, x.r), nil)
 		}
 	}
 }
@@ -59,32 +59,18 @@ func (e *embargo) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.
 func (e *embargo) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
 	e.mu.Lock()
 	if !e.lifted {
-		e.queue = append(e.queue, queuedRecv{ctx, r})
+		h := &heldCall{}
+		e.queue = append(e.queue, queuedRecv{ctx, r, h})
 		e.mu.Unlock()
-		return embargoPipeline{}
+		return h
 	}
 	e.mu.Unlock()
-	return e.target.RecvCall(ctx, r)
+	return orFailed(e.target.RecvCall(ctx, r))
 }
 
 func (e *embargo) Brand() capnp.Brand { return capnp.Brand{Value: e} }
 func (e *embargo) String() string     { return "rpcconn embargo" }
 func (e *embargo) Shutdown()          { e.target.Release() }
-
-// embargoPipeline is the PipelineCaller of a call held by an embargo:
-// pipelining on such a call is refused rather than reordered.
-type embargoPipeline struct{}
-
-func (embargoPipeline) PipelineSend(ctx context.Context, _ []capnp.PipelineOp, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
-	return capnp.ErrorAnswer(s.Method, errEmbargoPipeline), func() {}
-}
-
-func (embargoPipeline) PipelineRecv(ctx context.Context, _ []capnp.PipelineOp, r capnp.Recv) capnp.PipelineCaller {
-	r.Reject(errEmbargoPipeline)
-	return embargoPipeline{}
-}
-
-var errEmbargoPipeline = exc.New(exc.Unimplemented, "rpcconn", "pipelining on a call held by an embargo")
 
 // embargoLocals replaces, in a Return's cap table, each local capability
 // that calls were pipelined to through q by an embargo, and queues the
@@ -329,4 +315,25 @@ func (c *Conn) disembargoReply(a *answer, transform []capnp.PipelineOp, embargoI
 	c.send(msg, nil)
 	c.mu.Unlock()
 	return nil
+}
+
+// unresolvedPromises marks the promise imports that never resolved as
+// resolved and returns them, for shutdown to break: a promise the peer
+// can no longer resolve must not keep Client.Resolve waiting. The caller
+// holds c.mu and is ending the connection.
+func (c *Conn) unresolvedPromises() []*importClient {
+	var out []*importClient
+	for _, h := range c.imports {
+		if h.promise && !h.resolved && h.resolver != nil {
+			h.resolved = true
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func breakPromises(hs []*importClient, err error) {
+	for _, h := range hs {
+		h.resolver.Reject(err)
+	}
 }

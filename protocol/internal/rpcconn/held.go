@@ -1,0 +1,129 @@
+package rpcconn
+
+import (
+	"context"
+	"sync"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/exc"
+)
+
+// A heldCall is the PipelineCaller of a call that is waiting to be
+// delivered: held by an embargo, or queued in an answer behind the calls
+// the peer pipelined on it (answerHook). Calls pipelined on it wait in
+// it, in the order they were made, until the held call is delivered and
+// its own PipelineCaller is known; then they go there, and later ones go
+// straight through. (go-capnp's AnswerQueue pipelines this way on the
+// calls it delivers when a local promise resolves.)
+type heldCall struct {
+	mu    sync.Mutex
+	done  bool
+	pc    capnp.PipelineCaller // once done; nil: failed with err
+	err   error
+	queue []heldPipelined
+}
+
+type heldPipelined struct {
+	ctx       context.Context
+	transform []capnp.PipelineOp
+	r         capnp.Recv
+	h         *heldCall // the pipelined call's own PipelineCaller
+}
+
+// errNoPipeline fails calls pipelined on a call whose delivery gave no
+// PipelineCaller (it was refused at once, or already answered).
+var errNoPipeline = exc.New(exc.Failed, "rpcconn", "pipelined call on a call that has no pipeline")
+
+func (h *heldCall) PipelineRecv(ctx context.Context, transform []capnp.PipelineOp, r capnp.Recv) capnp.PipelineCaller {
+	h.mu.Lock()
+	if !h.done {
+		next := &heldCall{}
+		t := make([]capnp.PipelineOp, len(transform))
+		copy(t, transform)
+		h.queue = append(h.queue, heldPipelined{ctx: ctx, transform: t, r: r, h: next})
+		h.mu.Unlock()
+		return next
+	}
+	pc, err := h.pc, h.err
+	h.mu.Unlock()
+	if pc == nil {
+		r.Reject(err)
+		return failedCaller{err}
+	}
+	return orFailed(pc.PipelineRecv(ctx, transform, r))
+}
+
+// PipelineSend turns the call into a Recv queued like the others, so
+// that it keeps its place and never blocks the caller.
+func (h *heldCall) PipelineSend(ctx context.Context, transform []capnp.PipelineOp, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	ret := new(capnp.StructReturner)
+	r := capnp.Recv{Method: s.Method, Returner: ret, ReleaseArgs: func() {}}
+	if s.PlaceArgs != nil {
+		_, seg := capnp.NewMultiSegmentMessage(nil)
+		args, err := capnp.NewRootStruct(seg, s.ArgsSize)
+		if err == nil {
+			err = s.PlaceArgs(args)
+		}
+		if err != nil {
+			seg.Message().Release()
+			return capnp.ErrorAnswer(s.Method, exc.WrapError("rpcconn: place args", err)), func() {}
+		}
+		r.Args = args
+		r.ReleaseArgs = seg.Message().Release
+	}
+	pc := h.PipelineRecv(ctx, transform, r)
+	return ret.Answer(s.Method, pc)
+}
+
+// settle records where the held call went (pc), or why it failed (err),
+// and hands on the calls pipelined on it, in order. A nil h does
+// nothing.
+func (h *heldCall) settle(pc capnp.PipelineCaller, err error) {
+	if h == nil {
+		return
+	}
+	if pc == nil && err == nil {
+		err = errNoPipeline
+	}
+	for {
+		h.mu.Lock()
+		q := h.queue
+		h.queue = nil
+		if len(q) == 0 {
+			h.done, h.pc, h.err = true, pc, err
+			h.mu.Unlock()
+			return
+		}
+		h.mu.Unlock()
+		for _, x := range q {
+			if pc == nil {
+				x.r.Reject(err)
+				x.h.settle(nil, err)
+				continue
+			}
+			x.h.settle(pc.PipelineRecv(x.ctx, x.transform, x.r), nil)
+		}
+	}
+}
+
+// A failedCaller fails every call pipelined on it with err. It stands in
+// for the nil PipelineCaller that some paths would return, on which
+// go-capnp's AnswerQueue crashes.
+type failedCaller struct{ err error }
+
+func (f failedCaller) PipelineRecv(_ context.Context, _ []capnp.PipelineOp, r capnp.Recv) capnp.PipelineCaller {
+	r.Reject(f.err)
+	return f
+}
+
+func (f failedCaller) PipelineSend(_ context.Context, _ []capnp.PipelineOp, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	return capnp.ErrorAnswer(s.Method, f.err), func() {}
+}
+
+// orFailed returns pc, or a failedCaller if pc is nil.
+func orFailed(pc capnp.PipelineCaller) capnp.PipelineCaller {
+	if pc == nil {
+		return failedCaller{errNoPipeline}
+	}
+	return pc
+}
