@@ -17,6 +17,7 @@ import (
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
+	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
 
@@ -41,32 +42,32 @@ type hostileCase struct {
 var hostileCases = []hostileCase{
 	{name: "null-body return while a bootstrap is open", logged: `return with a null body`,
 		run: func(t *testing.T, p *rawPeer) {
-			p.send(func(m rpccp.Message) { b, _ := m.NewBootstrap(); b.SetQuestionId(0) })
-			p.mustWrite(nullBodyReturn)
+			p.send(rpcmsg.Bootstrap(0))
+			p.mustWrite(rpcmsg.NullBody(rpccp.Message_Which_return))
 		}},
 	{name: "pipelined call on a null capability", healthy: true,
 		run: func(t *testing.T, p *rawPeer) {
 			boot := p.bootstrap(0)
-			p.send(call(1, importedCap(boot), schema.Init_TypeID, 0, nil)) // makeEcho
+			p.send(rpcmsg.Call(1, rpcmsg.ImportedCap(boot), schema.Init_TypeID, 0, nil)) // makeEcho
 			// makeEcho's results have one pointer: field 5 is null.
-			p.send(call(2, promisedAnswer(1, 5), schema.Echo_TypeID, 0, textArg("null")))
+			p.send(rpcmsg.Call(2, rpcmsg.PromisedAnswer(1, 5), schema.Echo_TypeID, 0, rpcmsg.Text("null")))
 			if r := p.expectReturn(2); r.Which() != rpccp.Return_Which_exception {
 				t.Errorf("call on a null capability: return %v, want an exception", r.Which())
 			}
-			checkRawEcho(t, p, 3, promisedAnswer(1, 0))
+			checkRawEcho(t, p, 3, rpcmsg.PromisedAnswer(1, 0))
 		}},
 	{name: "pipelined call on an error capability", healthy: true,
 		run: func(t *testing.T, p *rawPeer) {
 			boot := p.bootstrap(0)
-			p.send(call(1, importedCap(boot), schema.Init_TypeID, 99, nil)) // no such method
-			p.send(call(2, promisedAnswer(1, 0), schema.Echo_TypeID, 0, textArg("error")))
+			p.send(rpcmsg.Call(1, rpcmsg.ImportedCap(boot), schema.Init_TypeID, 99, nil)) // no such method
+			p.send(rpcmsg.Call(2, rpcmsg.PromisedAnswer(1, 0), schema.Echo_TypeID, 0, rpcmsg.Text("error")))
 			for _, q := range []uint32{1, 2} {
 				if r := p.expectReturn(q); r.Which() != rpccp.Return_Which_exception {
 					t.Errorf("question %d: return %v, want an exception", q, r.Which())
 				}
 			}
-			p.send(call(3, importedCap(boot), schema.Init_TypeID, 0, nil))
-			checkRawEcho(t, p, 4, promisedAnswer(3, 0))
+			p.send(rpcmsg.Call(3, rpcmsg.ImportedCap(boot), schema.Init_TypeID, 0, nil))
+			checkRawEcho(t, p, 4, rpcmsg.PromisedAnswer(3, 0))
 		}},
 	{name: "random bytes", logged: `segments|too large|bad frame|unreadable|null body|unknown`,
 		run: func(t *testing.T, p *rawPeer) {
@@ -80,7 +81,7 @@ var hostileCases = []hostileCase{
 		}},
 	{name: "frame header claiming 1 GiB", logged: `message too large`,
 		run: func(t *testing.T, p *rawPeer) {
-			p.mustWrite(frameHeader(1 << 27)) // words
+			p.mustWrite(rpcmsg.Header(1 << 27)) // words
 		}},
 	{name: "segment count 0xFFFFFFFF", logged: `message has 4294967296 segments`,
 		run: func(t *testing.T, p *rawPeer) {
@@ -88,7 +89,7 @@ var hostileCases = []hostileCase{
 		}},
 	{name: "513 segments", logged: `message has 513 segments`,
 		run: func(t *testing.T, p *rawPeer) {
-			_ = p.write(frameHeader(make([]uint32, 513)...))
+			_ = p.write(rpcmsg.Header(make([]uint32, 513)...))
 		}},
 	{name: "list of 2^29 zero-size elements", logged: `traversal limit`,
 		run: func(t *testing.T, p *rawPeer) {
@@ -97,7 +98,7 @@ var hostileCases = []hostileCase{
 			// call, as a list of 2^29-1 void elements: 0 bytes on the
 			// wire, 4 GiB to a reader that counts a word per element.
 			p.send(func(m rpccp.Message) {
-				call(1, importedCap(boot), schema.Init_TypeID, 0, nil)(m)
+				rpcmsg.Call(1, rpcmsg.ImportedCap(boot), schema.Init_TypeID, 0, nil)(m)
 				c, _ := m.Call()
 				params, _ := c.Params()
 				l := capnp.NewVoidList(params.Segment(), 1<<29-1)
@@ -111,20 +112,20 @@ var hostileCases = []hostileCase{
 	{name: "duplicate finish", logged: `finish for unknown question 0`,
 		run: func(t *testing.T, p *rawPeer) {
 			p.bootstrap(0)
-			p.send(finish(0))
-			p.send(finish(0))
+			p.send(rpcmsg.Finish(0))
+			p.send(rpcmsg.Finish(0))
 		}},
 	{name: "call to an unknown capability", logged: `unknown export 7`,
 		run: func(t *testing.T, p *rawPeer) {
-			p.send(call(0, importedCap(7), schema.Echo_TypeID, 0, textArg("nobody")))
+			p.send(rpcmsg.Call(0, rpcmsg.ImportedCap(7), schema.Echo_TypeID, 0, rpcmsg.Text("nobody")))
 		}},
 	{name: "deep nesting", healthy: true,
 		run: func(t *testing.T, p *rawPeer) {
 			boot := p.bootstrap(0)
-			p.send(call(1, importedCap(boot), schema.Init_TypeID, 0, nil))
+			p.send(rpcmsg.Call(1, rpcmsg.ImportedCap(boot), schema.Init_TypeID, 0, nil))
 			// Echo.echo's argument is a chain of 200 structs instead of
 			// text, deeper than the depth limit of 64.
-			p.send(call(2, promisedAnswer(1, 0), schema.Echo_TypeID, 0, func(st capnp.Struct) {
+			p.send(rpcmsg.Call(2, rpcmsg.PromisedAnswer(1, 0), schema.Echo_TypeID, 0, func(st capnp.Struct) {
 				for range 200 {
 					next, _ := capnp.NewStruct(st.Segment(), capnp.ObjectSize{PointerCount: 1})
 					st.SetPtr(0, next.ToPtr())
@@ -133,23 +134,23 @@ var hostileCases = []hostileCase{
 			}))
 			r := p.expectReturn(2)
 			t.Logf("echo of a deep chain: return %v", r.Which())
-			checkRawEcho(t, p, 3, promisedAnswer(1, 0))
+			checkRawEcho(t, p, 3, rpcmsg.PromisedAnswer(1, 0))
 		}},
 	{name: "calls from a peer that never reads", stalls: true,
 		run: func(t *testing.T, p *rawPeer) {
 			boot := p.bootstrap(0)
-			p.send(call(1, importedCap(boot), schema.Init_TypeID, 0, nil))
+			p.send(rpcmsg.Call(1, rpcmsg.ImportedCap(boot), schema.Init_TypeID, 0, nil))
 			// Echoes of 1 KiB, each finished at once, none of the
 			// replies read: the node's replies back up until its
 			// queue is full, then it stops reading this peer, whose
 			// writes stall. Its memory must stay bounded meanwhile.
-			arg := textArg(strings.Repeat("x", 1024))
+			arg := rpcmsg.Text(strings.Repeat("x", 1024))
 			q := uint32(2)
 			for {
 				var buf []byte
 				for range 100 {
-					buf = append(buf, frame(call(q, promisedAnswer(1, 0), schema.Echo_TypeID, 0, arg))...)
-					buf = append(buf, frame(finish(q))...)
+					buf = append(buf, rpcmsg.Frame(rpcmsg.Call(q, rpcmsg.PromisedAnswer(1, 0), schema.Echo_TypeID, 0, arg))...)
+					buf = append(buf, rpcmsg.Frame(rpcmsg.Finish(q))...)
 					q++
 				}
 				p.nc.SetWriteDeadline(time.Now().Add(3 * time.Second))
@@ -175,8 +176,8 @@ var hostileCases = []hostileCase{
 			b := p.bootstrap(1)
 			for n, boot := range []uint32{a, b} {
 				q := uint32(10 + 2*n)
-				p.send(call(q, importedCap(boot), schema.Init_TypeID, 0, nil))
-				checkRawEcho(t, p, q+1, promisedAnswer(q, 0))
+				p.send(rpcmsg.Call(q, rpcmsg.ImportedCap(boot), schema.Init_TypeID, 0, nil))
+				checkRawEcho(t, p, q+1, rpcmsg.PromisedAnswer(q, 0))
 			}
 		}},
 }
@@ -185,7 +186,7 @@ var hostileCases = []hostileCase{
 // reply.
 func checkRawEcho(t *testing.T, p *rawPeer, qid uint32, target func(rpccp.MessageTarget)) {
 	t.Helper()
-	p.send(call(qid, target, schema.Echo_TypeID, 0, textArg("still here")))
+	p.send(rpcmsg.Call(qid, target, schema.Echo_TypeID, 0, rpcmsg.Text("still here")))
 	r := p.expectReturn(qid)
 	res, err := r.Results()
 	if err != nil {
@@ -249,7 +250,7 @@ func TestHostileIPCBind(t *testing.T) {
 	from := len(node.out.String())
 	partial := dialRaw(t, sock)
 	partialID := connID(t, node.out, from)
-	partial.mustWrite(append(frameHeader(4), 1, 2, 3, 4, 5, 6, 7, 8)) // 8 of 32 bytes
+	partial.mustWrite(append(rpcmsg.Header(4), 1, 2, 3, 4, 5, 6, 7, 8)) // 8 of 32 bytes
 
 	for _, tc := range hostileCases {
 		t.Run(tc.name, func(t *testing.T) {

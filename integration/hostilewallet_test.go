@@ -16,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 	"golang.org/x/sys/unix"
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
+	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 )
 
 // The test binary doubles as a hostile wallet: with helperEnv=hostilewallet
@@ -51,10 +53,10 @@ func init() {
 // hostileBytes are what the hostile wallet sends; each must end the
 // node's connection to it with the reason in hostileWalletReasons.
 var hostileBytes = map[string][]byte{
-	"null-body return": nullBodyReturn,
+	"null-body return": rpcmsg.NullBody(rpccp.Message_Which_return),
 	"garbage":          []byte("GET / HTTP/1.1\r\nHost: wallet\r\n\r\n" + strings.Repeat("\xff", 64)),
-	"1 GiB header":     frameHeader(1 << 27),
-	"513 segments":     frameHeader(make([]uint32, 513)...),
+	"1 GiB header":     rpcmsg.Header(1 << 27),
+	"513 segments":     rpcmsg.Header(make([]uint32, 513)...),
 }
 
 var hostileWalletReasons = map[string]string{

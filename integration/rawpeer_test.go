@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,8 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+
+	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 )
 
 // rawPeer speaks Cap'n Proto RPC by hand on a real socket, to send what a
@@ -59,7 +60,7 @@ func (p *rawPeer) mustWrite(b []byte) {
 	}
 }
 
-func (p *rawPeer) send(build func(rpccp.Message)) { p.t.Helper(); p.mustWrite(frame(build)) }
+func (p *rawPeer) send(build func(rpccp.Message)) { p.t.Helper(); p.mustWrite(rpcmsg.Frame(build)) }
 
 // recv reads the next message.
 func (p *rawPeer) recv() (rpccp.Message, error) {
@@ -106,7 +107,7 @@ func (p *rawPeer) expectReturn(qid uint32) rpccp.Return {
 // export ID.
 func (p *rawPeer) bootstrap(qid uint32) uint32 {
 	p.t.Helper()
-	p.send(func(m rpccp.Message) { b, _ := m.NewBootstrap(); b.SetQuestionId(qid) })
+	p.send(rpcmsg.Bootstrap(qid))
 	r := p.expectReturn(qid)
 	res, err := r.Results()
 	if err != nil {
@@ -140,90 +141,6 @@ func (p *rawPeer) end() (abort string) {
 			abort, _ = e.Reason()
 		}
 	}
-}
-
-// frame builds one framed message.
-func frame(build func(rpccp.Message)) []byte {
-	msg, seg := capnp.NewSingleSegmentMessage(nil)
-	m, err := rpccp.NewRootMessage(seg)
-	if err != nil {
-		panic(err)
-	}
-	build(m)
-	b, err := msg.Marshal()
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-// call builds a Call of iface.method on target, with params built by args
-// on a struct of one data word and two pointers.
-func call(qid uint32, target func(rpccp.MessageTarget), iface uint64, method uint16, args func(capnp.Struct)) func(rpccp.Message) {
-	return func(m rpccp.Message) {
-		c, _ := m.NewCall()
-		c.SetQuestionId(qid)
-		c.SetInterfaceId(iface)
-		c.SetMethodId(method)
-		t, _ := c.NewTarget()
-		target(t)
-		p, _ := c.NewParams()
-		st, _ := capnp.NewStruct(p.Segment(), capnp.ObjectSize{DataSize: 8, PointerCount: 2})
-		if args != nil {
-			args(st)
-		}
-		p.SetContent(st.ToPtr())
-	}
-}
-
-func importedCap(id uint32) func(rpccp.MessageTarget) {
-	return func(t rpccp.MessageTarget) { t.SetImportedCap(id) }
-}
-
-// promisedAnswer targets question qid's results, through pointer fields.
-func promisedAnswer(qid uint32, fields ...uint16) func(rpccp.MessageTarget) {
-	return func(t rpccp.MessageTarget) {
-		pa, _ := t.NewPromisedAnswer()
-		pa.SetQuestionId(qid)
-		if len(fields) > 0 {
-			ops, _ := pa.NewTransform(int32(len(fields)))
-			for i, f := range fields {
-				ops.At(i).SetGetPointerField(f)
-			}
-		}
-	}
-}
-
-func finish(qid uint32) func(rpccp.Message) {
-	return func(m rpccp.Message) { f, _ := m.NewFinish(); f.SetQuestionId(qid) }
-}
-
-// textArg sets params pointer 0 to s (Echo.echo's argument).
-func textArg(s string) func(capnp.Struct) {
-	return func(st capnp.Struct) {
-		txt, _ := capnp.NewText(st.Segment(), s)
-		st.SetPtr(0, txt.ToPtr())
-	}
-}
-
-// nullBodyReturn is the 24-byte message that crashes go-capnp's rpc: a
-// Return whose body pointer is null.
-var nullBodyReturn = []byte{
-	0, 0, 0, 0, 2, 0, 0, 0, // one segment of two words
-	0, 0, 0, 0, 1, 0, 0, 0, // root: a struct of one data word, no pointers
-	3, 0, 0, 0, 0, 0, 0, 0, // Message.which = return
-}
-
-// frameHeader returns a stream frame header announcing segments of the
-// given sizes in words, with no segment data after it.
-func frameHeader(sizes ...uint32) []byte {
-	n := len(sizes)
-	b := make([]byte, 4+4*n+4*((n+1)%2))
-	binary.LittleEndian.PutUint32(b, uint32(n-1))
-	for i, s := range sizes {
-		binary.LittleEndian.PutUint32(b[4+4*i:], s)
-	}
-	return b
 }
 
 // connID waits for the "connection opened" line of the connection that

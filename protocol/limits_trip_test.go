@@ -15,6 +15,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
+	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/protocol/internal/rpcconn"
 	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
@@ -46,8 +47,8 @@ func TestLimitsTrip(t *testing.T) {
 			name: "message size",
 			opts: protocol.Options{MaxMessageSize: 64 << 10},
 			send: func(t *testing.T, nc net.Conn) {
-				mustWrite(t, nc, rawBootstrap(t, 0))
-				mustWrite(t, nc, rawEcho(t, 1, 0, strings.Repeat("x", 128<<10)))
+				mustWrite(t, nc, rpcmsg.Frame(rpcmsg.Bootstrap(0)))
+				mustWrite(t, nc, rawEcho(1, 0, strings.Repeat("x", 128<<10)))
 			},
 			reading: true,
 			want:    "message too large",
@@ -64,8 +65,8 @@ func TestLimitsTrip(t *testing.T) {
 			// limit (64 MiB): the params cannot be read.
 			name: "traversal limit",
 			send: func(t *testing.T, nc net.Conn) {
-				mustWrite(t, nc, rawBootstrap(t, 0))
-				mustWrite(t, nc, rawCall(t, 1, 0, testschema.Slow_TypeID, 1, func(seg *capnp.Segment) (capnp.Ptr, error) {
+				mustWrite(t, nc, rpcmsg.Frame(rpcmsg.Bootstrap(0)))
+				mustWrite(t, nc, rawCall(1, 0, testschema.Slow_TypeID, 1, func(seg *capnp.Segment) (capnp.Ptr, error) {
 					return capnp.List(capnp.NewVoidList(seg, 1<<29-1)).ToPtr(), nil
 				}))
 			},
@@ -76,9 +77,9 @@ func TestLimitsTrip(t *testing.T) {
 			name: "calls in flight",
 			send: func(t *testing.T, nc net.Conn) {
 				var b []byte
-				b = append(b, rawBootstrap(t, 0)...)
+				b = append(b, rpcmsg.Frame(rpcmsg.Bootstrap(0))...)
 				for q := uint32(1); q <= rpcconn.DefaultMaxCalls+1; q++ {
-					b = append(b, rawSleep(t, q, 0, uint32(patience/time.Millisecond), 0)...)
+					b = append(b, rawSleep(q, 0, uint32(patience/time.Millisecond), 0)...)
 				}
 				mustWrite(t, nc, b)
 			},
@@ -90,9 +91,9 @@ func TestLimitsTrip(t *testing.T) {
 			// 64 MiB of calls the peer may have in flight.
 			name: "bytes in flight",
 			send: func(t *testing.T, nc net.Conn) {
-				mustWrite(t, nc, rawBootstrap(t, 0))
+				mustWrite(t, nc, rpcmsg.Frame(rpcmsg.Bootstrap(0)))
 				for q := uint32(1); q <= 3; q++ {
-					if _, err := nc.Write(rawSleep(t, q, 0, uint32(patience/time.Millisecond), 22<<20)); err != nil {
+					if _, err := nc.Write(rawSleep(q, 0, uint32(patience/time.Millisecond), 22<<20)); err != nil {
 						return // the server hung up
 					}
 				}
@@ -108,12 +109,12 @@ func TestLimitsTrip(t *testing.T) {
 				// In batches, each returned before the next: fewer
 				// than MaxCalls in flight at any time.
 				dec := capnp.NewDecoder(nc)
-				mustWrite(t, nc, rawBootstrap(t, 0))
+				mustWrite(t, nc, rpcmsg.Frame(rpcmsg.Bootstrap(0)))
 				const batch = 512
 				for q := uint32(1); q <= rpcconn.DefaultMaxTableSize; q += batch {
 					var b []byte
 					for k := q; k < q+batch && k <= rpcconn.DefaultMaxTableSize; k++ {
-						b = append(b, rawEcho(t, k, 0, "")...)
+						b = append(b, rawEcho(k, 0, "")...)
 					}
 					if _, err := nc.Write(b); err != nil {
 						return // the server hung up
@@ -149,9 +150,9 @@ func TestLimitsTrip(t *testing.T) {
 			opts: protocol.Options{WriteTimeout: 200 * time.Millisecond},
 			send: func(t *testing.T, nc net.Conn) {
 				var b []byte
-				b = append(b, rawBootstrap(t, 0)...)
+				b = append(b, rpcmsg.Frame(rpcmsg.Bootstrap(0))...)
 				for q := uint32(1); q <= 16; q++ {
-					b = append(b, rawEcho(t, q, 0, strings.Repeat("r", 256<<10))...)
+					b = append(b, rawEcho(q, 0, strings.Repeat("r", 256<<10))...)
 				}
 				mustWrite(t, nc, b)
 			},
@@ -285,13 +286,13 @@ func TestDepthLimitFailsTheCall(t *testing.T) {
 			return "", fmt.Errorf("return of kind %v", r.Which())
 		}
 	}
-	mustWrite(t, nc, rawBootstrap(t, 0))
+	mustWrite(t, nc, rpcmsg.Frame(rpcmsg.Bootstrap(0)))
 	for _, tc := range []struct {
 		nesting int
 		fails   bool
 	}{{50, false}, {100, true}} {
 		q := uint32(tc.nesting)
-		mustWrite(t, nc, rawCall(t, q, 0, testschema.Slow_TypeID, 1, func(seg *capnp.Segment) (capnp.Ptr, error) {
+		mustWrite(t, nc, rawCall(q, 0, testschema.Slow_TypeID, 1, func(seg *capnp.Segment) (capnp.Ptr, error) {
 			root, err := capnp.NewStruct(seg, capnp.ObjectSize{PointerCount: 1})
 			if err != nil {
 				return capnp.Ptr{}, err
@@ -319,7 +320,7 @@ func TestDepthLimitFailsTheCall(t *testing.T) {
 	}
 	// The traversal limit likewise bounds a method's reading: params
 	// whose text field points to a list counted as 4 GiB.
-	mustWrite(t, nc, rawCall(t, 2, 0, testschema.Slow_TypeID, 1, func(seg *capnp.Segment) (capnp.Ptr, error) {
+	mustWrite(t, nc, rawCall(2, 0, testschema.Slow_TypeID, 1, func(seg *capnp.Segment) (capnp.Ptr, error) {
 		root, err := capnp.NewStruct(seg, capnp.ObjectSize{PointerCount: 1})
 		if err != nil {
 			return capnp.Ptr{}, err
@@ -329,7 +330,7 @@ func TestDepthLimitFailsTheCall(t *testing.T) {
 	if _, err := returned(2); err == nil || !strings.Contains(err.Error(), "traversal limit") {
 		t.Errorf("params with a list counted as 4 GiB: %v, want an error naming the traversal limit", err)
 	}
-	mustWrite(t, nc, rawEcho(t, 1, 0, "same connection"))
+	mustWrite(t, nc, rawEcho(1, 0, "same connection"))
 	if got, err := returned(1); err != nil || got != "same connection" {
 		t.Errorf("echo on the same connection after the failed call = %q, %v", got, err)
 	}

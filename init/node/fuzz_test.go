@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
+	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/schema"
@@ -87,7 +88,7 @@ func fuzzInitConn(t *testing.T, data []byte) {
 	// Healthy or ended: if the bytes were whole messages and the node
 	// took them all, it must answer a Bootstrap, or end the connection.
 	if err == nil && wholeMessages(data) {
-		client.Write(frame(func(m rpccp.Message) { b, _ := m.NewBootstrap(); b.SetQuestionId(probeQuestion) }))
+		client.Write(rpcmsg.Frame(rpcmsg.Bootstrap(probeQuestion)))
 		select {
 		case <-probed:
 		case <-served:
@@ -238,18 +239,18 @@ func recordSession(t *testing.T) []byte {
 // it has the Return, which a replay does not wait for.)
 func validSession() []byte {
 	return cat(
-		frame(func(m rpccp.Message) { b, _ := m.NewBootstrap(); b.SetQuestionId(0) }),
-		frame(call(1, promisedAnswer(0), schema.Init_TypeID, 1, func(st capnp.Struct) {
+		rpcmsg.Frame(rpcmsg.Bootstrap(0)),
+		rpcmsg.Frame(rpcmsg.Call(1, rpcmsg.PromisedAnswer(0), schema.Init_TypeID, 1, func(st capnp.Struct) {
 			w, _ := schema.Init_hello_Params(st).NewCaller()
 			w.SetProtocolVersion(schema.ProtocolVersion)
 			w.SetExecutable("fuzz")
 			w.SetBuild("fuzz")
 		})),
-		frame(call(2, promisedAnswer(0), schema.Init_TypeID, 0, nil)),
-		frame(call(3, promisedAnswer(2, 0), schema.Echo_TypeID, 0, func(st capnp.Struct) {
+		rpcmsg.Frame(rpcmsg.Call(2, rpcmsg.PromisedAnswer(0), schema.Init_TypeID, 0, nil)),
+		rpcmsg.Frame(rpcmsg.Call(3, rpcmsg.PromisedAnswer(2, 0), schema.Echo_TypeID, 0, func(st capnp.Struct) {
 			schema.Echo_echo_Params(st).SetEcho("replayed")
 		})),
-		frame(finish(0)),
+		rpcmsg.Frame(rpcmsg.Finish(0)),
 	)
 }
 
@@ -305,59 +306,46 @@ func TestValidSessionSeed(t *testing.T) {
 // session cut short, and hostile inputs.
 func initConnSeeds(t *testing.T) map[string][]byte {
 	session := recordSession(t)
-	header := func(sizes ...uint32) []byte {
-		n := len(sizes)
-		b := make([]byte, 4+4*n+4*((n+1)%2))
-		binary.LittleEndian.PutUint32(b, uint32(n-1))
-		for i, s := range sizes {
-			binary.LittleEndian.PutUint32(b[4+4*i:], s)
-		}
-		return b
-	}
-	nullBody := func(which byte) []byte {
-		return []byte{0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, which, 0, 0, 0, 0, 0, 0, 0}
-	}
-	bootstrap := frame(func(m rpccp.Message) { b, _ := m.NewBootstrap(); b.SetQuestionId(0) })
-	makeEcho := frame(call(1, importedCap(0), schema.Init_TypeID, 0, nil))
+	bootstrap := rpcmsg.Frame(rpcmsg.Bootstrap(0))
+	makeEcho := rpcmsg.Frame(rpcmsg.Call(1, rpcmsg.ImportedCap(0), schema.Init_TypeID, 0, nil))
 	valid := validSession()
 	seeds := map[string][]byte{
 		"session":                 valid,
 		"session-cut":             valid[:len(valid)/2],
 		"session-recorded":        session,
-		"null-body-return":        cat(bootstrap, nullBody(3)),
-		"pipelined-on-null-cap":   cat(bootstrap, makeEcho, frame(call(2, promisedAnswer(1, 5), schema.Echo_TypeID, 0, nil))),
-		"pipelined-on-error-cap":  cat(bootstrap, frame(call(1, importedCap(0), schema.Init_TypeID, 99, nil)), frame(call(2, promisedAnswer(1, 0), schema.Echo_TypeID, 0, nil))),
+		"null-body-return":        cat(bootstrap, rpcmsg.NullBody(rpccp.Message_Which_return)),
+		"pipelined-on-null-cap":   cat(bootstrap, makeEcho, rpcmsg.Frame(rpcmsg.Call(2, rpcmsg.PromisedAnswer(1, 5), schema.Echo_TypeID, 0, nil))),
+		"pipelined-on-error-cap":  cat(bootstrap, rpcmsg.Frame(rpcmsg.Call(1, rpcmsg.ImportedCap(0), schema.Init_TypeID, 99, nil)), rpcmsg.Frame(rpcmsg.Call(2, rpcmsg.PromisedAnswer(1, 0), schema.Echo_TypeID, 0, nil))),
 		"http":                    []byte("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"),
-		"1gib-header":             header(1 << 27),
+		"1gib-header":             rpcmsg.Header(1 << 27),
 		"segments-ffffffff":       {0xff, 0xff, 0xff, 0xff},
-		"513-segments":            header(make([]uint32, 513)...),
-		"return-unknown-question": frame(func(m rpccp.Message) { r, _ := m.NewReturn(); r.SetAnswerId(9); r.NewResults() }),
-		"duplicate-finish":        cat(bootstrap, frame(finish(0)), frame(finish(0))),
-		"call-unknown-cap":        frame(call(0, importedCap(7), schema.Echo_TypeID, 0, nil)),
-		"second-bootstrap":        cat(bootstrap, frame(func(m rpccp.Message) { b, _ := m.NewBootstrap(); b.SetQuestionId(1) }), makeEcho),
-		"incomplete":              append(header(4), 1, 2, 3, 4, 5, 6, 7, 8),
-		"zero-size-list": cat(bootstrap, frame(func(m rpccp.Message) {
-			call(1, importedCap(0), schema.Init_TypeID, 0, nil)(m)
+		"513-segments":            rpcmsg.Header(make([]uint32, 513)...),
+		"return-unknown-question": rpcmsg.Frame(func(m rpccp.Message) { r, _ := m.NewReturn(); r.SetAnswerId(9); r.NewResults() }),
+		"duplicate-finish":        cat(bootstrap, rpcmsg.Frame(rpcmsg.Finish(0)), rpcmsg.Frame(rpcmsg.Finish(0))),
+		"call-unknown-cap":        rpcmsg.Frame(rpcmsg.Call(0, rpcmsg.ImportedCap(7), schema.Echo_TypeID, 0, nil)),
+		"second-bootstrap":        cat(bootstrap, rpcmsg.Frame(rpcmsg.Bootstrap(1)), makeEcho),
+		"incomplete":              append(rpcmsg.Header(4), 1, 2, 3, 4, 5, 6, 7, 8),
+		"zero-size-list": cat(bootstrap, rpcmsg.Frame(func(m rpccp.Message) {
+			rpcmsg.Call(1, rpcmsg.ImportedCap(0), schema.Init_TypeID, 0, nil)(m)
 			c, _ := m.Call()
 			params, _ := c.Params()
 			capnp.Struct(params).SetPtr(1, capnp.NewVoidList(params.Segment(), 1<<29-1).ToPtr())
 		})),
-		"deep-nesting": cat(bootstrap, makeEcho, frame(call(2, promisedAnswer(1, 0), schema.Echo_TypeID, 0, func(st capnp.Struct) {
+		"deep-nesting": cat(bootstrap, makeEcho, rpcmsg.Frame(rpcmsg.Call(2, rpcmsg.PromisedAnswer(1, 0), schema.Echo_TypeID, 0, func(st capnp.Struct) {
 			for range 100 {
 				next, _ := capnp.NewStruct(st.Segment(), capnp.ObjectSize{PointerCount: 1})
 				st.SetPtr(0, next.ToPtr())
 				st = next
 			}
 		}))),
-		"echo-after": cat(bootstrap, makeEcho, frame(call(2, promisedAnswer(1, 0), schema.Echo_TypeID, 1, func(st capnp.Struct) {
-			txt, _ := capnp.NewText(st.Segment(), "later")
-			st.SetPtr(0, txt.ToPtr())
+		"echo-after": cat(bootstrap, makeEcho, rpcmsg.Frame(rpcmsg.Call(2, rpcmsg.PromisedAnswer(1, 0), schema.Echo_TypeID, 1, func(st capnp.Struct) {
+			rpcmsg.Text("later")(st)
 			st.SetUint32(0, 60000)
 		}))),
-		"stop": cat(bootstrap, frame(call(1, importedCap(0), schema.Init_TypeID, 3, nil))),
+		"stop": cat(bootstrap, rpcmsg.Frame(rpcmsg.Call(1, rpcmsg.ImportedCap(0), schema.Init_TypeID, 3, nil))),
 	}
 	for w := byte(0); w < 16; w++ {
-		seeds[fmt.Sprintf("null-body-%02d", w)] = nullBody(w)
+		seeds[fmt.Sprintf("null-body-%02d", w)] = rpcmsg.NullBody(rpccp.Message_Which(w))
 	}
 	return seeds
 }
@@ -381,55 +369,3 @@ func TestWriteInitConnSeeds(t *testing.T) {
 }
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
-
-func frame(build func(rpccp.Message)) []byte {
-	msg, seg := capnp.NewSingleSegmentMessage(nil)
-	m, err := rpccp.NewRootMessage(seg)
-	if err != nil {
-		panic(err)
-	}
-	build(m)
-	b, err := msg.Marshal()
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-func call(qid uint32, target func(rpccp.MessageTarget), iface uint64, method uint16, args func(capnp.Struct)) func(rpccp.Message) {
-	return func(m rpccp.Message) {
-		c, _ := m.NewCall()
-		c.SetQuestionId(qid)
-		c.SetInterfaceId(iface)
-		c.SetMethodId(method)
-		t, _ := c.NewTarget()
-		target(t)
-		p, _ := c.NewParams()
-		st, _ := capnp.NewStruct(p.Segment(), capnp.ObjectSize{DataSize: 8, PointerCount: 2})
-		if args != nil {
-			args(st)
-		}
-		p.SetContent(st.ToPtr())
-	}
-}
-
-func importedCap(id uint32) func(rpccp.MessageTarget) {
-	return func(t rpccp.MessageTarget) { t.SetImportedCap(id) }
-}
-
-func promisedAnswer(qid uint32, fields ...uint16) func(rpccp.MessageTarget) {
-	return func(t rpccp.MessageTarget) {
-		pa, _ := t.NewPromisedAnswer()
-		pa.SetQuestionId(qid)
-		if len(fields) > 0 {
-			ops, _ := pa.NewTransform(int32(len(fields)))
-			for i, f := range fields {
-				ops.At(i).SetGetPointerField(f)
-			}
-		}
-	}
-}
-
-func finish(qid uint32) func(rpccp.Message) {
-	return func(m rpccp.Message) { f, _ := m.NewFinish(); f.SetQuestionId(qid) }
-}

@@ -11,6 +11,8 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+
+	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 )
 
 // fuzzFrameMax is the message size limit FuzzFrame reads with: small, so
@@ -37,18 +39,10 @@ func frameSeeds() [][]byte {
 		}
 		return out
 	}()
-	header := func(sizes ...uint32) []byte {
-		n := len(sizes)
-		b := make([]byte, 4+4*n+4*((n+1)%2))
-		binary.LittleEndian.PutUint32(b, uint32(n-1))
-		for i, s := range sizes {
-			binary.LittleEndian.PutUint32(b[4+4*i:], s)
-		}
-		return b
-	}
+	header := rpcmsg.Header
 	return [][]byte{
 		nullBodyReturn,
-		buildFrame(func(m rpccp.Message) { b, _ := m.NewBootstrap(); b.SetQuestionId(0) }),
+		buildFrame(rpcmsg.Bootstrap(0)),
 		validSession(),
 		multi,
 		header(0),                        // one empty segment

@@ -12,6 +12,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
+	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
@@ -50,8 +51,8 @@ func validSession() []byte {
 
 func fuzzSeeds() [][]byte {
 	seeds := [][]byte{nullBodyReturn, validSession()}
-	for w := uint16(0); w < 16; w++ {
-		seeds = append(seeds, nullBody(w))
+	for w := rpccp.Message_Which(0); w < 16; w++ {
+		seeds = append(seeds, rpcmsg.NullBody(w))
 	}
 	return append(seeds, tailSession())
 }

@@ -11,6 +11,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
+	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
@@ -22,6 +23,17 @@ type rawPeer struct {
 	nc  net.Conn
 	dec *capnp.Decoder
 }
+
+// The hand-built messages come from rpcmsg; these are the names this
+// package's tests know them by.
+var (
+	buildFrame     = rpcmsg.Frame
+	callTo         = rpcmsg.Call
+	importedCap    = rpcmsg.ImportedCap
+	promisedAnswer = rpcmsg.PromisedAnswer
+	finish         = rpcmsg.Finish
+	nullBodyReturn = rpcmsg.NullBody(rpccp.Message_Which_return)
+)
 
 func newRawPair(t testing.TB, opts *Options) (*Conn, *rawPeer, *testServer) {
 	t.Helper()
@@ -40,17 +52,6 @@ func newRawPair(t testing.TB, opts *Options) (*Conn, *rawPeer, *testServer) {
 		<-c.Done()
 	})
 	return c, p, ts
-}
-
-func buildFrame(build func(m rpccp.Message)) []byte {
-	msg, seg := capnp.NewSingleSegmentMessage(nil)
-	m, _ := rpccp.NewRootMessage(seg)
-	build(m)
-	b, err := msg.Marshal()
-	if err != nil {
-		panic(err)
-	}
-	return b
 }
 
 func (p *rawPeer) write(b []byte) {
@@ -128,40 +129,6 @@ func (p *rawPeer) bootstrap(qid uint32) uint32 {
 	return ct.At(0).SenderHosted()
 }
 
-func callTo(qid uint32, setTarget func(rpccp.MessageTarget), iface uint64, method uint16, args func(capnp.Struct)) func(rpccp.Message) {
-	return func(m rpccp.Message) {
-		c, _ := m.NewCall()
-		c.SetQuestionId(qid)
-		c.SetInterfaceId(iface)
-		c.SetMethodId(method)
-		t, _ := c.NewTarget()
-		setTarget(t)
-		p, _ := c.NewParams()
-		st, _ := capnp.NewStruct(p.Segment(), capnp.ObjectSize{DataSize: 8, PointerCount: 2})
-		if args != nil {
-			args(st)
-		}
-		p.SetContent(st.ToPtr())
-	}
-}
-
-func importedCap(id uint32) func(rpccp.MessageTarget) {
-	return func(t rpccp.MessageTarget) { t.SetImportedCap(id) }
-}
-
-func promisedAnswer(qid uint32, fields ...uint16) func(rpccp.MessageTarget) {
-	return func(t rpccp.MessageTarget) {
-		pa, _ := t.NewPromisedAnswer()
-		pa.SetQuestionId(qid)
-		if len(fields) > 0 {
-			ops, _ := pa.NewTransform(int32(len(fields)))
-			for i, f := range fields {
-				ops.At(i).SetGetPointerField(f)
-			}
-		}
-	}
-}
-
 func sleepArgs(ms uint32) func(capnp.Struct) {
 	return func(s capnp.Struct) { testschema.Slow_sleep_Params(s).SetMs(ms) }
 }
@@ -172,21 +139,6 @@ func finishKeep(qid uint32) func(rpccp.Message) {
 		f.SetQuestionId(qid)
 		f.SetReleaseResultCaps(false)
 	}
-}
-
-func finish(qid uint32) func(rpccp.Message) {
-	return func(m rpccp.Message) {
-		f, _ := m.NewFinish()
-		f.SetQuestionId(qid)
-	}
-}
-
-// nullBodyReturn is the 24-byte message that crashes go-capnp's rpc: a
-// Return with a null body.
-var nullBodyReturn = []byte{
-	0, 0, 0, 0, 2, 0, 0, 0, // one segment of two words
-	0, 0, 0, 0, 1, 0, 0, 0, // root: struct, one data word, no pointers
-	3, 0, 0, 0, 0, 0, 0, 0, // Message.which = return
 }
 
 func TestNullBodyReturnWhileBootstrapOpen(t *testing.T) {
@@ -257,13 +209,13 @@ var hostileCases = []struct {
 		p.send(func(m rpccp.Message) { r, _ := m.NewReturn(); r.SetAnswerId(0) })
 	}},
 	{"call null body", "call with a null body", func(p *rawPeer) {
-		p.write(nullBody(2))
+		p.write(rpcmsg.NullBody(2))
 	}},
-	{"finish null body", "finish with a null body", func(p *rawPeer) { p.write(nullBody(4)) }},
-	{"resolve null body", "resolve with a null body", func(p *rawPeer) { p.write(nullBody(5)) }},
-	{"release null body", "release with a null body", func(p *rawPeer) { p.write(nullBody(6)) }},
-	{"disembargo null body", "disembargo with a null body", func(p *rawPeer) { p.write(nullBody(13)) }},
-	{"bootstrap null body", "bootstrap with a null body", func(p *rawPeer) { p.write(nullBody(8)) }},
+	{"finish null body", "finish with a null body", func(p *rawPeer) { p.write(rpcmsg.NullBody(4)) }},
+	{"resolve null body", "resolve with a null body", func(p *rawPeer) { p.write(rpcmsg.NullBody(5)) }},
+	{"release null body", "release with a null body", func(p *rawPeer) { p.write(rpcmsg.NullBody(6)) }},
+	{"disembargo null body", "disembargo with a null body", func(p *rawPeer) { p.write(rpcmsg.NullBody(13)) }},
+	{"bootstrap null body", "bootstrap with a null body", func(p *rawPeer) { p.write(rpcmsg.NullBody(8)) }},
 	{"call without target", "without a target", func(p *rawPeer) {
 		p.send(func(m rpccp.Message) { c, _ := m.NewCall(); c.NewParams() })
 	}},
@@ -391,13 +343,6 @@ var hostileCases = []struct {
 	{"garbage", "", func(p *rawPeer) {
 		p.write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n" + strings.Repeat("\xff", 64)))
 	}},
-}
-
-// nullBody returns a message whose union is which and whose pointer is null.
-func nullBody(which uint16) []byte {
-	b := append([]byte(nil), nullBodyReturn...)
-	b[16] = byte(which)
-	return b
 }
 
 // setCapTable rewrites the last call's cap table: it resends the call
