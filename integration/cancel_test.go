@@ -8,6 +8,7 @@ import (
 	"time"
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/ipc"
 )
 
@@ -16,7 +17,7 @@ import (
 // without waiting for the method, the node's method sees its ctx canceled
 // (it logs so, at Debug), and the connection carries on.
 func TestCancelMidCallAcrossProcess(t *testing.T) {
-	checkFDs(t)
+	fdcheck.Check(t, deadline)
 	dataDir := t.TempDir()
 	node := startNode(t, dataDir, "-ipcbind=unix", "-debug=ipc")
 	i := newIpc(t)

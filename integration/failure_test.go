@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"errors"
-	"os"
 	"runtime"
 	"sync"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/schema"
@@ -23,7 +23,7 @@ import (
 // its goroutines and descriptors return to where they started.
 func TestKillChildDuringInflightCalls(t *testing.T) {
 	const callers, perCaller = 16, 63 // 1008 calls
-	fdsBefore := countFDs(t)
+	fdsBefore := fdcheck.Count(t)
 	goroutinesBefore := runtime.NumGoroutine()
 
 	i := newIpc(t)
@@ -143,7 +143,7 @@ func TestKillChildDuringInflightCalls(t *testing.T) {
 	// end asynchronously; the deadline only turns a leak into a failure).
 	settle := time.Now().Add(deadline)
 	for {
-		g, f := runtime.NumGoroutine(), countFDs(t)
+		g, f := runtime.NumGoroutine(), fdcheck.Count(t)
 		if g <= goroutinesBefore && f <= fdsBefore {
 			t.Logf("%d calls failed with ErrDisconnected; goroutines %d -> %d, descriptors %d -> %d", len(errs), goroutinesBefore, g, fdsBefore, f)
 			break
@@ -166,13 +166,4 @@ func echoOnce(ctx context.Context, init schema.Init) (string, error) {
 		return "", err
 	}
 	return res.Result()
-}
-
-func countFDs(t *testing.T) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
 }

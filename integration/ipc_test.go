@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/schema"
@@ -19,7 +20,7 @@ import (
 // executables, and closes it at the end of the test.
 func newIpc(t *testing.T) *ipc.Ipc {
 	t.Helper()
-	checkFDs(t)
+	fdcheck.Check(t, deadline)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil)).With("process", "test", "pid", os.Getpid())
 	i := ipc.New("test", os.Args[0], nodeinit.NewInit, &ipc.Options{Logger: log, ExecutableDir: binDir})
 	t.Cleanup(func() { _ = i.Close() })

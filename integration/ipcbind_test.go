@@ -19,6 +19,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
@@ -70,7 +71,7 @@ func startHelper(t *testing.T, addr string) *proc {
 // process's environment.
 func startPath(t *testing.T, path string, args []string, env ...string) *proc {
 	t.Helper()
-	checkFDs(t)
+	fdcheck.Check(t, deadline)
 	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
 	cmd.Env = append(cmd.Env, env...)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 )
 
 // raceEnabled is set when the tests run with -race; the binaries are then
@@ -121,7 +123,7 @@ type proc struct {
 // of the test if still running.
 func start(t *testing.T, name string, args []string, setup func(*exec.Cmd)) *proc {
 	t.Helper()
-	checkFDs(t)
+	fdcheck.Check(t, deadline)
 	cmd := exec.Command(filepath.Join(binDir, name), args...)
 	out := newOutput()
 	cmd.Stdout, cmd.Stderr = out, out

@@ -18,6 +18,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/process"
 	"github.com/gomultiprocess/multiprocess/schema"
@@ -59,7 +60,7 @@ func (l *addrLog) count(parts ...string) int {
 // and closes it at the end of the test.
 func newListeningIpc(t *testing.T, opts ipc.Options) (*ipc.Ipc, *addrLog) {
 	t.Helper()
-	ipc.CheckFDs(t)
+	fdcheck.Check(t, deadline)
 	logs := &addrLog{}
 	opts.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	i := ipc.New("node", "", childInits["echo"], &opts)
@@ -71,7 +72,7 @@ func newListeningIpc(t *testing.T, opts ipc.Options) (*ipc.Ipc, *addrLog) {
 // test. Its log is silent: the many-cycles test would flood t.Log.
 func newClientIpc(t *testing.T) *ipc.Ipc {
 	t.Helper()
-	ipc.CheckFDs(t)
+	fdcheck.Check(t, deadline)
 	i := ipc.New("wallet", "", childInits["echo"], nil)
 	t.Cleanup(func() { _ = i.Close() })
 	return i
@@ -353,16 +354,6 @@ func TestListenAddressMessageTimeout(t *testing.T) {
 	}
 }
 
-// openFDs counts this process's descriptors.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	names, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(names) - 1
-}
-
 // cycles is how many connect/call/disconnect cycles the leak tests run.
 const cycles = 1000
 
@@ -395,7 +386,7 @@ func TestListenAddressCyclesLeakNothing(t *testing.T) {
 		cycle(i)
 	}
 	settled := func(fds, goroutines int) bool {
-		return openFDs(t) <= fds && runtime.NumGoroutine() <= goroutines
+		return fdcheck.Count(t) <= fds && runtime.NumGoroutine() <= goroutines
 	}
 	// The baseline once the warm-up connections are over on both sides:
 	// a client closes first, so the server's closing them means both.
@@ -406,7 +397,7 @@ func TestListenAddressCyclesLeakNothing(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	fds, goroutines := openFDs(t), runtime.NumGoroutine()
+	fds, goroutines := fdcheck.Count(t), runtime.NumGoroutine()
 
 	start := time.Now()
 	for i := range cycles {
@@ -418,12 +409,12 @@ func TestListenAddressCyclesLeakNothing(t *testing.T) {
 		if time.Now().After(end) {
 			buf := make([]byte, 1<<20)
 			t.Fatalf("after %d cycles: %d descriptors (%d before), %d goroutines (%d before):\n%s",
-				cycles, openFDs(t), fds, runtime.NumGoroutine(), goroutines, buf[:runtime.Stack(buf, true)])
+				cycles, fdcheck.Count(t), fds, runtime.NumGoroutine(), goroutines, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("%d cycles in %s; descriptors %d -> %d, goroutines %d -> %d",
-		cycles, took.Round(time.Millisecond), fds, openFDs(t), goroutines, runtime.NumGoroutine())
+		cycles, took.Round(time.Millisecond), fds, fdcheck.Count(t), goroutines, runtime.NumGoroutine())
 }
 
 // DisconnectIncoming ends only the connections accepted by ListenAddress:

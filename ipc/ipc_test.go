@@ -12,6 +12,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/schema"
@@ -21,7 +22,7 @@ const deadline = 30 * time.Second
 
 func newTestIpc(t *testing.T, dir string) *ipc.Ipc {
 	t.Helper()
-	ipc.CheckFDs(t)
+	fdcheck.Check(t, deadline)
 	i := ipc.New("parent", "", childInits["echo"], &ipc.Options{
 		Logger:          slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		ExecutableDir:   dir,
@@ -133,7 +134,7 @@ func TestCloseStopsChildren(t *testing.T) {
 // A child that does not answer within the start timeout is killed, reaped
 // and reported.
 func TestSpawnStartTimeout(t *testing.T) {
-	ipc.CheckFDs(t)
+	fdcheck.Check(t, deadline)
 	dir := childDir(t, "child", "silent")
 	var logs syncBuffer
 	i := ipc.New("parent", "", childInits["echo"], &ipc.Options{
@@ -157,7 +158,7 @@ func TestSpawnStartTimeout(t *testing.T) {
 // Releasing the proxy stops the child through Init.stop: the child's
 // shutdown events reach the parent before the child exits 0.
 func TestReleaseStopsChildGracefully(t *testing.T) {
-	ipc.CheckFDs(t)
+	fdcheck.Check(t, deadline)
 	dir := childDir(t, "child", "echo")
 	var logs syncBuffer
 	i := ipc.New("parent", "", childInits["echo"], &ipc.Options{

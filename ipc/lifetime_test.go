@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
@@ -222,7 +223,7 @@ func TestLifetimeDropsStuckSubscriber(t *testing.T) {
 // A subscriber whose connection goes mid-stream is dropped; the process
 // keeps recording and the other subscribers keep receiving.
 func TestLifetimeSubscriberDisconnects(t *testing.T) {
-	checkFDs(t)
+	fdcheck.Check(t, testDeadline)
 	l, logs := newTestLifetime(t)
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {

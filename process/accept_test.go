@@ -5,13 +5,15 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 )
 
 // An accepted connection names the socket's final path as its local
 // address (the kernel knows only the temporary one it was bound under),
 // and still gives its peer's credentials.
 func TestAcceptedConnLocalAddr(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	path := filepath.Join(shortDir(t), "node.sock")
 	l := listen(t, path, nil)
 

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 )
 
 func getFD(t *testing.T, fd int) int {
@@ -17,7 +19,7 @@ func getFD(t *testing.T, fd int) int {
 }
 
 func TestMarkInheritedCloseOnExec(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

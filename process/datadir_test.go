@@ -5,10 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 )
 
 func TestLockDataDir(t *testing.T) {
-	before := openFDs(t)
+	before := fdcheck.Count(t)
 	dir := filepath.Join(t.TempDir(), "data")
 	first, err := LockDataDir(dir)
 	if err != nil {
@@ -37,7 +39,7 @@ func TestLockDataDir(t *testing.T) {
 		t.Fatalf("lock after unlock: %v", err)
 	}
 	_ = again.Unlock()
-	if after := openFDs(t); after != before {
+	if after := fdcheck.Count(t); after != before {
 		t.Errorf("open descriptors: %d before, %d after", before, after)
 	}
 }

@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 )
 
 func TestDialNoListener(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	dir := shortDir(t)
 	stale := filepath.Join(dir, "stale.sock")
 	old, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
@@ -51,7 +53,7 @@ func TestDialNoListener(t *testing.T) {
 }
 
 func TestDialErrors(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	dir := shortDir(t)
 	path := filepath.Join(dir, "node.sock")
 	serveEcho(t, listen(t, path, nil))
@@ -77,7 +79,7 @@ func TestDialErrors(t *testing.T) {
 // TestDialFullBacklog: a listener whose backlog is full is alive. Dial waits
 // for room until its context ends, and Listen refuses the path.
 func TestDialFullBacklog(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	path := filepath.Join(shortDir(t), "node.sock")
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

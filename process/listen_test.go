@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 )
 
 // shortDir returns a new directory with a short path, for socket paths that
@@ -30,39 +32,6 @@ func shortDir(t *testing.T) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
-}
-
-// checkFDs fails the test if it ends with a different number of open
-// descriptors than it started with. Call it first, so that its cleanup runs
-// after the others.
-func checkFDs(t *testing.T) {
-	t.Helper()
-	// The runtime opens its poller's descriptors on first use: do that now
-	// so they are not counted as a leak.
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Close()
-	w.Close()
-	before := openFDs(t)
-	t.Cleanup(func() {
-		// Descriptors of a reaped child's reaper, or of a connection
-		// closed by another goroutine, go asynchronously: wait a while
-		// for the count to come back, only to tell a leak from a delay.
-		end := time.Now().Add(10 * time.Second)
-		for {
-			after := openFDs(t)
-			if after == before {
-				return
-			}
-			if time.Now().After(end) {
-				t.Errorf("%d descriptors open after the test, %d before", after, before)
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
 }
 
 // listen calls Listen and closes the listener at cleanup.
@@ -179,7 +148,7 @@ func dirNames(t *testing.T, dir string) []string {
 }
 
 func TestListenAcceptDial(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	path := filepath.Join(shortDir(t), "node.sock")
 	l := listen(t, path, nil)
 	if got := l.Addr().String(); got != path {
@@ -195,7 +164,7 @@ func TestListenAcceptDial(t *testing.T) {
 }
 
 func TestListenLiveSocketInUse(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	dir := shortDir(t)
 	path := filepath.Join(dir, "node.sock")
 	serveEcho(t, listen(t, path, nil))
@@ -221,7 +190,7 @@ func TestListenLiveSocketInUse(t *testing.T) {
 }
 
 func TestListenReplacesStaleSocket(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	dir := shortDir(t)
 	path := filepath.Join(dir, "node.sock")
 	// A listener that went away without removing its file.
@@ -294,7 +263,7 @@ func TestListenRefusesNonSocket(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind, func(t *testing.T) {
-			checkFDs(t)
+			fdcheck.CheckSame(t, fdWait)
 			dir := shortDir(t)
 			path := filepath.Join(dir, "node.sock")
 			tt.make(t, path)
@@ -327,7 +296,7 @@ func TestListenRefusesNonSocket(t *testing.T) {
 func TestListenModes(t *testing.T) {
 	for _, mask := range []int{0, 0o022, 0o777} {
 		t.Run(fs.FileMode(mask).String(), func(t *testing.T) {
-			checkFDs(t)
+			fdcheck.CheckSame(t, fdWait)
 			old := syscall.Umask(mask)
 			t.Cleanup(func() { syscall.Umask(old) })
 
@@ -358,7 +327,7 @@ func TestListenModes(t *testing.T) {
 }
 
 func TestListenPathLength(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	dir := shortDir(t)
 
 	// One byte too long: an error naming the path, and nothing created.
@@ -398,7 +367,7 @@ func TestListenPathLength(t *testing.T) {
 }
 
 func TestListenBadDirectory(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	dir := shortDir(t)
 	file := filepath.Join(dir, "file")
 	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
@@ -413,7 +382,7 @@ func TestListenBadDirectory(t *testing.T) {
 }
 
 func TestListenCloseRemovesSocket(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	path := filepath.Join(shortDir(t), "node.sock")
 	l, err := Listen(path, nil)
 	if err != nil {
@@ -439,7 +408,7 @@ func TestListenCloseRemovesSocket(t *testing.T) {
 // TestListenCloseKeepsReplacement: a listener whose file was removed and
 // bound again by another listener must not remove the other's file.
 func TestListenCloseKeepsReplacement(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	path := filepath.Join(shortDir(t), "node.sock")
 	first, err := Listen(path, nil)
 	if err != nil {
@@ -520,7 +489,7 @@ func TestListenRefusesForeignUID(t *testing.T) {
 	if _, err := os.Stat(perl); err != nil {
 		t.Fatalf("the foreign client needs %s (Debian's essential perl-base): %v", perl, err)
 	}
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 
 	type refusal struct {
 		cred PeerCred

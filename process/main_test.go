@@ -133,6 +133,11 @@ func runHelper(name string) int {
 // testDeadline only turns a hang into a failure; nothing here is timed.
 const testDeadline = 30 * time.Second
 
+// fdWait bounds how long a descriptor check waits for descriptors that
+// close asynchronously (a reaped child's reaper, a connection closed by
+// another goroutine), only to tell a leak from a delay.
+const fdWait = 10 * time.Second
+
 // spawnHelper spawns the test binary running the named helper, with arg in
 // helperArgEnv, and registers a cleanup that closes the socket and stops the
 // child. extra, if not nil, adjusts the Config first.
@@ -168,17 +173,6 @@ func helperEnviron(name, arg string) []string {
 		env = append(env, "GORACE=atexit_sleep_ms=0")
 	}
 	return env
-}
-
-// openFDs returns the number of descriptors this process has open, not
-// counting the one used to list them.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	names, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(names) - 1
 }
 
 // fileID is a descriptor's identity across processes.

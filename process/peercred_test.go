@@ -7,10 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 )
 
 func TestPeerCredentials(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	path := filepath.Join(shortDir(t), "node.sock")
 	l := listen(t, path, nil)
 
@@ -55,7 +57,7 @@ func TestPeerCredentials(t *testing.T) {
 }
 
 func TestPeerCredentialsNotUnix(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	p1, p2 := net.Pipe()
 	defer p1.Close()
 	defer p2.Close()

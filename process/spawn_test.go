@@ -17,10 +17,12 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 )
 
 func TestSpawnEcho(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	child, conn := spawnHelper(t, "echo", "", nil)
 	if _, ok := conn.(*net.UnixConn); !ok {
 		t.Errorf("conn is %T, want *net.UnixConn", conn)
@@ -53,7 +55,7 @@ func TestSpawnEcho(t *testing.T) {
 }
 
 func TestSpawnArgs(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	child, conn := spawnHelper(t, "args", "", nil)
 	var got []string
 	sc := bufio.NewScanner(conn)
@@ -88,7 +90,7 @@ func TestSpawnArgs(t *testing.T) {
 // of the socket, while the Stdout and Stderr files must (which also shows the
 // comparison can see a match).
 func TestSpawnOnlySocketInherited(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +172,7 @@ func TestSpawnOnlySocketInherited(t *testing.T) {
 // TestSpawnParentKeepsNoChildEnd: when the child exits, the parent reads EOF,
 // which it would not if it still held a copy of the child's end.
 func TestSpawnParentKeepsNoChildEnd(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	_, conn := spawnHelper(t, "exit", "0", nil)
 	if n, err := conn.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Errorf("Read = %d, %v; want 0, EOF", n, err)
@@ -178,7 +180,7 @@ func TestSpawnParentKeepsNoChildEnd(t *testing.T) {
 }
 
 func TestSpawnLeaksNoDescriptor(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	spawnAndStop := func() {
 		t.Helper()
 		child, conn, err := Spawn("helper-echo", &Config{
@@ -196,17 +198,17 @@ func TestSpawnLeaksNoDescriptor(t *testing.T) {
 	// The first spawn may set up the runtime's network poller, whose
 	// descriptors stay open for good: count from after it.
 	spawnAndStop()
-	before := openFDs(t)
+	before := fdcheck.Count(t)
 	for range 3 {
 		spawnAndStop()
 	}
-	if after := openFDs(t); after != before {
+	if after := fdcheck.Count(t); after != before {
 		t.Errorf("open descriptors: %d before, %d after", before, after)
 	}
 }
 
 func TestSpawnBadExecutable(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	dir := t.TempDir()
 	plain := filepath.Join(dir, "plain")
 	if err := os.WriteFile(plain, []byte("#!/bin/sh\nexit 0\n"), 0o644); err != nil {
@@ -229,7 +231,7 @@ func TestSpawnBadExecutable(t *testing.T) {
 		{"not a program", garbage, syscall.ENOEXEC},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := openFDs(t)
+			before := fdcheck.Count(t)
 			child, conn, err := Spawn("wallet", &Config{Path: tc.path})
 			if err == nil {
 				conn.Close()
@@ -247,7 +249,7 @@ func TestSpawnBadExecutable(t *testing.T) {
 			if tc.is != nil && !errors.Is(err, tc.is) {
 				t.Errorf("error %q is not %v", err, tc.is)
 			}
-			if after := openFDs(t); after != before {
+			if after := fdcheck.Count(t); after != before {
 				t.Errorf("open descriptors: %d before, %d after", before, after)
 			}
 		})
@@ -272,7 +274,7 @@ func warmUpPoller(t *testing.T) {
 }
 
 func TestSpawnDefaultPath(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -298,7 +300,7 @@ func TestSpawnDefaultPath(t *testing.T) {
 }
 
 func TestWaitExitStatus(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	child, _ := spawnHelper(t, "exit", "3", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 	defer cancel()
@@ -317,7 +319,7 @@ func TestWaitExitStatus(t *testing.T) {
 }
 
 func TestWaitKilledBySignal(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	child, _ := spawnHelper(t, "sigkill", "", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 	defer cancel()
@@ -334,7 +336,7 @@ func TestWaitKilledBySignal(t *testing.T) {
 // alone, and once the child is reaped every Wait from every goroutine sees
 // the same status.
 func TestWaitContextAndConcurrency(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	child, conn := spawnHelper(t, "echo", "", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -384,7 +386,7 @@ func TestWaitContextAndConcurrency(t *testing.T) {
 }
 
 func TestSignal(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	child, _ := spawnHelper(t, "hang", "", nil)
 	if err := child.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -407,7 +409,7 @@ func checkReaped(t *testing.T, pid int) {
 }
 
 func TestStopKillsChildThatIgnoresSocket(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	child, conn := spawnHelper(t, "hang", "", nil)
 	if _, err := bufio.NewReader(conn).ReadString('\n'); err != nil {
 		t.Fatal(err)
@@ -421,7 +423,7 @@ func TestStopKillsChildThatIgnoresSocket(t *testing.T) {
 }
 
 func TestStopKillsStoppedChild(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	child, conn := spawnHelper(t, "echo", "", nil)
 	// Make sure it runs its helper before freezing it.
 	if _, err := conn.Write([]byte("x")); err != nil {
@@ -442,7 +444,7 @@ func TestStopKillsStoppedChild(t *testing.T) {
 }
 
 func TestStopCleanExit(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	child, conn := spawnHelper(t, "echo", "", nil)
 	conn.Close()
 	if st := child.Stop(testDeadline); !st.Success() || st.String() != "exit status 0" {

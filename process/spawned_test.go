@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 )
 
 func TestCheckSpawned(t *testing.T) {
@@ -71,7 +73,7 @@ func TestCheckSpawned(t *testing.T) {
 }
 
 func TestSocketConn(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +106,7 @@ func TestSocketConn(t *testing.T) {
 }
 
 func TestSocketConnRejects(t *testing.T) {
-	checkFDs(t)
+	fdcheck.CheckSame(t, fdWait)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
 	"github.com/gomultiprocess/multiprocess/schema"
@@ -37,10 +38,17 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
+// The helpers that open sockets (socketpair, listen) check the
+// descriptors of the tests that use them, with fdcheck.Check: each check
+// covers what was opened after it and closed by later cleanups. Not dial:
+// a listener accepts asynchronously, so a connection dialed earlier may
+// add its accepted socket after a later dial's baseline; listen's check,
+// after the listener has ended, covers every dial.
+
 // socketpair returns the two ends of a connected AF_UNIX stream socket.
 func socketpair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
-	checkFDs(t)
+	fdcheck.Check(t, patience)
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatalf("socketpair: %v", err)

@@ -15,6 +15,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/protocol/internal/rpcconn"
@@ -160,7 +161,7 @@ func TestLimitsTrip(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkFDs(t)
+			fdcheck.Check(t, patience)
 			ctx := testContext(t)
 			log, logBuf := newLogger(t, "server")
 			opts := tc.opts

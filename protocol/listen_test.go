@@ -15,6 +15,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 	"go.uber.org/goleak"
 
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
 )
@@ -23,7 +24,7 @@ import (
 // path, a function that cancels Listen's context, and Listen's result.
 func listen(t *testing.T, newInit func(*protocol.Conn) capnp.Client, opts *protocol.Options) (string, context.CancelFunc, <-chan error) {
 	t.Helper()
-	checkFDs(t)
+	fdcheck.Check(t, patience)
 	dir, err := os.MkdirTemp("", "mp") // short: unix socket paths are limited
 	if err != nil {
 		t.Fatal(err)
@@ -184,23 +185,13 @@ func TestGarbageEndsConnection(t *testing.T) {
 	}
 }
 
-// openFDs counts this process's open descriptors.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents) - 1 // ReadDir's own
-}
-
 func TestListenEndsWithContextAndLeaksNothing(t *testing.T) {
 	// Warm up the runtime's poller so that its descriptors are counted
 	// in the baseline.
 	a, b := socketpair(t)
 	a.Close()
 	b.Close()
-	before := openFDs(t)
+	before := fdcheck.Count(t)
 
 	func() {
 		ctx := testContext(t)
@@ -242,7 +233,7 @@ func TestListenEndsWithContextAndLeaksNothing(t *testing.T) {
 		}
 	}()
 
-	if after := openFDs(t); after != before {
+	if after := fdcheck.Count(t); after != before {
 		t.Errorf("%d descriptors open after Listen returned, %d before", after, before)
 	}
 	goleak.VerifyNone(t)

@@ -10,6 +10,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 	"go.uber.org/goleak"
 
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
 	"github.com/gomultiprocess/multiprocess/schema"
@@ -86,7 +87,7 @@ func leakCheck(t *testing.T) {
 	t.Helper()
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
-	checkFDs(t)
+	fdcheck.Check(t, patience)
 }
 
 // newMxSession serves boot on one end of a socketpair and connects to it

@@ -21,6 +21,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
@@ -350,7 +351,7 @@ func TestDisconnectAtRandomPoints(t *testing.T) {
 		t.Fatalf("uncut session: %+v, %v", full, err)
 	}
 	goroutines0 := runtime.NumGoroutine()
-	fds0 := fdCount(t)
+	fds0 := fdcheck.Count(t)
 
 	var (
 		next    atomic.Int64
@@ -435,7 +436,7 @@ func TestDisconnectAtRandomPoints(t *testing.T) {
 
 	deadline := time.Now().Add(patience)
 	for {
-		g, f := runtime.NumGoroutine(), fdCount(t)
+		g, f := runtime.NumGoroutine(), fdcheck.Count(t)
 		if g <= goroutines0 && f <= fds0 {
 			t.Logf("goroutines %d -> %d, descriptors %d -> %d", goroutines0, g, fds0, f)
 			break
