@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
 	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
@@ -22,9 +21,9 @@ import (
 // rawPeer speaks Cap'n Proto RPC by hand on a real socket, to send what a
 // well-behaved peer never would.
 type rawPeer struct {
-	t   *testing.T
-	nc  net.Conn
-	dec *capnp.Decoder
+	t  *testing.T
+	nc net.Conn
+	r  *rpcmsg.Reader
 }
 
 // dialRaw connects to the unix socket at path. The socket is closed at
@@ -40,9 +39,7 @@ func dialRaw(t *testing.T, path string) *rawPeer {
 }
 
 func newRawPeer(t *testing.T, nc net.Conn) *rawPeer {
-	dec := capnp.NewDecoder(nc)
-	dec.MaxMessageSize = 64 << 20
-	return &rawPeer{t: t, nc: nc, dec: dec}
+	return &rawPeer{t: t, nc: nc, r: rpcmsg.NewReader(t, nc, deadline, 64<<20)}
 }
 
 // write sends b whole, or returns the error (the node may close first).
@@ -63,33 +60,10 @@ func (p *rawPeer) mustWrite(b []byte) {
 func (p *rawPeer) send(build func(rpccp.Message)) { p.t.Helper(); p.mustWrite(rpcmsg.Frame(build)) }
 
 // recv reads the next message.
-func (p *rawPeer) recv() (rpccp.Message, error) {
-	p.nc.SetReadDeadline(time.Now().Add(deadline))
-	msg, err := p.dec.Decode()
-	if err != nil {
-		return rpccp.Message{}, err
-	}
-	return rpccp.ReadRootMessage(msg)
-}
+func (p *rawPeer) recv() (rpccp.Message, error) { return p.r.Recv() }
 
 // expect reads messages until one of kind w arrives.
-func (p *rawPeer) expect(w rpccp.Message_Which) rpccp.Message {
-	p.t.Helper()
-	for {
-		m, err := p.recv()
-		if err != nil {
-			p.t.Fatalf("waiting for %v: %v", w, err)
-		}
-		if m.Which() == w {
-			return m
-		}
-		if m.Which() == rpccp.Message_Which_abort {
-			e, _ := m.Abort()
-			r, _ := e.Reason()
-			p.t.Fatalf("waiting for %v: abort %q", w, r)
-		}
-	}
-}
+func (p *rawPeer) expect(w rpccp.Message_Which) rpccp.Message { p.t.Helper(); return p.r.Expect(w) }
 
 // expectReturn reads until the Return for question qid and returns it.
 func (p *rawPeer) expectReturn(qid uint32) rpccp.Return {
@@ -137,8 +111,7 @@ func (p *rawPeer) end() (abort string) {
 			return abort
 		}
 		if m.Which() == rpccp.Message_Which_abort {
-			e, _ := m.Abort()
-			abort, _ = e.Reason()
+			abort = rpcmsg.AbortReason(m)
 		}
 	}
 }

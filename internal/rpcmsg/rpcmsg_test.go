@@ -2,7 +2,9 @@ package rpcmsg
 
 import (
 	"bytes"
+	"net"
 	"testing"
+	"time"
 
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
@@ -65,5 +67,32 @@ func TestCall(t *testing.T) {
 	content, _ := p.Content()
 	if s, _ := content.Struct().Ptr(0); s.Text() != "hi" {
 		t.Errorf("params text %q", s.Text())
+	}
+}
+
+func TestReader(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := a.Write(bytes.Join([][]byte{
+			Frame(Finish(4)),
+			Frame(Bootstrap(2)),
+			Frame(func(m rpccp.Message) { e, _ := m.NewAbort(); e.SetReason("bye") }),
+		}, nil))
+		wrote <- err
+	}()
+	r := NewReader(t, b, 5*time.Second, 0)
+	m := r.Expect(rpccp.Message_Which_bootstrap)
+	if bs, _ := m.Bootstrap(); bs.QuestionId() != 2 {
+		t.Errorf("bootstrap question %d, want 2", bs.QuestionId())
+	}
+	m, err := r.Recv()
+	if err != nil || AbortReason(m) != "bye" {
+		t.Errorf("Recv = %v %q, %v; want the abort", m.Which(), AbortReason(m), err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
 	}
 }

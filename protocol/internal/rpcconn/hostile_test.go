@@ -19,9 +19,9 @@ import (
 // rawPeer speaks the protocol by hand, to send what a well-behaved peer
 // never would.
 type rawPeer struct {
-	t   testing.TB
-	nc  net.Conn
-	dec *capnp.Decoder
+	t  testing.TB
+	nc net.Conn
+	r  *rpcmsg.Reader
 }
 
 // The hand-built messages come from rpcmsg; these are the names this
@@ -44,7 +44,7 @@ func newRawPair(t testing.TB, opts *Options) (*Conn, *rawPeer, *testServer) {
 	}
 	opts.BootstrapClient = ts.client()
 	c := NewConn(a, opts)
-	p := &rawPeer{t: t, nc: b, dec: capnp.NewDecoder(b)}
+	p := newRawPeer(t, b)
 	t.Cleanup(func() {
 		close(ts.release)
 		b.Close()
@@ -52,6 +52,11 @@ func newRawPair(t testing.TB, opts *Options) (*Conn, *rawPeer, *testServer) {
 		<-c.Done()
 	})
 	return c, p, ts
+}
+
+// newRawPeer plays the peer on nc.
+func newRawPeer(t testing.TB, nc net.Conn) *rawPeer {
+	return &rawPeer{t: t, nc: nc, r: rpcmsg.NewReader(t, nc, 5*time.Second, 0)}
 }
 
 func (p *rawPeer) write(b []byte) {
@@ -65,41 +70,16 @@ func (p *rawPeer) write(b []byte) {
 func (p *rawPeer) send(build func(m rpccp.Message)) { p.t.Helper(); p.write(buildFrame(build)) }
 
 // recv reads the next message, or returns an error at the end.
-func (p *rawPeer) recv() (rpccp.Message, error) {
-	p.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	msg, err := p.dec.Decode()
-	if err != nil {
-		return rpccp.Message{}, err
-	}
-	return rpccp.ReadRootMessage(msg)
-}
+func (p *rawPeer) recv() (rpccp.Message, error) { return p.r.Recv() }
 
 // expect reads messages until one of kind w arrives.
-func (p *rawPeer) expect(w rpccp.Message_Which) rpccp.Message {
-	p.t.Helper()
-	for {
-		m, err := p.recv()
-		if err != nil {
-			p.t.Fatalf("waiting for %v: %v", w, err)
-		}
-		if m.Which() == w {
-			return m
-		}
-		if m.Which() == rpccp.Message_Which_abort {
-			e, _ := m.Abort()
-			r, _ := e.Reason()
-			p.t.Fatalf("waiting for %v: abort %q", w, r)
-		}
-	}
-}
+func (p *rawPeer) expect(w rpccp.Message_Which) rpccp.Message { p.t.Helper(); return p.r.Expect(w) }
 
 // expectAbort reads until an Abort whose reason contains want, then the
 // end of the stream.
 func (p *rawPeer) expectAbort(want string) {
 	p.t.Helper()
-	m := p.expect(rpccp.Message_Which_abort)
-	e, _ := m.Abort()
-	r, _ := e.Reason()
+	r := rpcmsg.AbortReason(p.expect(rpccp.Message_Which_abort))
 	if !strings.Contains(r, want) {
 		p.t.Fatalf("abort reason %q, want it to contain %q", r, want)
 	}

@@ -109,7 +109,7 @@ func newRawServer(t *testing.T, boot capnp.Client) (*Conn, *rawPeer) {
 	t.Helper()
 	a, b := socketPair(t)
 	c := NewConn(a, &Options{BootstrapClient: boot})
-	p := &rawPeer{t: t, nc: b, dec: capnp.NewDecoder(b)}
+	p := newRawPeer(t, b)
 	t.Cleanup(func() {
 		b.Close()
 		c.Close()
