@@ -49,15 +49,8 @@ func fuzzInitConn(t *testing.T, data []byte) {
 	defer watchdog.Stop()
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
-	server, client := socketPair(t)
-	i := ipc.New(ExeName, os.Args[0], NewInit, nil)
+	client, served, i := serveInit(t)
 	defer i.Close()
-	served := make(chan error, 1)
-	go func() {
-		served <- protocol.Serve(context.Background(), server, func(c *protocol.Conn) capnp.Client {
-			return capnp.Client(NewInit(i.Context(), c))
-		}, nil)
-	}()
 	// Take what the node writes, so that it never blocks on us, and
 	// report the Return for the probe question.
 	probed := make(chan struct{})
@@ -135,6 +128,24 @@ func wholeMessages(data []byte) bool {
 	return true
 }
 
+// serveInit serves the node's Init (NewInit, as -ipcbind clients of a
+// node get it, less the node's own services) through protocol.Serve on
+// one end of a socketpair. It returns the other end, the channel that
+// gets Serve's result, and the Ipc behind the Init, for the caller to
+// close (before its own leak checks).
+func serveInit(t testing.TB) (client *net.UnixConn, served chan error, i *ipc.Ipc) {
+	t.Helper()
+	server, client := socketPair(t)
+	i = ipc.New(ExeName, os.Args[0], NewInit, nil)
+	served = make(chan error, 1)
+	go func() {
+		served <- protocol.Serve(context.Background(), server, func(c *protocol.Conn) capnp.Client {
+			return capnp.Client(NewInit(i.Context(), c))
+		}, nil)
+	}()
+	return client, served, i
+}
+
 func socketPair(t testing.TB) (a, b *net.UnixConn) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -171,15 +182,8 @@ func (c *recordingConn) Write(p []byte) (int, error) {
 // hello, makeEcho, echo) and returns the bytes the client sent.
 func recordSession(t *testing.T) []byte {
 	t.Helper()
-	server, client := socketPair(t)
-	i := ipc.New(ExeName, os.Args[0], NewInit, nil)
+	client, served, i := serveInit(t)
 	defer i.Close()
-	served := make(chan error, 1)
-	go func() {
-		served <- protocol.Serve(context.Background(), server, func(c *protocol.Conn) capnp.Client {
-			return capnp.Client(NewInit(i.Context(), c))
-		}, nil)
-	}()
 	rec := &recordingConn{Conn: client}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -257,15 +261,8 @@ func validSession() []byte {
 // TestValidSessionSeed checks that the valid session seed gets its
 // answers: it exercises the node's methods, not only its framing.
 func TestValidSessionSeed(t *testing.T) {
-	server, client := socketPair(t)
-	i := ipc.New(ExeName, os.Args[0], NewInit, nil)
+	client, served, i := serveInit(t)
 	defer i.Close()
-	served := make(chan error, 1)
-	go func() {
-		served <- protocol.Serve(context.Background(), server, func(c *protocol.Conn) capnp.Client {
-			return capnp.Client(NewInit(i.Context(), c))
-		}, nil)
-	}()
 	defer client.Close()
 	session := validSession()
 	client.SetDeadline(time.Now().Add(10 * time.Second))
