@@ -38,18 +38,27 @@ func readFrame(r io.Reader, hdr []byte, l *limits) (*capnp.Message, uint64, erro
 	var err error
 	if nseg == 1 {
 		// The common case, with fewer allocations than Unmarshal.
-		buf := make([]byte, total-hlen)
-		if _, err := io.ReadFull(r, buf); err != nil {
+		buf := getRecvBuf(int(total - hlen))
+		if _, err := io.ReadFull(r, buf.b); err != nil {
+			putRecvBuf(buf)
 			return nil, 0, unexpectedEOF(err)
 		}
-		msg, _, err = capnp.NewMessage(capnp.SingleSegment(buf))
+		a := &recvArena{buf: buf}
+		a.ReplaceData(buf.b)
+		msg, _, err = capnp.NewMessage(a)
 	} else {
-		buf := make([]byte, total)
-		copy(buf, hdr[:hlen])
-		if _, err := io.ReadFull(r, buf[hlen:]); err != nil {
+		buf := getRecvBuf(int(total))
+		copy(buf.b, hdr[:hlen])
+		if _, err := io.ReadFull(r, buf.b[hlen:]); err != nil {
+			putRecvBuf(buf)
 			return nil, 0, unexpectedEOF(err)
 		}
-		msg, err = capnp.Unmarshal(buf)
+		msg, err = capnp.Unmarshal(buf.b)
+		if err == nil {
+			msg.Arena = &recvMultiArena{Arena: msg.Arena, buf: buf}
+		} else {
+			putRecvBuf(buf)
+		}
 	}
 	if err != nil {
 		return nil, 0, protoErr("bad frame: %v", err)
