@@ -109,7 +109,7 @@ func (h *answerHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCalle
 	<-h.done
 	if h.err != nil {
 		r.Reject(h.err)
-		return nil
+		return capnp.ErrorAnswer(r.Method, h.err) // not nil: see forward
 	}
 	return h.res.RecvCall(ctx, r)
 }

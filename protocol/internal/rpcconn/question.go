@@ -227,7 +227,7 @@ func (c *Conn) forward(ctx context.Context, t callTarget, r capnp.Recv) capnp.Pi
 		case <-t.q.p.Answer().Done():
 		case <-ctx.Done():
 			r.Reject(ctx.Err())
-			return nil
+			return capnp.ErrorAnswer(r.Method, ctx.Err())
 		}
 		return t.q.p.Answer().PipelineRecv(ctx, t.transform, r)
 	}
@@ -243,9 +243,12 @@ func (c *Conn) forward(ctx context.Context, t callTarget, r capnp.Recv) capnp.Pi
 		c.mu.Unlock()
 	}
 	// Settled already (an error answer, or a question settled since).
+	// The answer is returned all the same, never nil: go-capnp's
+	// AnswerQueue.Fulfill takes the method value of what Recv returns
+	// (a nil PipelineCaller crashes the process there).
 	<-ans.Done()
 	finish()
-	return nil
+	return ans
 }
 
 func returnAnswer(ret capnp.Returner, ans *capnp.Answer, release capnp.ReleaseFunc) {
