@@ -21,6 +21,7 @@ type answer struct {
 
 	// Touched only by the goroutine returning the call, before Return.
 	ret     *capnp.Message // the Return message, once allocated
+	retHdr  rpccp.Return   // its Return struct, if AllocResults made it
 	payload rpccp.Payload
 	content capnp.Ptr
 	alloced bool
@@ -181,6 +182,7 @@ func (a *answer) AllocResults(sz capnp.ObjectSize) (capnp.Struct, error) {
 	}
 	ret.SetAnswerId(a.id)
 	ret.SetReleaseParamCaps(false)
+	a.retHdr = ret
 	a.payload, err = ret.NewResults()
 	if err != nil {
 		return capnp.Struct{}, err
@@ -290,12 +292,21 @@ func (a *answer) Return() {
 	}
 	pending := a.pipeline
 	a.pipeline = nil
+	// Results without capabilities need no Finish: nothing can be
+	// pipelined on them or released. The answer is forgotten at once
+	// (a peer that does not know the flag still sends a Finish, which is
+	// then dropped), and the results are released once written.
+	noFinish := out == a.ret && a.retHdr.IsValid() && len(pending) == 0 && len(a.waiters) == 0 &&
+		!a.finished && a.ret.CapTable().Len() == 0
 	var waiters []waiterResult
 	if len(pending) > 0 {
 		a.draining = true
 	} else {
 		a.returned = true
 		waiters = a.takeWaiters()
+	}
+	if noFinish {
+		a.retHdr.SetNoFinishNeeded(true)
 	}
 	if out == a.ret {
 		c.send(out, a.onSent)
@@ -306,6 +317,14 @@ func (a *answer) Return() {
 	var done bool
 	if a.finished && !a.draining {
 		c.removeAnswer(a)
+		done = true
+	} else if noFinish {
+		c.removeAnswer(a)
+		if len(c.finishOptional) < c.lim.maxTable {
+			c.finishOptional[a.id] = struct{}{}
+		} else {
+			c.finishOverflow = true
+		}
 		done = true
 	}
 	c.mu.Unlock()
@@ -351,6 +370,8 @@ func (a *answer) Return() {
 }
 
 var errCanceled = exc.New(exc.Failed, "rpcconn", "call canceled by the caller")
+
+var errNotCapability = exc.New(exc.Failed, "rpcconn", "pipelined call on a field that is not a capability")
 
 // onSent runs in the writer once the Return message is written or dropped.
 func (a *answer) onSent() {
@@ -426,7 +447,7 @@ func (a *answer) target(transform []capnp.PipelineOp) (capnp.Client, error) {
 	}
 	iface := p.Interface()
 	if !p.IsValid() || !iface.IsValid() {
-		return capnp.Client{}, exc.New(exc.Failed, "rpcconn", "pipelined call on a field that is not a capability")
+		return capnp.Client{}, errNotCapability
 	}
 	cl := iface.Client()
 	if !cl.IsValid() {

@@ -60,8 +60,17 @@ type Conn struct {
 	// are dropped too.
 	deadPromises map[uint32]bool
 	deadOverflow bool
-	embargoes    map[uint32]*embargo
-	nextEmb      uint32
+	// finishOptional holds the IDs of answers returned with
+	// noFinishNeeded and already forgotten: a Finish for one (from a peer
+	// that does not know the flag) is dropped, and a call pipelined on
+	// one fails (its results hold no capability). A new question with the
+	// ID takes it out. finishOverflow says that the set stopped growing
+	// at MaxTableSize, so that such messages for unknown IDs are treated
+	// alike.
+	finishOptional map[uint32]struct{}
+	finishOverflow bool
+	embargoes      map[uint32]*embargo
+	nextEmb        uint32
 
 	// qmu guards the outgoing queue.
 	qmu      sync.Mutex
@@ -85,16 +94,17 @@ type outMsg struct {
 // sending of an Abort at the end.
 func NewConn(rwc io.ReadWriteCloser, opts *Options) *Conn {
 	c := &Conn{
-		lim:          opts.limits(),
-		log:          slog.New(slog.DiscardHandler),
-		rwc:          rwc,
-		done:         make(chan struct{}),
-		wdone:        make(chan struct{}),
-		answers:      make(map[uint32]*answer),
-		imports:      make(map[uint32]*importClient),
-		deadPromises: make(map[uint32]bool),
-		embargoes:    make(map[uint32]*embargo),
-		wake:         make(chan struct{}, 1),
+		lim:            opts.limits(),
+		log:            slog.New(slog.DiscardHandler),
+		rwc:            rwc,
+		done:           make(chan struct{}),
+		wdone:          make(chan struct{}),
+		answers:        make(map[uint32]*answer),
+		imports:        make(map[uint32]*importClient),
+		deadPromises:   make(map[uint32]bool),
+		finishOptional: make(map[uint32]struct{}),
+		embargoes:      make(map[uint32]*embargo),
+		wake:           make(chan struct{}, 1),
 	}
 	if opts != nil {
 		if opts.Logger != nil {

@@ -193,6 +193,7 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 		c.mu.Unlock()
 		return fail(err)
 	}
+	delete(c.finishOptional, qid)
 	if c.active > 0 && c.aBytes+size > c.lim.maxBytes {
 		c.mu.Unlock()
 		return fail(protoErr("more than %d bytes of calls in flight", c.lim.maxBytes))
@@ -209,8 +210,14 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 	} else {
 		base = c.answers[paID]
 		if base == nil {
-			c.mu.Unlock()
-			return fail(protoErr("call %d on unknown promised answer %d", qid, paID))
+			_, optional := c.finishOptional[paID]
+			if !optional && !c.finishOverflow {
+				c.mu.Unlock()
+				return fail(protoErr("call %d on unknown promised answer %d", qid, paID))
+			}
+			// Pipelined on results returned with noFinishNeeded, which
+			// hold no capability.
+			targetErr = errNotCapability
 		}
 	}
 	caps, err := c.importCaps(descs, &release)
@@ -251,6 +258,17 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 	a.deliver(target, recv)
 	target.Release()
 	return nil
+}
+
+// finishWasOptional reports whether id is that of an answer returned
+// with noFinishNeeded (see Conn.finishOptional), and forgets it. The
+// caller holds c.mu.
+func (c *Conn) finishWasOptional(id uint32) bool {
+	if _, ok := c.finishOptional[id]; ok {
+		delete(c.finishOptional, id)
+		return true
+	}
+	return c.finishOverflow
 }
 
 // checkAnswerLimits refuses a new call from the peer beyond MaxCalls
@@ -308,6 +326,7 @@ func (c *Conn) handleBootstrap(root rpccp.Message) error {
 		c.mu.Unlock()
 		return err
 	}
+	delete(c.finishOptional, qid)
 	a := c.newAnswer(qid, 0, nil)
 	boot := c.boot.AddRef()
 	c.mu.Unlock()
@@ -350,7 +369,11 @@ func (c *Conn) handleFinish(root rpccp.Message) error {
 	}
 	a := c.answers[id]
 	if a == nil {
+		optional := c.finishWasOptional(id)
 		c.mu.Unlock()
+		if optional {
+			return nil
+		}
 		return protoErr("finish for unknown question %d", id)
 	}
 	if a.finished {
