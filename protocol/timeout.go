@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -85,6 +86,15 @@ func (c *timeoutConn) Read(p []byte) (int, error) {
 		c.scan(p[:n])
 		return n, err
 	}
+}
+
+// SyscallConn passes the socket's descriptor on, so that the RPC
+// connection may write to it directly (it reads only through Read).
+func (c *timeoutConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.New("protocol: connection has no file descriptor")
 }
 
 func (c *timeoutConn) timeoutErr() error {

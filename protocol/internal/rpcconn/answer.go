@@ -308,11 +308,12 @@ func (a *answer) Return() {
 	if noFinish {
 		a.retHdr.SetNoFinishNeeded(true)
 	}
+	var kick bool
 	if out == a.ret {
-		c.send(out, a.onSent)
+		kick = c.enqueue(out, a.onSent)
 	} else {
 		a.sent, a.msgReleased = true, true
-		c.send(out, nil)
+		kick = c.enqueue(out, nil)
 	}
 	var done bool
 	if a.finished && !a.draining {
@@ -328,6 +329,9 @@ func (a *answer) Return() {
 		done = true
 	}
 	c.mu.Unlock()
+	if kick {
+		c.flush()
+	}
 	settleAll(waiters)
 	for _, m := range drop {
 		m.Release()

@@ -9,6 +9,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/server"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
 	"github.com/gomultiprocess/multiprocess/schema"
 )
@@ -141,3 +142,78 @@ func TestHeldMessagesSurviveBufferReuse(t *testing.T) {
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// Many goroutines calling at once with payloads of several KiB fill the
+// socket: writes from the calling goroutines are then partial, and the
+// writer goroutine carries on from the middle of a frame. Every result
+// must come back whole and in its own call.
+func TestConcurrentCallsFillTheSocket(t *testing.T) {
+	client, _ := newPair(t, true, true, newTestServer().client())
+	ctx := testCtx(t)
+	boot := client.bootstrap(ctx)
+	defer boot.Release()
+	e := schema.Echo(boot)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100; i++ {
+				want := strings.Repeat(string(rune('a'+g)), 1000*(1+(g+i)%40))
+				f, rel := e.Echo(ctx, func(p schema.Echo_echo_Params) error { return p.SetEcho(want) })
+				r, err := f.Struct()
+				if err == nil {
+					var got string
+					if got, err = r.Result(); err == nil && got != want {
+						err = errorString("wrong result")
+					}
+				}
+				rel()
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// Calls queued faster than the peer reads: the first write from the
+// calling goroutine is partial, and the writer finishes the frame and
+// writes the rest. The peer must read every Call whole and in order.
+func TestPartialDirectWrite(t *testing.T) {
+	c, p, _ := newRawPair(t, nil)
+	ctx := testCtx(t)
+	boot := c.Bootstrap(ctx)
+	e := schema.Echo(boot)
+	const n = 60
+	payload := func(i int) string { return strings.Repeat(string(rune('a'+i%26)), 20000+i) }
+	var rels []capnp.ReleaseFunc
+	for i := 0; i < n; i++ {
+		_, rel := e.Echo(ctx, func(p schema.Echo_echo_Params) error { return p.SetEcho(payload(i)) })
+		rels = append(rels, rel)
+	}
+	p.expect(rpccp.Message_Which_bootstrap)
+	for i := 0; i < n; i++ {
+		m := p.expect(rpccp.Message_Which_call)
+		call, _ := m.Call()
+		params, _ := call.Params()
+		content, _ := params.Content()
+		got, err := schema.Echo_echo_Params(content.Struct()).Echo()
+		if err != nil || got != payload(i) {
+			t.Fatalf("call %d: %d bytes, err %v; want %d bytes", i, len(got), err, len(payload(i)))
+		}
+	}
+	c.Close()
+	<-c.Done()
+	for _, rel := range rels {
+		rel()
+	}
+	boot.Release()
+}

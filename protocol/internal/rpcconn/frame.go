@@ -109,6 +109,30 @@ func writeFrame(w *bufio.Writer, msg *capnp.Message, hdr []byte) error {
 	return nil
 }
 
+// appendFrame appends msg in the standard stream framing to dst.
+func appendFrame(dst []byte, msg *capnp.Message) ([]byte, error) {
+	n := msg.NumSegments()
+	if n < 1 || n > MaxSegments {
+		return dst, fmt.Errorf("rpcconn: outgoing message has %d segments", n)
+	}
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(n-1))
+	for i := int64(0); i < n; i++ {
+		seg, err := msg.Segment(capnp.SegmentID(i))
+		if err != nil {
+			return dst, err
+		}
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(seg.Data())/8))
+	}
+	if n%2 == 0 {
+		dst = binary.LittleEndian.AppendUint32(dst, 0)
+	}
+	for i := int64(0); i < n; i++ {
+		seg, _ := msg.Segment(capnp.SegmentID(i))
+		dst = append(dst, seg.Data()...)
+	}
+	return dst, nil
+}
+
 // frameHeaderSize is the buffer readFrame needs for a header.
 const frameHeaderSize = 8 + 4*MaxSegments
 

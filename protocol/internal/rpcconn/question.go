@@ -337,8 +337,11 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 	if ctx.Done() != nil {
 		q.stop = context.AfterFunc(ctx, func() { q.cancel(ctx.Err()) })
 	}
-	c.send(msg, nil)
+	kick := c.enqueue(msg, nil)
 	c.mu.Unlock()
+	if kick {
+		c.flush()
+	}
 	ans := q.p.Answer()
 	return q, ans, q.releaseFunc
 }
