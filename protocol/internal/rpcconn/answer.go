@@ -309,6 +309,9 @@ func (a *answer) Return() {
 		a.retHdr.SetNoFinishNeeded(true)
 	}
 	var kick bool
+	// With other calls being served, more Returns follow: the writer
+	// batches them.
+	direct := c.active == 0
 	if out == a.ret {
 		kick = c.enqueue(out, a.onSent)
 	} else {
@@ -330,7 +333,11 @@ func (a *answer) Return() {
 	}
 	c.mu.Unlock()
 	if kick {
-		c.flush()
+		if direct {
+			c.flush()
+		} else {
+			c.wakeWriter()
+		}
 	}
 	settleAll(waiters)
 	for _, m := range drop {

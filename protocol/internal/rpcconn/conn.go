@@ -47,6 +47,7 @@ type Conn struct {
 	qCount    int           // questions counted against MaxCalls
 	qBytes    uint64        // their call messages' bytes
 	qWait     chan struct{} // closed when qCount or qBytes drop
+	qOpen     int           // questions sent whose Return has not come
 	answers   map[uint32]*answer
 	aBytes    uint64
 	active    int           // answers whose Return has not run

@@ -20,6 +20,7 @@ type question struct {
 
 	// Guarded by c.mu.
 	returned    bool // Return arrived, or the question was failed
+	open        bool // counted in c.qOpen
 	finishSent  bool // canceled before its Return
 	freed       bool // out of the table; the ID may be reused
 	budgetFreed bool
@@ -108,8 +109,19 @@ func (c *Conn) newQuestion(m capnp.Method, size uint64) *question {
 	}
 	c.qCount++
 	c.qBytes += size
+	q.open = true
+	c.qOpen++
 	q.p = capnp.NewPromise(m, q, nil)
 	return q
+}
+
+// closeQuestion notes that q is no longer waiting for its Return (it
+// came, or q was canceled or never sent); the caller holds c.mu.
+func (c *Conn) closeQuestion(q *question) {
+	if q.open {
+		q.open = false
+		c.qOpen--
+	}
 }
 
 // releaseBudget gives back what q counted against MaxCalls and
@@ -188,6 +200,7 @@ func (q *question) cancel(err error) {
 		return
 	}
 	q.finishSent = true
+	c.closeQuestion(q)
 	msg, root := newMessage()
 	f, _ := root.NewFinish()
 	f.SetQuestionId(q.id)
@@ -328,6 +341,7 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 	var err2 error
 	if q.paramCaps, err2 = c.describeCaps(params, msg.CapTable(), &release); err2 != nil {
 		err := err2
+		c.closeQuestion(q)
 		c.freeQuestion(q)
 		c.releaseBudget(q)
 		c.mu.Unlock()
@@ -338,9 +352,15 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 		q.stop = context.AfterFunc(ctx, func() { q.cancel(ctx.Err()) })
 	}
 	kick := c.enqueue(msg, nil)
+	// With other calls in flight, the writer batches.
+	direct := c.qOpen <= 1
 	c.mu.Unlock()
 	if kick {
-		c.flush()
+		if direct {
+			c.flush()
+		} else {
+			c.wakeWriter()
+		}
 	}
 	ans := q.p.Answer()
 	return q, ans, q.releaseFunc
@@ -515,6 +535,7 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 		return nil
 	}
 	q.returned = true
+	c.closeQuestion(q)
 	var caps []capnp.Client
 	if callErr == nil {
 		caps, err = c.importCaps(descs, &release)
