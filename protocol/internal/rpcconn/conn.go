@@ -48,13 +48,16 @@ type Conn struct {
 	qBytes    uint64        // their call messages' bytes
 	qWait     chan struct{} // closed when qCount or qBytes drop
 	qOpen     int           // questions sent whose Return has not come
-	answers   map[uint32]*answer
-	aBytes    uint64
-	active    int           // answers whose Return has not run
-	idle      chan struct{} // closed when active reaches 0 while closing
-	exports   []*export
-	freeE     []uint32
-	imports   map[uint32]*importClient
+	// streamOpen counts the calls to `-> stream` methods among qCount
+	// (at most StreamWindow).
+	streamOpen int
+	answers    map[uint32]*answer
+	aBytes     uint64
+	active     int           // answers whose Return has not run
+	idle       chan struct{} // closed when active reaches 0 while closing
+	exports    []*export
+	freeE      []uint32
+	imports    map[uint32]*importClient
 	// deadPromises are promise imports released before they resolved:
 	// a Resolve for one is dropped, not refused. deadOverflow says that
 	// the set stopped growing at MaxTableSize, so that unknown Resolves

@@ -21,6 +21,7 @@ type question struct {
 	// Guarded by c.mu.
 	returned    bool // Return arrived, or the question was failed
 	open        bool // counted in c.qOpen
+	stream      bool // a call to a `-> stream` method, counted in c.streamOpen
 	finishSent  bool // canceled before its Return
 	freed       bool // out of the table; the ID may be reused
 	budgetFreed bool
@@ -136,6 +137,9 @@ func (c *Conn) releaseBudget(q *question) {
 	q.budgetFreed = true
 	c.qCount--
 	c.qBytes -= q.size
+	if q.stream {
+		c.streamOpen--
+	}
 	if c.qWait != nil {
 		close(c.qWait)
 		c.qWait = nil
@@ -291,9 +295,11 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 		return nil, capnp.ErrorAnswer(s.Method, exc.WrapError("rpcconn: build call", err)), func() {}
 	}
 	size := msgSize(msg)
+	stream := block && isStreamMethod(s.Method)
 	var release []capnp.Client
 	c.mu.Lock()
-	for block && !c.closing && c.qCount > 0 && (c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes) {
+	for block && !c.closing && c.qCount > 0 && (c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes ||
+		(stream && c.streamOpen >= StreamWindow)) {
 		if c.qWait == nil {
 			c.qWait = make(chan struct{})
 		}
@@ -336,6 +342,10 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 		t.imp.called = true
 	}
 	q := c.newQuestion(s.Method, size)
+	if stream {
+		q.stream = true
+		c.streamOpen++
+	}
 	call.SetQuestionId(q.id)
 	params, _ := call.Params()
 	var err2 error
