@@ -19,6 +19,10 @@ import (
 // ErrClosed is Conn.Err after this side closed the connection.
 var ErrClosed = errors.New("rpcconn: connection closed")
 
+// peerGoneGrace is how long a write that failed because the peer closed
+// leaves the reader to find out why (see writer).
+const peerGoneGrace = time.Second
+
 // abortWriteTimeout bounds how long the writer may spend sending an Abort
 // (and finishing the write it was in) once the connection is ending.
 const abortWriteTimeout = 250 * time.Millisecond
@@ -527,6 +531,7 @@ func (c *Conn) writer() {
 	bw := bufio.NewWriterSize(c.rwc, 64<<10)
 	hdr := make([]byte, frameHeaderSize)
 	var failed error
+	reported := false
 	for {
 		c.qmu.Lock()
 		for c.writing || (len(c.outq) == 0 && len(c.pending) == 0 && !c.stop) {
@@ -582,8 +587,19 @@ func (c *Conn) writer() {
 			c.spare = batch[:0]
 		}
 		c.qmu.Unlock()
-		if failed != nil && !stop {
-			c.shutdown(failed, false)
+		if failed != nil && !stop && !reported {
+			reported = true
+			if isPeerGone(failed) {
+				// The peer closed its end: what it sent first (an
+				// Abort saying why) may still be unread. The reader
+				// ends the connection with that, or with the end of
+				// the stream; if it has not within peerGoneGrace, the
+				// write error ends it.
+				err := failed
+				time.AfterFunc(peerGoneGrace, func() { c.shutdown(err, false) })
+			} else {
+				c.shutdown(failed, false)
+			}
 			continue
 		}
 		if stop {
