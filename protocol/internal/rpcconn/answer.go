@@ -313,7 +313,7 @@ func (a *answer) Return() {
 	// batches them.
 	direct := c.active == 0
 	if out == a.ret {
-		kick = c.enqueue(out, a.onSent)
+		kick = c.enqueue(out, a)
 	} else {
 		a.sent, a.msgReleased = true, true
 		kick = c.enqueue(out, nil)

@@ -100,6 +100,12 @@ func (a *recvArena) Release() {
 	}
 }
 
+// recvMsg is a received single-segment message with its arena.
+type recvMsg struct {
+	msg   capnp.Message
+	arena recvArena
+}
+
 // recvMultiArena is the arena of a received multi-segment message.
 type recvMultiArena struct {
 	capnp.Arena

@@ -107,7 +107,7 @@ type Conn struct {
 type outMsg struct {
 	msg    *capnp.Message
 	size   uint64
-	onSent func() // nil: the writer releases msg once written or dropped
+	sentTo *answer // msg is its Return: a.onSent once written or dropped; else msg is released
 }
 
 // NewConn runs the RPC protocol on rwc, which the Conn owns from then on.
@@ -368,9 +368,9 @@ func newMessage() (*capnp.Message, rpccp.Message) {
 
 // send queues msg for the writer without waiting. The caller may hold
 // c.mu. If the connection is ending, msg is dropped (released, or handed
-// to onSent).
-func (c *Conn) send(msg *capnp.Message, onSent func()) {
-	if c.enqueue(msg, onSent) {
+// to a.onSent).
+func (c *Conn) send(msg *capnp.Message, a *answer) {
+	if c.enqueue(msg, a) {
 		c.wakeWriter()
 	}
 }
@@ -379,16 +379,16 @@ func (c *Conn) send(msg *capnp.Message, onSent func()) {
 // for having it written: the queue was empty and nobody is writing. The
 // caller then calls flush (or wakeWriter) as soon as it holds no lock;
 // meanwhile other messages queued join msg. The caller may hold c.mu.
-func (c *Conn) enqueue(msg *capnp.Message, onSent func()) bool {
+func (c *Conn) enqueue(msg *capnp.Message, a *answer) bool {
 	size := msgSize(msg)
 	c.qmu.Lock()
 	if c.stop {
 		c.qmu.Unlock()
-		dropOut(outMsg{msg, size, onSent})
+		dropOut(outMsg{msg, size, a})
 		return false
 	}
 	kick := len(c.outq) == 0 && !c.writing && len(c.pending) == 0
-	c.outq = append(c.outq, outMsg{msg, size, onSent})
+	c.outq = append(c.outq, outMsg{msg, size, a})
 	c.outBytes += size
 	c.qmu.Unlock()
 	return kick
@@ -418,7 +418,7 @@ const maxDirect = 64 << 10
 // whatever that write leaves, and everything else, goes to the writer.
 // A call's message is thus sent without waking the writer goroutine: one
 // goroutine handoff less per message on a round trip. The caller holds
-// no lock (onSent functions run here).
+// no lock (answer.onSent runs here).
 func (c *Conn) flush() {
 	if c.raw == nil {
 		c.wakeWriter()
@@ -488,8 +488,8 @@ func (c *Conn) flush() {
 }
 
 func dropOut(m outMsg) {
-	if m.onSent != nil {
-		m.onSent()
+	if m.sentTo != nil {
+		m.sentTo.onSent()
 	} else {
 		m.msg.Release()
 		msgPool.Put(m.msg)

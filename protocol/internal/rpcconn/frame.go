@@ -43,9 +43,12 @@ func readFrame(r io.Reader, hdr []byte, l *limits) (*capnp.Message, uint64, erro
 			putRecvBuf(buf)
 			return nil, 0, unexpectedEOF(err)
 		}
-		a := &recvArena{buf: buf}
-		a.ReplaceData(buf.b)
-		msg, _, err = capnp.NewMessage(a)
+		// The message and its arena in one allocation.
+		rm := &recvMsg{}
+		rm.arena.buf = buf
+		rm.arena.ReplaceData(buf.b)
+		msg = &rm.msg
+		_, err = msg.Reset(&rm.arena)
 	} else {
 		buf := getRecvBuf(int(total))
 		copy(buf.b, hdr[:hlen])
