@@ -487,6 +487,19 @@ func (a *answer) deliverPipelined(p pendingCall) {
 	cl.Release()
 }
 
+// deliverSnapshot hands the call to the hook of snap. The caller holds
+// no lock.
+func (a *answer) deliverSnapshot(snap capnp.ClientSnapshot, r capnp.Recv) {
+	c := a.c
+	c.mu.Lock()
+	a.inReader = true
+	c.mu.Unlock()
+	snap.Recv(&a.ctx, r)
+	c.mu.Lock()
+	a.inReader = false
+	c.mu.Unlock()
+}
+
 // deliver hands the call to cl. The caller holds no lock.
 func (a *answer) deliver(cl capnp.Client, r capnp.Recv) {
 	c := a.c

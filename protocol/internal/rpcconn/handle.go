@@ -179,6 +179,7 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 
 	var release []capnp.Client
 	var target capnp.Client
+	var snap capnp.ClientSnapshot // the export's hook, for a call on an import
 	var targetErr error
 	c.mu.Lock()
 	if c.closing {
@@ -206,7 +207,9 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 			c.mu.Unlock()
 			return fail(protoErr("call %d on unknown export %d", qid, id))
 		}
-		target = e.client.AddRef()
+		// A snapshot holds the hook during delivery at the cost of one
+		// allocation (Client.AddRef and RecvCall cost four).
+		snap = e.client.Snapshot()
 	} else {
 		base = c.answers[paID]
 		if base == nil {
@@ -223,7 +226,7 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 	caps, err := c.importCaps(descs, &release)
 	if err != nil {
 		c.mu.Unlock()
-		target.Release()
+		snap.Release()
 		releaseAll(release)
 		releaseAll(caps)
 		return fail(err)
@@ -253,6 +256,11 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 	}
 	if targetErr != nil {
 		a.reject(targetErr)
+		return nil
+	}
+	if snap.IsValid() {
+		a.deliverSnapshot(snap, recv)
+		snap.Release()
 		return nil
 	}
 	a.deliver(target, recv)
