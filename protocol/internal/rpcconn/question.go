@@ -295,9 +295,17 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 		return nil, capnp.ErrorAnswer(s.Method, exc.WrapError("rpcconn: build call", err)), func() {}
 	}
 	size := msgSize(msg)
-	stream := block && isStreamMethod(s.Method)
 	var release []capnp.Client
 	c.mu.Lock()
+	// Whether the method streams matters only with many calls in
+	// flight; its first lookup decodes a schema file (a few hundred
+	// microseconds), which a program's first calls need not pay.
+	stream := false
+	if block && c.qCount >= streamLookupMin {
+		c.mu.Unlock()
+		stream = isStreamMethod(s.Method)
+		c.mu.Lock()
+	}
 	for block && !c.closing && c.qCount > 0 && (c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes ||
 		(stream && c.streamOpen >= StreamWindow)) {
 		if c.qWait == nil {

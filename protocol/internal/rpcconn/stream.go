@@ -20,7 +20,14 @@ import (
 // the package holding the generated code must call it (package schema
 // does, in an init function); calls to a stream method of an interface
 // that is not registered are bounded by MaxCalls only.
+//
+// Whether a method streams is looked up only for calls made while at
+// least streamLookupMin calls are in flight (the first lookup in a
+// schema file costs a few hundred microseconds), so up to StreamWindow +
+// streamLookupMin streamed calls may be in flight.
 const StreamWindow = 64
+
+const streamLookupMin = 8
 
 type methodKey struct {
 	iface  uint64

@@ -145,7 +145,7 @@ func TestNoGoroutinePerCall(t *testing.T) {
 }
 
 // Calls to a `-> stream` method (recognised from the registered schema)
-// are limited to StreamWindow in flight, whatever MaxCalls says, so
+// are limited to about StreamWindow in flight, whatever MaxCalls says, so
 // go-capnp's goroutine per streamed call stays bounded; the caller waits
 // meanwhile, and every call arrives once the server catches up.
 func TestStreamWindow(t *testing.T) {
@@ -202,11 +202,12 @@ func TestStreamWindow(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond) // would more arrive?
-	if got := received.Load(); got != StreamWindow {
-		t.Fatalf("%d streamed calls in flight, want %d", got, StreamWindow)
+	// The calls made while few were in flight are not counted.
+	if got := received.Load(); got < StreamWindow || got > StreamWindow+streamLookupMin {
+		t.Fatalf("%d streamed calls in flight, want %d to %d", got, StreamWindow, StreamWindow+streamLookupMin)
 	}
-	if g := runtime.NumGoroutine() - base; g > StreamWindow+10 {
-		t.Errorf("%d more goroutines while %d calls are in flight", g, StreamWindow)
+	if g := runtime.NumGoroutine() - base; g > StreamWindow+streamLookupMin+10 {
+		t.Errorf("%d more goroutines while at most %d calls are in flight", g, StreamWindow+streamLookupMin)
 	}
 	openGate.Do(func() { close(gate) })
 	if err := <-sent; err != nil {
