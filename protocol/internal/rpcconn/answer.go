@@ -332,12 +332,14 @@ func (a *answer) Return() {
 		done = true
 	}
 	c.mu.Unlock()
-	if kick {
-		if direct {
-			c.flush()
-		} else {
-			c.wakeWriter()
-		}
+	// With calls pipelined on the answer, the Return goes out only once
+	// they are handed on (when this goroutine is the one to have it
+	// written): the peer sends calls to the results' capabilities as soon
+	// as it reads the Return, and those must not overtake the pipelined
+	// ones, which it sent first.
+	if kick && len(pending) == 0 {
+		c.kick(direct)
+		kick = false
 	}
 	settleAll(waiters)
 	for _, m := range drop {
@@ -371,6 +373,9 @@ func (a *answer) Return() {
 		if m != nil {
 			m.Release()
 		}
+	}
+	if kick {
+		c.kick(direct)
 	}
 	if done {
 		a.finishCleanup()

@@ -410,6 +410,16 @@ func (c *Conn) writeDirect(fd uintptr) bool {
 	return true
 }
 
+// kick has the queue written, by this goroutine (flush) if direct, else
+// by the writer; the caller is responsible for it (enqueue said so).
+func (c *Conn) kick(direct bool) {
+	if direct {
+		c.flush()
+	} else {
+		c.wakeWriter()
+	}
+}
+
 // maxDirect is the most flush writes from the calling goroutine.
 const maxDirect = 64 << 10
 
