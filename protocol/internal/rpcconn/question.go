@@ -552,12 +552,13 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 		msg.Release()
 		return nil
 	}
-	q.returned = true
-	c.closeQuestion(q)
 	var caps []capnp.Client
 	if callErr == nil {
 		caps, err = c.importCaps(descs, &release)
 		if err != nil {
+			// The connection ends; q is still unanswered, so the end
+			// fails it (were it marked returned, nothing would settle
+			// it, and its caller would wait forever).
 			c.mu.Unlock()
 			releaseAll(release)
 			releaseAll(caps)
@@ -573,6 +574,8 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 			c.embargoLocals(q, content, caps, local)
 		}
 	}
+	q.returned = true
+	c.closeQuestion(q)
 	c.mu.Unlock()
 	releaseAll(release)
 	if callErr == nil {
