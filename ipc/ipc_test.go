@@ -76,6 +76,30 @@ func TestSpawnEchoAndRelease(t *testing.T) {
 	}
 }
 
+// Echo returns its argument byte for byte, also when it is copied in
+// pieces (arguments of 512 KiB and more).
+func TestEchoLarge(t *testing.T) {
+	dir := childDir(t, "child", "echo")
+	i := newTestIpc(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	init, err := i.SpawnProcess(ctx, "child")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer init.Release()
+	for _, n := range []int{0, 1, 512<<10 - 1, 512 << 10, 512<<10 + 1, 1 << 20, 3<<20 + 7} {
+		b := make([]byte, n)
+		for j := range b {
+			b[j] = byte('a' + (j*7+j/4096)%26)
+		}
+		got, err := echo(ctx, init, string(b))
+		if err != nil || got != string(b) {
+			t.Fatalf("echo of %d bytes: %d bytes back, equal %v, err %v", n, len(got), got == string(b), err)
+		}
+	}
+}
+
 func TestSpawnRefusesOtherProtocolVersion(t *testing.T) {
 	dir := childDir(t, "child", "oldversion")
 	i := newTestIpc(t, dir)

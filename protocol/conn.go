@@ -164,14 +164,7 @@ func newConn(ctx context.Context, nc net.Conn, opts *Options, role string, newIn
 		started = true
 	}
 	c.log.Info("connection opened", "role", role)
-	var rwc net.Conn = nc
-	if t := opts.writeTimeout(); t > 0 {
-		rwc = newWriteTimeoutConn(rwc, t)
-	}
-	if t := opts.messageTimeout(); t > 0 {
-		rwc = newTimeoutConn(rwc, t)
-	}
-	rc := rpcconn.NewConn(rwc, ro)
+	rc := rpcconn.NewConn(withTimeouts(nc, opts), ro)
 	c.mu.Lock()
 	c.rc = rc
 	closed := c.why != stillOpen // newInit closed it
@@ -360,3 +353,16 @@ func (c *Conn) spawn(fn func()) bool {
 // Logger returns the connection's logger: the one from Options, with a
 // "conn" group naming this connection.
 func (c *Conn) Logger() *slog.Logger { return c.log }
+
+// withTimeouts wraps nc with the write and message timeouts of opts. The
+// wrappers pass the socket's descriptor on (syscall.Conn), which the RPC
+// connection uses to write small messages without waking its writer.
+func withTimeouts(nc net.Conn, opts *Options) net.Conn {
+	if t := opts.writeTimeout(); t > 0 {
+		nc = newWriteTimeoutConn(nc, t)
+	}
+	if t := opts.messageTimeout(); t > 0 {
+		nc = newTimeoutConn(nc, t)
+	}
+	return nc
+}

@@ -78,7 +78,7 @@ func TestMessageTimeoutDropsIncompleteMessage(t *testing.T) {
 
 // The timeout counts from a message's first byte: a peer that stays idle
 // for many times the timeout is not dropped, nor is one whose messages
-// arrive in parts, slowly but within the timeout.
+// arrive in parts, slowly but within the timeout, with idle times between.
 func TestMessageTimeoutSparesIdleAndSlowPeers(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -88,6 +88,9 @@ func TestMessageTimeoutSparesIdleAndSlowPeers(t *testing.T) {
 	}{
 		{"idle", 100 * time.Millisecond, 0, 300 * time.Millisecond},
 		{"slow but in time", time.Second, 50 * time.Millisecond, 0},
+		// The deadline armed for the parts of one message fires while the
+		// peer is idle: it is cleared, and the next message gets a new one.
+		{"slow, then idle", 150 * time.Millisecond, 20 * time.Millisecond, 400 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testContext(t)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -20,7 +21,14 @@ var ErrMessageTimeout = errors.New("protocol: peer left a message incomplete")
 // deadline, for what is left of the timeout. The time counted is the time
 // spent waiting for the peer in Read: a reader that pauses between
 // messages (back-pressure) does not use up the peer's allowance. An idle
-// peer, between messages, has no deadline at all.
+// peer, between messages, is never dropped.
+//
+// The read deadline is armed lazily: once set, it stays until it fires,
+// and is re-armed only then, if the message in progress still has
+// allowance left (the time counted is then exact: a deadline armed for an
+// earlier read can only be earlier than this read's, never later). A
+// deadline that fires between messages is cleared. So a connection sets
+// its deadline about once per timeout period, not twice per read.
 //
 // Read is called by one goroutine at a time (the reader); the other
 // methods pass through.
@@ -50,32 +58,44 @@ func newTimeoutConn(nc net.Conn, timeout time.Duration) *timeoutConn {
 func (c *timeoutConn) midMessage() bool { return c.wordN > 0 || c.inHeader || c.skip > 0 }
 
 func (c *timeoutConn) Read(p []byte) (int, error) {
-	if !c.midMessage() {
-		if c.armed {
+	for {
+		mid := c.midMessage()
+		var start time.Time
+		if mid {
+			left := c.timeout - c.spent
+			if left <= 0 {
+				return 0, c.timeoutErr()
+			}
+			start = time.Now()
+			if !c.armed && c.Conn.SetReadDeadline(start.Add(left)) == nil {
+				c.armed = true
+			}
+		}
+		n, err := c.Conn.Read(p)
+		if mid {
+			c.spent += time.Since(start)
+		}
+		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) && c.armed {
+			// An earlier deadline fired: clear it, and carry on if the
+			// message in progress (if any) has time left.
 			c.armed = false
 			if err := c.Conn.SetReadDeadline(time.Time{}); err != nil {
 				return 0, err
 			}
+			continue
 		}
-		n, err := c.Conn.Read(p)
 		c.scan(p[:n])
 		return n, err
 	}
-	left := c.timeout - c.spent
-	if left <= 0 {
-		return 0, c.timeoutErr()
+}
+
+// SyscallConn passes the socket's descriptor on, so that the RPC
+// connection may write to it directly (it reads only through Read).
+func (c *timeoutConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
 	}
-	start := time.Now()
-	if c.Conn.SetReadDeadline(start.Add(left)) == nil {
-		c.armed = true
-	}
-	n, err := c.Conn.Read(p)
-	c.spent += time.Since(start)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		err = c.timeoutErr()
-	}
-	c.scan(p[:n])
-	return n, err
+	return nil, errors.New("protocol: connection has no file descriptor")
 }
 
 func (c *timeoutConn) timeoutErr() error {
@@ -191,6 +211,17 @@ func (c *writeTimeoutConn) SetWriteDeadline(t time.Time) error {
 		t = time.Now().Add(c.timeout)
 	}
 	return c.Conn.SetWriteDeadline(t)
+}
+
+// SyscallConn passes the socket's descriptor on, as timeoutConn does: the
+// RPC connection writes small messages with one non-blocking write(2)
+// from the calling goroutine, which never waits and so needs no
+// deadline; what such a write leaves goes through Write.
+func (c *writeTimeoutConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.New("protocol: connection has no file descriptor")
 }
 
 func (c *writeTimeoutConn) SetDeadline(t time.Time) error {

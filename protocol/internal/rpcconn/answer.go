@@ -22,6 +22,7 @@ type answer struct {
 
 	// Touched only by the goroutine returning the call, before Return.
 	ret     *capnp.Message // the Return message, once allocated
+	retHdr  rpccp.Return   // its Return struct, if AllocResults made it
 	payload rpccp.Payload
 	content capnp.Ptr
 	alloced bool
@@ -206,6 +207,7 @@ func (a *answer) AllocResults(sz capnp.ObjectSize) (capnp.Struct, error) {
 	}
 	ret.SetAnswerId(a.id)
 	ret.SetReleaseParamCaps(false)
+	a.retHdr = ret
 	a.payload, err = ret.NewResults()
 	if err != nil {
 		return capnp.Struct{}, err
@@ -319,6 +321,19 @@ func (a *answer) Return() {
 	}
 	pending := a.pipeline
 	a.pipeline = nil
+	// Results without capabilities need no Finish: nothing can be
+	// pipelined on them or released. The answer is forgotten at once
+	// (a peer that does not know the flag still sends a Finish, which is
+	// then dropped), and the results are released once written.
+	noFinish := out == a.ret && a.retHdr.IsValid() && len(pending) == 0 && len(a.waiters) == 0 &&
+		!a.finished && a.ret.CapTable().Len() == 0
+	if noFinish {
+		a.retHdr.SetNoFinishNeeded(true)
+	}
+	// With other calls being served, more Returns follow: the writer
+	// batches them.
+	direct := c.active == 0
+	var kick bool
 	var waiters []waiterResult
 	if len(pending) > 0 {
 		// The Return goes out once the calls pipelined on a are handed
@@ -328,15 +343,27 @@ func (a *answer) Return() {
 	} else {
 		a.returned = true
 		waiters = a.takeWaiters()
-		a.sendReturn(out)
+		kick = a.sendReturn(out)
 	}
 	tk := a.takeResults()
 	var done bool
 	if a.finished && !a.draining {
 		c.removeAnswer(a)
 		done = true
+	} else if noFinish {
+		c.removeAnswer(a)
+		if len(c.finishOptional) < c.lim.maxTable {
+			c.finishOptional[a.id] = struct{}{}
+		} else {
+			c.finishOverflow = true
+		}
+		done = true
 	}
 	c.mu.Unlock()
+	if kick {
+		c.kick(direct)
+		kick = false
+	}
 	tk.run()
 	settleAll(waiters)
 	for _, m := range drop {
@@ -356,7 +383,7 @@ func (a *answer) Return() {
 		var waiters []waiterResult
 		if len(pending) == 0 {
 			a.draining, a.returned = false, true
-			a.sendReturn(out)
+			kick = a.sendReturn(out)
 			waiters = a.takeWaiters()
 			if a.finished && !a.removed && !c.closing {
 				c.removeAnswer(a)
@@ -372,6 +399,9 @@ func (a *answer) Return() {
 			m.Release()
 		}
 	}
+	if kick {
+		c.kick(direct)
+	}
 	if done {
 		a.finishCleanup()
 	}
@@ -380,25 +410,27 @@ func (a *answer) Return() {
 	}
 }
 
-// sendReturn queues the Return message out. The caller holds c.mu.
-func (a *answer) sendReturn(out *capnp.Message) {
+// sendReturn queues the Return message out and reports whether the
+// caller must then have it written (Conn.enqueue). The caller holds c.mu.
+func (a *answer) sendReturn(out *capnp.Message) (kick bool) {
 	c := a.c
 	if out == a.ret {
 		if c.closing {
 			// Not written: the message is released with the answer.
 			a.sent = true
-			return
+			return false
 		}
-		c.send(out, a.onSent)
-		return
+		return c.enqueue(out, a)
 	}
 	if !a.redirect {
 		a.sent, a.msgReleased = true, true
 	}
-	c.send(out, nil)
+	return c.enqueue(out, nil)
 }
 
 var errCanceled = exc.New(exc.Failed, "rpcconn", "call canceled by the caller")
+
+var errNotCapability = exc.New(exc.Failed, "rpcconn", "pipelined call on a field that is not a capability")
 
 // onSent runs in the writer once the Return message is written or dropped.
 func (a *answer) onSent() {
@@ -474,7 +506,7 @@ func (a *answer) target(transform []capnp.PipelineOp) (capnp.Client, error) {
 	}
 	iface := p.Interface()
 	if !p.IsValid() || !iface.IsValid() {
-		return capnp.Client{}, exc.New(exc.Failed, "rpcconn", "pipelined call on a field that is not a capability")
+		return capnp.Client{}, errNotCapability
 	}
 	cl := iface.Client()
 	if !cl.IsValid() {
@@ -501,6 +533,19 @@ func (a *answer) deliverPipelined(p pendingCall) {
 		p.held.settle(cl.RecvCall(p.ctx, p.recv), nil)
 	}
 	cl.Release()
+}
+
+// deliverSnapshot hands the call to the hook of snap. The caller holds
+// no lock.
+func (a *answer) deliverSnapshot(snap capnp.ClientSnapshot, r capnp.Recv) {
+	c := a.c
+	c.mu.Lock()
+	a.inReader = true
+	c.mu.Unlock()
+	snap.Recv(&a.ctx, r)
+	c.mu.Lock()
+	a.inReader = false
+	c.mu.Unlock()
 }
 
 // deliver hands the call to cl. The caller holds no lock.

@@ -19,6 +19,10 @@ import (
 // ErrClosed is Conn.Err after this side closed the connection.
 var ErrClosed = errors.New("rpcconn: connection closed")
 
+// peerGoneGrace is how long a write that failed because the peer closed
+// leaves the reader to find out why (see writer).
+const peerGoneGrace = time.Second
+
 // abortWriteTimeout bounds how long the writer may spend sending an Abort
 // (and finishing the write it was in) once the connection is ending.
 const abortWriteTimeout = 250 * time.Millisecond
@@ -47,21 +51,38 @@ type Conn struct {
 	qCount    int           // questions counted against MaxCalls
 	qBytes    uint64        // their call messages' bytes
 	qWait     chan struct{} // closed when qCount or qBytes drop
-	answers   map[uint32]*answer
-	aBytes    uint64
-	active    int           // answers whose Return has not run
-	idle      chan struct{} // closed when active reaches 0 while closing
-	exports   []*export
-	freeE     []uint32
-	imports   map[uint32]*importClient
+	qOpen     int           // questions sent whose Return has not come
+	// streamOpen counts the calls to `-> stream` methods among qCount
+	// (at most StreamWindow).
+	streamOpen int
+	answers    map[uint32]*answer
+	aBytes     uint64
+	active     int           // answers whose Return has not run
+	idle       chan struct{} // closed when active reaches 0 while closing
+	exports    []*export
+	freeE      []uint32
+	imports    map[uint32]*importClient
 	// deadPromises are promise imports released before they resolved:
 	// a Resolve for one is dropped, not refused. deadOverflow says that
 	// the set stopped growing at MaxTableSize, so that unknown Resolves
 	// are dropped too.
 	deadPromises map[uint32]bool
 	deadOverflow bool
-	embargoes    map[uint32]*embargo
-	nextEmb      uint32
+	// finishOptional holds the IDs of answers returned with
+	// noFinishNeeded and already forgotten: a Finish for one (from a peer
+	// that does not know the flag) is dropped, and a call pipelined on
+	// one fails (its results hold no capability). A new question with the
+	// ID takes it out. finishOverflow says that the set stopped growing
+	// at MaxTableSize, so that such messages for unknown IDs are treated
+	// alike.
+	finishOptional map[uint32]struct{}
+	finishOverflow bool
+	embargoes      map[uint32]*embargo
+	nextEmb        uint32
+
+	// raw is rwc's file descriptor for a non-blocking write(2) from the
+	// goroutine that queued a message (flush); nil if rwc has none.
+	raw syscall.RawConn
 
 	// qmu guards the outgoing queue.
 	qmu      sync.Mutex
@@ -72,12 +93,21 @@ type Conn struct {
 	wake     chan struct{} // capacity 1: the writer has something to do
 	stop     bool
 	abortMsg *capnp.Message
+	// writing says that a goroutine (the writer, or one in flush) is
+	// writing: it alone writes to rwc, and before it stops it looks at
+	// the queue again. pending holds bytes that flush could not write
+	// at once; the writer writes them first.
+	writing bool
+	pending []byte
+	dbuf    []byte             // flush's encoding buffer; used while writing
+	dn      int                // bytes written by writeDirect
+	direct  func(uintptr) bool // writeDirect, allocated once
 }
 
 type outMsg struct {
 	msg    *capnp.Message
 	size   uint64
-	onSent func() // nil: the writer releases msg once written or dropped
+	sentTo *answer // msg is its Return: a.onSent once written or dropped; else msg is released
 }
 
 // NewConn runs the RPC protocol on rwc, which the Conn owns from then on.
@@ -85,16 +115,17 @@ type outMsg struct {
 // sending of an Abort at the end.
 func NewConn(rwc io.ReadWriteCloser, opts *Options) *Conn {
 	c := &Conn{
-		lim:          opts.limits(),
-		log:          slog.New(slog.DiscardHandler),
-		rwc:          rwc,
-		done:         make(chan struct{}),
-		wdone:        make(chan struct{}),
-		answers:      make(map[uint32]*answer),
-		imports:      make(map[uint32]*importClient),
-		deadPromises: make(map[uint32]bool),
-		embargoes:    make(map[uint32]*embargo),
-		wake:         make(chan struct{}, 1),
+		lim:            opts.limits(),
+		log:            slog.New(slog.DiscardHandler),
+		rwc:            rwc,
+		done:           make(chan struct{}),
+		wdone:          make(chan struct{}),
+		answers:        make(map[uint32]*answer),
+		imports:        make(map[uint32]*importClient),
+		deadPromises:   make(map[uint32]bool),
+		finishOptional: make(map[uint32]struct{}),
+		embargoes:      make(map[uint32]*embargo),
+		wake:           make(chan struct{}, 1),
 	}
 	if opts != nil {
 		if opts.Logger != nil {
@@ -103,6 +134,15 @@ func NewConn(rwc io.ReadWriteCloser, opts *Options) *Conn {
 		c.boot = opts.BootstrapClient
 		c.observe = opts.Observe
 		c.owner = opts.Owner
+	}
+	if _, ok := rwc.(net.Conn); ok {
+		// A net.Conn's descriptor is non-blocking.
+		if sc, ok := rwc.(syscall.Conn); ok {
+			if raw, err := sc.SyscallConn(); err == nil {
+				c.raw = raw
+				c.direct = c.writeDirect
+			}
+		}
 	}
 	go c.reader()
 	go c.writer()
@@ -330,30 +370,140 @@ func newMessage() (*capnp.Message, rpccp.Message) {
 
 // send queues msg for the writer without waiting. The caller may hold
 // c.mu. If the connection is ending, msg is dropped (released, or handed
-// to onSent).
-func (c *Conn) send(msg *capnp.Message, onSent func()) {
+// to a.onSent).
+func (c *Conn) send(msg *capnp.Message, a *answer) {
+	if c.enqueue(msg, a) {
+		c.wakeWriter()
+	}
+}
+
+// enqueue queues msg and reports whether the caller is now responsible
+// for having it written: the queue was empty and nobody is writing. The
+// caller then calls flush (or wakeWriter) as soon as it holds no lock;
+// meanwhile other messages queued join msg. The caller may hold c.mu.
+// The queue's size counts the memory msg holds (heldSize), not only the
+// bytes it will write.
+func (c *Conn) enqueue(msg *capnp.Message, a *answer) bool {
 	size := heldSize(msg)
 	c.qmu.Lock()
 	if c.stop {
 		c.qmu.Unlock()
-		dropOut(outMsg{msg, size, onSent})
-		return
+		dropOut(outMsg{msg, size, a})
+		return false
 	}
-	wasEmpty := len(c.outq) == 0
-	c.outq = append(c.outq, outMsg{msg, size, onSent})
+	kick := len(c.outq) == 0 && !c.writing && len(c.pending) == 0
+	c.outq = append(c.outq, outMsg{msg, size, a})
 	c.outBytes += size
 	c.qmu.Unlock()
-	if wasEmpty {
-		select {
-		case c.wake <- struct{}{}:
-		default:
+	return kick
+}
+
+func (c *Conn) wakeWriter() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// writeDirect is flush's one attempt at writing c.dbuf: the writer waits
+// if need be. It runs while c.writing is held.
+func (c *Conn) writeDirect(fd uintptr) bool {
+	if n, err := syscall.Write(int(fd), c.dbuf); err == nil && n > 0 {
+		c.dn = n
+	}
+	return true
+}
+
+// kick has the queue written, by this goroutine (flush) if direct, else
+// by the writer; the caller is responsible for it (enqueue said so).
+func (c *Conn) kick(direct bool) {
+	if direct {
+		c.flush()
+	} else {
+		c.wakeWriter()
+	}
+}
+
+// maxDirect is the most flush writes from the calling goroutine.
+const maxDirect = 64 << 10
+
+// flush writes the queued messages from the calling goroutine, with one
+// non-blocking write(2), if nobody else is writing and they are small;
+// whatever that write leaves, and everything else, goes to the writer.
+// A call's message is thus sent without waking the writer goroutine: one
+// goroutine handoff less per message on a round trip. The caller holds
+// no lock (answer.onSent runs here).
+func (c *Conn) flush() {
+	if c.raw == nil {
+		c.wakeWriter()
+		return
+	}
+	c.qmu.Lock()
+	var total uint64
+	for i := range c.outq {
+		total += c.outq[i].size
+	}
+	if c.writing || c.stop || len(c.pending) > 0 || len(c.outq) == 0 || total > maxDirect {
+		wake := !c.writing && (c.stop || len(c.pending) > 0 || len(c.outq) > 0)
+		c.qmu.Unlock()
+		if wake {
+			c.wakeWriter()
 		}
+		return
+	}
+	c.writing = true
+	batch := c.outq
+	c.outq = c.spare[:0]
+	c.spare = nil
+	c.qmu.Unlock()
+
+	buf := c.dbuf[:0]
+	var failed error
+	for i := range batch {
+		if failed == nil {
+			if c.observe != nil {
+				if m, err := rpccp.ReadRootMessage(batch[i].msg); err == nil {
+					c.observe(true, m)
+				}
+			}
+			buf, failed = appendFrame(buf, batch[i].msg)
+		}
+		dropOut(batch[i])
+		batch[i] = outMsg{}
+	}
+	c.dbuf = buf
+	c.dn = 0
+	if failed == nil {
+		c.raw.Write(c.direct)
+	}
+	n := c.dn
+
+	c.qmu.Lock()
+	c.writing = false
+	c.outBytes -= total
+	if c.outSpace != nil {
+		close(c.outSpace)
+		c.outSpace = nil
+	}
+	if c.spare == nil {
+		c.spare = batch[:0]
+	}
+	if failed == nil && n < len(buf) {
+		c.pending = append(c.pending[:0], buf[n:]...)
+	}
+	wake := c.stop || len(c.pending) > 0 || len(c.outq) > 0
+	c.qmu.Unlock()
+	if failed != nil {
+		c.shutdown(failed, false)
+	}
+	if wake {
+		c.wakeWriter()
 	}
 }
 
 func dropOut(m outMsg) {
-	if m.onSent != nil {
-		m.onSent()
+	if m.sentTo != nil {
+		m.sentTo.onSent()
 	} else {
 		m.msg.Release()
 		msgPool.Put(m.msg)
@@ -395,13 +545,17 @@ func (c *Conn) writer() {
 	bw := bufio.NewWriterSize(c.rwc, 64<<10)
 	hdr := make([]byte, frameHeaderSize)
 	var failed error
+	reported := false
 	for {
 		c.qmu.Lock()
-		for len(c.outq) == 0 && !c.stop {
+		for c.writing || (len(c.outq) == 0 && len(c.pending) == 0 && !c.stop) {
 			c.qmu.Unlock()
 			<-c.wake
 			c.qmu.Lock()
 		}
+		c.writing = true
+		pending := c.pending
+		c.pending = nil
 		batch := c.outq
 		c.outq = c.spare[:0]
 		c.spare = nil
@@ -409,6 +563,11 @@ func (c *Conn) writer() {
 		c.abortMsg = nil
 		c.qmu.Unlock()
 
+		if len(pending) > 0 && failed == nil {
+			// The rest of what flush wrote: it goes first (even when
+			// stopping, so that an Abort does not follow half a frame).
+			_, failed = bw.Write(pending)
+		}
 		var n uint64
 		for i := range batch {
 			n += batch[i].size
@@ -432,6 +591,7 @@ func (c *Conn) writer() {
 			failed = bw.Flush()
 		}
 		c.qmu.Lock()
+		c.writing = false
 		c.outBytes -= n
 		if c.outSpace != nil {
 			close(c.outSpace)
@@ -441,8 +601,19 @@ func (c *Conn) writer() {
 			c.spare = batch[:0]
 		}
 		c.qmu.Unlock()
-		if failed != nil && !stop {
-			c.shutdown(failed, false)
+		if failed != nil && !stop && !reported {
+			reported = true
+			if isPeerGone(failed) {
+				// The peer closed its end: what it sent first (an
+				// Abort saying why) may still be unread. The reader
+				// ends the connection with that, or with the end of
+				// the stream; if it has not within peerGoneGrace, the
+				// write error ends it.
+				err := failed
+				time.AfterFunc(peerGoneGrace, func() { c.shutdown(err, false) })
+			} else {
+				c.shutdown(failed, false)
+			}
 			continue
 		}
 		if stop {

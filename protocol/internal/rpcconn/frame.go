@@ -38,18 +38,30 @@ func readFrame(r io.Reader, hdr []byte, l *limits) (*capnp.Message, uint64, erro
 	var err error
 	if nseg == 1 {
 		// The common case, with fewer allocations than Unmarshal.
-		buf := make([]byte, total-hlen)
-		if _, err := io.ReadFull(r, buf); err != nil {
+		buf := getRecvBuf(int(total - hlen))
+		if _, err := io.ReadFull(r, buf.b); err != nil {
+			putRecvBuf(buf)
 			return nil, 0, unexpectedEOF(err)
 		}
-		msg, _, err = capnp.NewMessage(capnp.SingleSegment(buf))
+		// The message and its arena in one allocation.
+		rm := &recvMsg{}
+		rm.arena.buf = buf
+		rm.arena.ReplaceData(buf.b)
+		msg = &rm.msg
+		_, err = msg.Reset(&rm.arena)
 	} else {
-		buf := make([]byte, total)
-		copy(buf, hdr[:hlen])
-		if _, err := io.ReadFull(r, buf[hlen:]); err != nil {
+		buf := getRecvBuf(int(total))
+		copy(buf.b, hdr[:hlen])
+		if _, err := io.ReadFull(r, buf.b[hlen:]); err != nil {
+			putRecvBuf(buf)
 			return nil, 0, unexpectedEOF(err)
 		}
-		msg, err = capnp.Unmarshal(buf)
+		msg, err = capnp.Unmarshal(buf.b)
+		if err == nil {
+			msg.Arena = &recvMultiArena{Arena: msg.Arena, buf: buf}
+		} else {
+			putRecvBuf(buf)
+		}
 	}
 	if err != nil {
 		return nil, 0, protoErr("bad frame: %v", err)
@@ -98,6 +110,30 @@ func writeFrame(w *bufio.Writer, msg *capnp.Message, hdr []byte) error {
 		}
 	}
 	return nil
+}
+
+// appendFrame appends msg in the standard stream framing to dst.
+func appendFrame(dst []byte, msg *capnp.Message) ([]byte, error) {
+	n := msg.NumSegments()
+	if n < 1 || n > MaxSegments {
+		return dst, fmt.Errorf("rpcconn: outgoing message has %d segments", n)
+	}
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(n-1))
+	for i := int64(0); i < n; i++ {
+		seg, err := msg.Segment(capnp.SegmentID(i))
+		if err != nil {
+			return dst, err
+		}
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(seg.Data())/8))
+	}
+	if n%2 == 0 {
+		dst = binary.LittleEndian.AppendUint32(dst, 0)
+	}
+	for i := int64(0); i < n; i++ {
+		seg, _ := msg.Segment(capnp.SegmentID(i))
+		dst = append(dst, seg.Data()...)
+	}
+	return dst, nil
 }
 
 // frameHeaderSize is the buffer readFrame needs for a header.

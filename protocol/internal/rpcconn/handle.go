@@ -180,6 +180,7 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 
 	var release []capnp.Client
 	var target capnp.Client
+	var snap capnp.ClientSnapshot // the export's hook, for a call on an import
 	var targetErr error
 	c.mu.Lock()
 	if c.closing {
@@ -194,6 +195,7 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 		c.mu.Unlock()
 		return fail(err)
 	}
+	delete(c.finishOptional, qid)
 	if c.active > 0 && c.aBytes+size > c.lim.maxBytes {
 		c.mu.Unlock()
 		return fail(protoErr("more than %d bytes of calls in flight", c.lim.maxBytes))
@@ -206,18 +208,26 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 			c.mu.Unlock()
 			return fail(protoErr("call %d on unknown export %d", qid, id))
 		}
-		target = e.client.AddRef()
+		// A snapshot holds the hook during delivery at the cost of one
+		// allocation (Client.AddRef and RecvCall cost four).
+		snap = e.client.Snapshot()
 	} else {
 		base = c.answers[paID]
 		if base == nil {
-			c.mu.Unlock()
-			return fail(protoErr("call %d on unknown promised answer %d", qid, paID))
+			_, optional := c.finishOptional[paID]
+			if !optional && !c.finishOverflow {
+				c.mu.Unlock()
+				return fail(protoErr("call %d on unknown promised answer %d", qid, paID))
+			}
+			// Pipelined on results returned with noFinishNeeded, which
+			// hold no capability.
+			targetErr = errNotCapability
 		}
 	}
 	caps, err := c.importCaps(descs, &release)
 	if err != nil {
 		c.mu.Unlock()
-		target.Release()
+		snap.Release()
 		releaseAll(release)
 		releaseAll(caps)
 		return fail(err)
@@ -250,9 +260,25 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 		a.reject(targetErr)
 		return nil
 	}
+	if snap.IsValid() {
+		a.deliverSnapshot(snap, recv)
+		snap.Release()
+		return nil
+	}
 	a.deliver(target, recv)
 	target.Release()
 	return nil
+}
+
+// finishWasOptional reports whether id is that of an answer returned
+// with noFinishNeeded (see Conn.finishOptional), and forgets it. The
+// caller holds c.mu.
+func (c *Conn) finishWasOptional(id uint32) bool {
+	if _, ok := c.finishOptional[id]; ok {
+		delete(c.finishOptional, id)
+		return true
+	}
+	return c.finishOverflow
 }
 
 // checkAnswerLimits refuses a new call from the peer beyond MaxCalls
@@ -310,6 +336,7 @@ func (c *Conn) handleBootstrap(root rpccp.Message) error {
 		c.mu.Unlock()
 		return err
 	}
+	delete(c.finishOptional, qid)
 	a := c.newAnswer(qid, 0, nil)
 	boot := c.boot.AddRef()
 	c.mu.Unlock()
@@ -352,7 +379,11 @@ func (c *Conn) handleFinish(root rpccp.Message) error {
 	}
 	a := c.answers[id]
 	if a == nil {
+		optional := c.finishWasOptional(id)
 		c.mu.Unlock()
+		if optional {
+			return nil
+		}
 		return protoErr("finish for unknown question %d", id)
 	}
 	if a.finished {

@@ -66,7 +66,8 @@ type Options struct {
 
 	// Observe, if set, sees every message: received ones (sent=false)
 	// before they are handled, on the reader goroutine, and sent ones
-	// (sent=true) just before they are written, on the writer goroutine.
+	// (sent=true) just before they are written, one at a time, on the
+	// goroutine writing them (the writer, or the one that queued them).
 	// It must return quickly and must not keep m, which is valid only
 	// during the call. For logging calls (protocol's DebugCalls).
 	Observe func(sent bool, m rpccp.Message)

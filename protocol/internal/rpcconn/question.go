@@ -20,6 +20,8 @@ type question struct {
 
 	// Guarded by c.mu.
 	returned    bool // Return arrived, or the question was failed
+	open        bool // counted in c.qOpen
+	stream      bool // a call to a `-> stream` method, counted in c.streamOpen
 	finishSent  bool // canceled before its Return
 	freed       bool // out of the table; the ID may be reused
 	budgetFreed bool
@@ -112,8 +114,19 @@ func (c *Conn) newQuestion(m capnp.Method, size uint64) *question {
 	}
 	c.qCount++
 	c.qBytes += size
+	q.open = true
+	c.qOpen++
 	q.p = capnp.NewPromise(m, q, nil)
 	return q
+}
+
+// closeQuestion notes that q is no longer waiting for its Return (it
+// came, or q was canceled or never sent); the caller holds c.mu.
+func (c *Conn) closeQuestion(q *question) {
+	if q.open {
+		q.open = false
+		c.qOpen--
+	}
 }
 
 // releaseBudget gives back what q counted against MaxCalls and
@@ -128,6 +141,9 @@ func (c *Conn) releaseBudget(q *question) {
 	q.budgetFreed = true
 	c.qCount--
 	c.qBytes -= q.size
+	if q.stream {
+		c.streamOpen--
+	}
 	if c.qWait != nil {
 		close(c.qWait)
 		c.qWait = nil
@@ -192,6 +208,7 @@ func (q *question) cancel(err error) {
 		return
 	}
 	q.finishSent = true
+	c.closeQuestion(q)
 	msg, root := newMessage()
 	f, _ := root.NewFinish()
 	f.SetQuestionId(q.id)
@@ -247,9 +264,12 @@ func (c *Conn) forward(ctx context.Context, t callTarget, r capnp.Recv) capnp.Pi
 		c.mu.Unlock()
 	}
 	// Settled already (an error answer, or a question settled since).
+	// The answer is returned all the same, never nil: go-capnp's
+	// AnswerQueue.Fulfill takes the method value of what Recv returns
+	// (a nil PipelineCaller crashes the process there).
 	<-ans.Done()
 	finish()
-	return failedCaller{errNoPipeline}
+	return ans
 }
 
 func returnAnswer(ret capnp.Returner, ans *capnp.Answer, release capnp.ReleaseFunc) {
@@ -281,7 +301,17 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 	size := msgSize(msg)
 	var release []capnp.Client
 	c.mu.Lock()
-	for block && !c.closing && c.qCount > 0 && (c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes) {
+	// Whether the method streams matters only with many calls in
+	// flight; its first lookup decodes a schema file (a few hundred
+	// microseconds), which a program's first calls need not pay.
+	stream := false
+	if block && c.qCount >= streamLookupMin {
+		c.mu.Unlock()
+		stream = isStreamMethod(s.Method)
+		c.mu.Lock()
+	}
+	for block && !c.closing && c.qCount > 0 && (c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes ||
+		(stream && c.streamOpen >= StreamWindow)) {
 		if c.qWait == nil {
 			c.qWait = make(chan struct{})
 		}
@@ -324,11 +354,16 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 		t.imp.called = true
 	}
 	q := c.newQuestion(s.Method, size)
+	if stream {
+		q.stream = true
+		c.streamOpen++
+	}
 	call.SetQuestionId(q.id)
 	params, _ := call.Params()
 	var err2 error
 	if q.paramCaps, err2 = c.describeCaps(params, msg.CapTable(), &release); err2 != nil {
 		err := err2
+		c.closeQuestion(q)
 		c.freeQuestion(q)
 		c.releaseBudget(q)
 		c.mu.Unlock()
@@ -338,8 +373,17 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 	if ctx.Done() != nil {
 		q.stop = context.AfterFunc(ctx, func() { q.cancel(ctx.Err()) })
 	}
-	c.send(msg, nil)
+	kick := c.enqueue(msg, nil)
+	// With other calls in flight, the writer batches.
+	direct := c.qOpen <= 1
 	c.mu.Unlock()
+	if kick {
+		if direct {
+			c.flush()
+		} else {
+			c.wakeWriter()
+		}
+	}
 	ans := q.p.Answer()
 	return q, ans, q.releaseFunc
 }
@@ -519,11 +563,13 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 		msg.Release()
 		return nil
 	}
-	q.returned = true
 	var caps []capnp.Client
 	if callErr == nil {
 		caps, err = c.importCaps(descs, &release)
 		if err != nil {
+			// The connection ends; q is still unanswered, so the end
+			// fails it (were it marked returned, nothing would settle
+			// it, and its caller would wait forever).
 			c.mu.Unlock()
 			releaseAll(release)
 			releaseAll(caps)
@@ -539,6 +585,8 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 			c.embargoLocals(q, content, caps, local)
 		}
 	}
+	q.returned = true
+	c.closeQuestion(q)
 	c.mu.Unlock()
 	releaseAll(release)
 	if callErr == nil {

@@ -1,6 +1,7 @@
 package rpcconn
 
 import (
+	"context"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/server"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
 	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
 	"github.com/gomultiprocess/multiprocess/schema"
@@ -138,5 +141,79 @@ func TestNoGoroutinePerCall(t *testing.T) {
 	wg.Wait()
 	if failed.Load() != 0 {
 		t.Fatalf("%d calls failed", failed.Load())
+	}
+}
+
+// Calls to a `-> stream` method (recognised from the registered schema)
+// are limited to about StreamWindow in flight, whatever MaxCalls says, so
+// go-capnp's goroutine per streamed call stays bounded; the caller waits
+// meanwhile, and every call arrives once the server catches up.
+func TestStreamWindow(t *testing.T) {
+	if !isStreamMethod(capnp.Method{InterfaceID: schema.LifetimeListener_TypeID, MethodID: 0}) {
+		t.Fatal("LifetimeListener.event not recognised as a stream method")
+	}
+	if isStreamMethod(capnp.Method{InterfaceID: schema.Echo_TypeID, MethodID: 0}) {
+		t.Fatal("Echo.echo taken for a stream method")
+	}
+	gate := make(chan struct{})
+	var served atomic.Int64
+	srvHook := capnp.NewClient(server.New([]server.Method{{
+		Method: capnp.Method{InterfaceID: schema.LifetimeListener_TypeID, MethodID: 0},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			<-gate
+			served.Add(1)
+			return nil
+		},
+	}}, nil, nil))
+	var received atomic.Int64
+	a, b := socketPair(t)
+	srv := NewConn(b, &Options{BootstrapClient: srvHook, Observe: func(sent bool, m rpccp.Message) {
+		if !sent && m.Which() == rpccp.Message_Which_call {
+			received.Add(1)
+		}
+	}})
+	cl := NewConn(a, nil)
+	var openGate sync.Once
+	defer func() {
+		openGate.Do(func() { close(gate) })
+		cl.Close()
+		srv.Close()
+		<-cl.Done()
+		<-srv.Done()
+	}()
+	ctx := testCtx(t)
+	boot := cl.Bootstrap(ctx)
+	defer boot.Release()
+	l := schema.LifetimeListener(boot)
+	const n = 3000
+	base := runtime.NumGoroutine()
+	sent := make(chan error, 1)
+	go func() {
+		for i := 0; i < n; i++ {
+			if err := l.Event(ctx, func(p schema.LifetimeListener_event_Params) error { return nil }); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- l.WaitStreaming()
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for received.Load() < StreamWindow && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // would more arrive?
+	// The calls made while few were in flight are not counted.
+	if got := received.Load(); got < StreamWindow || got > StreamWindow+streamLookupMin {
+		t.Fatalf("%d streamed calls in flight, want %d to %d", got, StreamWindow, StreamWindow+streamLookupMin)
+	}
+	if g := runtime.NumGoroutine() - base; g > StreamWindow+streamLookupMin+10 {
+		t.Errorf("%d more goroutines while at most %d calls are in flight", g, StreamWindow+streamLookupMin)
+	}
+	openGate.Do(func() { close(gate) })
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if got := served.Load(); got != n {
+		t.Errorf("%d calls served, want %d", got, n)
 	}
 }

@@ -1,0 +1,130 @@
+package rpcconn
+
+import (
+	"math/bits"
+	"sync"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/exp/bufferpool"
+)
+
+// Received messages are read into pooled buffers: a fresh buffer for each
+// message costs an allocation, and for large messages (a 1 MiB call) the
+// zeroing, page faults and garbage collection of fresh memory cost more
+// than reading it. A buffer goes back to its pool only when the message's
+// arena is released (Message.Release, which the owner of a received
+// message calls once nothing reads it any more: the reader for messages
+// it handles itself, releaseArgs for a call's parameters, the caller's
+// ReleaseFunc for a Return's results). The arena's segment forgets the
+// buffer on release, so a Struct read from the message after its release
+// reads nothing rather than the next message. Under the race detector a
+// released buffer is overwritten at once, so that any read of it after
+// its release is a race the detector reports (and reads garbage).
+//
+// Received buffers need no zeroing: a segment is exactly the bytes read
+// into it.
+
+const (
+	minBufShift = 8  // smallest pooled buffer: 256 bytes
+	fineShift   = 16 // above 64 KiB, four size classes per doubling
+	maxBufShift = 26 // largest pooled buffer: 64 MiB; larger are not pooled
+	numClasses  = (fineShift - minBufShift + 1) + 4*(maxBufShift-fineShift)
+)
+
+// A recvBuf is a pooled buffer; class is its pool, -1 for none.
+type recvBuf struct {
+	b     []byte
+	class int
+}
+
+var recvPools [numClasses]sync.Pool
+
+// bufClass returns the size class for n bytes and that class's size, or
+// -1 and n if n is too large to pool.
+func bufClass(n int) (int, int) {
+	if n <= 1<<minBufShift {
+		return 0, 1 << minBufShift
+	}
+	k := bits.Len(uint(n - 1)) // 1<<k >= n
+	if k <= fineShift {
+		return k - minBufShift, 1 << k
+	}
+	if k > maxBufShift {
+		return -1, n
+	}
+	base := 1 << (k - 1)
+	step := base / 4
+	q := (n - base + step - 1) / step // 1..4
+	return fineShift - minBufShift + 4*(k-1-fineShift) + q, base + q*step
+}
+
+// getRecvBuf returns a buffer of n bytes, not zeroed.
+func getRecvBuf(n int) *recvBuf {
+	class, size := bufClass(n)
+	if class >= 0 {
+		if b, ok := recvPools[class].Get().(*recvBuf); ok {
+			b.b = b.b[:n]
+			return b
+		}
+	}
+	return &recvBuf{b: make([]byte, n, size), class: class}
+}
+
+func putRecvBuf(b *recvBuf) {
+	if raceEnabled {
+		poison(b.b[:cap(b.b)])
+	}
+	if b.class >= 0 {
+		recvPools[b.class].Put(b)
+	}
+}
+
+func poison(b []byte) {
+	for i := range b {
+		b[i] = 0xa5
+	}
+}
+
+// recvArena is the arena of a received single-segment message: its
+// buffer returns to the pool when the message is released.
+type recvArena struct {
+	capnp.ReadOnlySingleSegment
+	buf *recvBuf
+}
+
+func (a *recvArena) Release() {
+	a.ReadOnlySingleSegment.Release()
+	if b := a.buf; b != nil {
+		a.buf = nil
+		putRecvBuf(b)
+	}
+}
+
+// recvMsg is a received single-segment message with its arena.
+type recvMsg struct {
+	msg   capnp.Message
+	arena recvArena
+}
+
+// recvMultiArena is the arena of a received multi-segment message.
+type recvMultiArena struct {
+	capnp.Arena
+	buf *recvBuf
+}
+
+func (a *recvMultiArena) Release() {
+	a.Arena.Release()
+	if b := a.buf; b != nil {
+		a.buf = nil
+		putRecvBuf(b)
+	}
+}
+
+// go-capnp builds outgoing messages in buffers from bufferpool.Default,
+// whose largest pooled size is 512 KiB: each larger message costs fresh
+// memory, several times what building and sending it costs. The pool
+// below has buckets up to 128 MiB (above the largest message allowed by
+// default). Its buffers are zeroed when put back, as before.
+func init() {
+	bufferpool.Default = *bufferpool.NewPool(1024, 27)
+}

@@ -1,0 +1,219 @@
+package rpcconn
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/server"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+
+	"github.com/gomultiprocess/multiprocess/schema"
+)
+
+func TestBufClass(t *testing.T) {
+	prevClass, prevSize := 0, 1<<minBufShift
+	for n := 0; n <= 80<<20; n += 1 + n/64 {
+		class, size := bufClass(n)
+		if class < 0 {
+			if n <= 1<<maxBufShift {
+				t.Fatalf("bufClass(%d): not pooled", n)
+			}
+			if size != n {
+				t.Fatalf("bufClass(%d) = -1, %d", n, size)
+			}
+			continue
+		}
+		if class >= numClasses || size < n || class < prevClass || (class == prevClass && size != prevSize) {
+			t.Fatalf("bufClass(%d) = %d, %d (previous %d, %d)", n, class, size, prevClass, prevSize)
+		}
+		if n > 1<<fineShift && size > n+n/4 {
+			t.Fatalf("bufClass(%d) = %d, %d: more than a quarter wasted", n, class, size)
+		}
+		prevClass, prevSize = class, size
+	}
+	if prevClass != numClasses-1 {
+		t.Fatalf("last class %d, want %d", prevClass, numClasses-1)
+	}
+}
+
+// Received messages live in pooled buffers. Results the caller holds, and
+// the arguments of a call still running, must stay intact while many
+// other messages of the same sizes come and go (under -race a buffer is
+// also overwritten as soon as it is released, so an early release shows
+// up as garbage too).
+func TestHeldMessagesSurviveBufferReuse(t *testing.T) {
+	sizes := []int{8, 300, 5000, 70 << 10, 300 << 10}
+	gate := make(chan struct{})
+	var argsErr error
+	var argsMu sync.Mutex
+	srv := capnp.NewClient(server.New([]server.Method{{
+		Method: capnp.Method{InterfaceID: schema.Echo_TypeID, MethodID: 0},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			b, err := schema.Echo_echo_Params(call.Args()).EchoBytes()
+			if err != nil {
+				return err
+			}
+			if len(b) > 0 && b[0] == 'h' {
+				// A held call: wait until the flood has passed, then
+				// check the arguments.
+				call.Go()
+				<-gate
+				if bytes.Count(b, []byte{'h'}) != len(b) {
+					argsMu.Lock()
+					argsErr = errorString("arguments changed while the call ran")
+					argsMu.Unlock()
+				}
+			}
+			res, err := call.AllocResults(capnp.ObjectSize{PointerCount: 1})
+			if err != nil {
+				return err
+			}
+			return capnp.Struct(res).SetTextFromBytes(0, b)
+		},
+	}}, nil, nil))
+	client, _ := newPair(t, true, true, srv)
+	ctx := testCtx(t)
+	boot := client.bootstrap(ctx)
+	defer boot.Release()
+	e := schema.Echo(boot)
+
+	// Calls whose arguments the server holds.
+	var held []schema.Echo_echo_Results_Future
+	for _, n := range sizes {
+		f, rel := e.Echo(ctx, func(p schema.Echo_echo_Params) error { return p.SetEcho(strings.Repeat("h", n)) })
+		defer rel()
+		held = append(held, f)
+	}
+	// Results the caller holds.
+	var kept [][]byte
+	for _, n := range sizes {
+		f, rel := e.Echo(ctx, func(p schema.Echo_echo_Params) error { return p.SetEcho(strings.Repeat("k", n)) })
+		defer rel()
+		r, err := f.Struct()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := r.ResultBytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, b)
+	}
+	// The flood.
+	for i := 0; i < 20; i++ {
+		for _, n := range sizes {
+			f, rel := e.Echo(ctx, func(p schema.Echo_echo_Params) error { return p.SetEcho(strings.Repeat("x", n)) })
+			r, err := f.Struct()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := r.ResultBytes(); len(b) != n || bytes.Count(b, []byte{'x'}) != n {
+				t.Fatalf("flood call %d: wrong result", i)
+			}
+			rel()
+		}
+	}
+	for i, b := range kept {
+		if len(b) != sizes[i] || bytes.Count(b, []byte{'k'}) != sizes[i] {
+			t.Errorf("held results of %d bytes changed", sizes[i])
+		}
+	}
+	close(gate)
+	for i, f := range held {
+		r, err := f.Struct()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := r.ResultBytes(); len(b) != sizes[i] || bytes.Count(b, []byte{'h'}) != sizes[i] {
+			t.Errorf("results of the held call of %d bytes wrong", sizes[i])
+		}
+	}
+	argsMu.Lock()
+	defer argsMu.Unlock()
+	if argsErr != nil {
+		t.Error(argsErr)
+	}
+}
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
+
+// Many goroutines calling at once with payloads of several KiB fill the
+// socket: writes from the calling goroutines are then partial, and the
+// writer goroutine carries on from the middle of a frame. Every result
+// must come back whole and in its own call.
+func TestConcurrentCallsFillTheSocket(t *testing.T) {
+	client, _ := newPair(t, true, true, newTestServer().client())
+	ctx := testCtx(t)
+	boot := client.bootstrap(ctx)
+	defer boot.Release()
+	e := schema.Echo(boot)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100; i++ {
+				want := strings.Repeat(string(rune('a'+g)), 1000*(1+(g+i)%40))
+				f, rel := e.Echo(ctx, func(p schema.Echo_echo_Params) error { return p.SetEcho(want) })
+				r, err := f.Struct()
+				if err == nil {
+					var got string
+					if got, err = r.Result(); err == nil && got != want {
+						err = errorString("wrong result")
+					}
+				}
+				rel()
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// Calls queued faster than the peer reads: the first write from the
+// calling goroutine is partial, and the writer finishes the frame and
+// writes the rest. The peer must read every Call whole and in order.
+func TestPartialDirectWrite(t *testing.T) {
+	c, p, _ := newRawPair(t, nil)
+	ctx := testCtx(t)
+	boot := c.Bootstrap(ctx)
+	e := schema.Echo(boot)
+	const n = 60
+	payload := func(i int) string { return strings.Repeat(string(rune('a'+i%26)), 20000+i) }
+	var rels []capnp.ReleaseFunc
+	for i := 0; i < n; i++ {
+		_, rel := e.Echo(ctx, func(p schema.Echo_echo_Params) error { return p.SetEcho(payload(i)) })
+		rels = append(rels, rel)
+	}
+	p.expect(rpccp.Message_Which_bootstrap)
+	for i := 0; i < n; i++ {
+		m := p.expect(rpccp.Message_Which_call)
+		call, _ := m.Call()
+		params, _ := call.Params()
+		content, _ := params.Content()
+		got, err := schema.Echo_echo_Params(content.Struct()).Echo()
+		if err != nil || got != payload(i) {
+			t.Fatalf("call %d: %d bytes, err %v; want %d bytes", i, len(got), err, len(payload(i)))
+		}
+	}
+	c.Close()
+	<-c.Done()
+	for _, rel := range rels {
+		rel()
+	}
+	boot.Release()
+}

@@ -1,0 +1,5 @@
+//go:build race
+
+package rpcconn
+
+const raceEnabled = true
