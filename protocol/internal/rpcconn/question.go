@@ -542,17 +542,7 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 		msg.Release()
 		return protoErr("return for unknown question %d", id)
 	}
-	var release []capnp.Client
-	if releaseParams {
-		// The callee dropped the params' capabilities (nobody sends
-		// this, but it is the schema's default).
-		for _, eid := range q.paramCaps {
-			if cl, err := c.releaseExport(eid, 1); err == nil && cl.IsValid() {
-				release = append(release, cl)
-			}
-		}
-	}
-	q.paramCaps = nil
+	release := c.dropParamCaps(q, releaseParams)
 	if q.finishSent {
 		// Canceled: its promise is settled, and the Finish told the
 		// peer to release the result caps.
@@ -608,4 +598,22 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 	c.freeQuestion(q)
 	c.mu.Unlock()
 	return nil
+}
+
+// dropParamCaps forgets the capabilities q's params exported and, if the
+// Return says the callee dropped them (releaseParamCaps: nobody sends it,
+// but it is the schema's default), releases one reference to each. It
+// returns the clients to release once c.mu is let go. The caller holds
+// c.mu.
+func (c *Conn) dropParamCaps(q *question, releaseParams bool) []capnp.Client {
+	var release []capnp.Client
+	if releaseParams {
+		for _, eid := range q.paramCaps {
+			if cl, err := c.releaseExport(eid, 1); err == nil && cl.IsValid() {
+				release = append(release, cl)
+			}
+		}
+	}
+	q.paramCaps = nil
+	return release
 }

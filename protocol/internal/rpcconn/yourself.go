@@ -155,15 +155,7 @@ func (c *Conn) takeFromOther(id, other uint32, noFinish, releaseParams bool) err
 		return err
 	}
 	a.taken = true
-	var release []capnp.Client
-	if releaseParams {
-		for _, eid := range q.paramCaps {
-			if cl, err := c.releaseExport(eid, 1); err == nil && cl.IsValid() {
-				release = append(release, cl)
-			}
-		}
-	}
-	q.paramCaps = nil
+	release := c.dropParamCaps(q, releaseParams)
 	if q.finishSent {
 		// Canceled: its promise is settled, and our Finish tells the
 		// peer to finish the other call too.
