@@ -147,7 +147,8 @@ func newConn(ctx context.Context, nc net.Conn, opts *Options, role string, newIn
 		attrs = append(attrs, slog.String("local", a))
 	}
 	c.log = opts.logger().With(slog.Group("conn", attrs...))
-	ro := &rpcconn.Options{Logger: c.log, MaxMessageSize: opts.maxMessageSize(), Owner: c}
+	ro := opts.rpcOptions()
+	ro.Logger, ro.Owner = c.log, c
 	if opts.debugCalls() {
 		c.calls = newCallLog(c.log)
 		ro.Observe = c.calls.observe

@@ -137,6 +137,61 @@ func TestLimitsTrip(t *testing.T) {
 			reading: true,
 			want:    "more than 65536 answers not finished",
 		},
+		// The same limits, set through Options.
+		{
+			name: "calls in flight, MaxCallsInFlight",
+			opts: protocol.Options{MaxCallsInFlight: 8},
+			send: func(t *testing.T, nc net.Conn) {
+				b := rpcmsg.Frame(rpcmsg.Bootstrap(0))
+				for q := uint32(1); q <= 9; q++ {
+					b = append(b, rawSleep(q, 0, uint32(patience/time.Millisecond), 0)...)
+				}
+				mustWrite(t, nc, b)
+			},
+			reading: true,
+			want:    "more than 8 calls in flight",
+		},
+		{
+			name: "bytes in flight, MaxBytesInFlight",
+			opts: protocol.Options{MaxBytesInFlight: 1 << 20},
+			send: func(t *testing.T, nc net.Conn) {
+				mustWrite(t, nc, rpcmsg.Frame(rpcmsg.Bootstrap(0)))
+				for q := uint32(1); q <= 3; q++ {
+					if _, err := nc.Write(rawSleep(q, 0, uint32(patience/time.Millisecond), 400<<10)); err != nil {
+						return // the server hung up
+					}
+				}
+			},
+			reading: true,
+			want:    "more than 1048576 bytes of calls in flight",
+		},
+		{
+			name: "answers not finished, MaxTableSize",
+			opts: protocol.Options{MaxTableSize: 64},
+			send: func(t *testing.T, nc net.Conn) {
+				var b []byte
+				for q := uint32(0); q <= 64; q++ {
+					b = append(b, rpcmsg.Frame(rpcmsg.Bootstrap(q))...)
+				}
+				mustWrite(t, nc, b)
+			},
+			reading: true,
+			want:    "more than 64 answers not finished",
+		},
+		{
+			// 2^18 elements of no size count as 2 MiB: under the default
+			// limit, over this one.
+			name: "traversal limit, TraverseLimit",
+			opts: protocol.Options{TraverseLimit: 1 << 20},
+			send: func(t *testing.T, nc net.Conn) {
+				mustWrite(t, nc, rpcmsg.Frame(rpcmsg.Bootstrap(0)))
+				mustWrite(t, nc, rawCall(1, 0, testschema.Slow_TypeID, 1, func(seg *capnp.Segment) (capnp.Ptr, error) {
+					return capnp.List(capnp.NewVoidList(seg, 1<<18)).ToPtr(), nil
+				}))
+			},
+			reading: true,
+			want:    "traversal limit",
+		},
 		{
 			name: "incomplete message",
 			opts: protocol.Options{MessageTimeout: 100 * time.Millisecond},
@@ -248,100 +303,108 @@ func (depthSlow) Echo(ctx context.Context, call testschema.Slow_echo) error {
 // reads past it, or past the traversal limit, gets an error, which fails
 // that call: the connection carries on, and so do the others.
 func TestDepthLimitFailsTheCall(t *testing.T) {
-	log, logBuf := newLogger(t, "server")
-	path, _, _ := listen(t, func(c *protocol.Conn) capnp.Client {
-		s := &depthSlow{}
-		return protocol.NewServer(testschema.Slow_Methods(nil, s), s, nil)
-	}, &protocol.Options{Logger: log})
-	ctx := testContext(t)
-	_, other := connectSlow(t, path, nil)
+	for _, lim := range []struct {
+		name         string
+		depth        uint // Options.DepthLimit; zero: the default, 64
+		within, past int  // nestings below and beyond it
+	}{{"default", 0, 50, 100}, {"DepthLimit", 20, 10, 30}} {
+		t.Run(lim.name, func(t *testing.T) {
+			log, logBuf := newLogger(t, "server")
+			path, _, _ := listen(t, func(c *protocol.Conn) capnp.Client {
+				s := &depthSlow{}
+				return protocol.NewServer(testschema.Slow_Methods(nil, s), s, nil)
+			}, &protocol.Options{Logger: log, DepthLimit: lim.depth})
+			ctx := testContext(t)
+			_, other := connectSlow(t, path, nil)
 
-	nc := dial(t, path)
-	dec := capnp.NewDecoder(nc)
-	nc.SetReadDeadline(time.Now().Add(patience))
-	// returned waits for the Return to question q and gives its result
-	// or exception.
-	returned := func(q uint32) (string, error) {
-		t.Helper()
-		for {
-			msg, err := dec.Decode()
-			if err != nil {
-				t.Fatalf("waiting for the return of question %d: %v", q, err)
+			nc := dial(t, path)
+			dec := capnp.NewDecoder(nc)
+			nc.SetReadDeadline(time.Now().Add(patience))
+			// returned waits for the Return to question q and gives its result
+			// or exception.
+			returned := func(q uint32) (string, error) {
+				t.Helper()
+				for {
+					msg, err := dec.Decode()
+					if err != nil {
+						t.Fatalf("waiting for the return of question %d: %v", q, err)
+					}
+					m, err := rpccp.ReadRootMessage(msg)
+					if err != nil || m.Which() != rpccp.Message_Which_return {
+						continue
+					}
+					r, err := m.Return()
+					if err != nil || r.AnswerId() != q {
+						continue
+					}
+					switch r.Which() {
+					case rpccp.Return_Which_results:
+						p, _ := r.Results()
+						content, _ := p.Content()
+						s, _ := content.Struct().Ptr(0)
+						return s.Text(), nil
+					case rpccp.Return_Which_exception:
+						e, _ := r.Exception()
+						reason, _ := e.Reason()
+						return "", errors.New(reason)
+					}
+					return "", fmt.Errorf("return of kind %v", r.Which())
+				}
 			}
-			m, err := rpccp.ReadRootMessage(msg)
-			if err != nil || m.Which() != rpccp.Message_Which_return {
-				continue
+			mustWrite(t, nc, rpcmsg.Frame(rpcmsg.Bootstrap(0)))
+			for _, tc := range []struct {
+				nesting int
+				fails   bool
+			}{{lim.within, false}, {lim.past, true}} {
+				q := uint32(tc.nesting)
+				mustWrite(t, nc, rawCall(q, 0, testschema.Slow_TypeID, 1, func(seg *capnp.Segment) (capnp.Ptr, error) {
+					root, err := capnp.NewStruct(seg, capnp.ObjectSize{PointerCount: 1})
+					if err != nil {
+						return capnp.Ptr{}, err
+					}
+					cur := root
+					for range tc.nesting {
+						next, err := capnp.NewStruct(seg, capnp.ObjectSize{PointerCount: 1})
+						if err != nil {
+							return capnp.Ptr{}, err
+						}
+						if err := cur.SetPtr(0, next.ToPtr()); err != nil {
+							return capnp.Ptr{}, err
+						}
+						cur = next
+					}
+					return root.ToPtr(), nil
+				}))
+				_, err := returned(q)
+				switch {
+				case tc.fails && (err == nil || !strings.Contains(err.Error(), "depth limit")):
+					t.Errorf("params nested %d deep: %v, want an error naming the depth limit", tc.nesting, err)
+				case !tc.fails && err != nil:
+					t.Errorf("params nested %d deep: %v", tc.nesting, err)
+				}
 			}
-			r, err := m.Return()
-			if err != nil || r.AnswerId() != q {
-				continue
-			}
-			switch r.Which() {
-			case rpccp.Return_Which_results:
-				p, _ := r.Results()
-				content, _ := p.Content()
-				s, _ := content.Struct().Ptr(0)
-				return s.Text(), nil
-			case rpccp.Return_Which_exception:
-				e, _ := r.Exception()
-				reason, _ := e.Reason()
-				return "", errors.New(reason)
-			}
-			return "", fmt.Errorf("return of kind %v", r.Which())
-		}
-	}
-	mustWrite(t, nc, rpcmsg.Frame(rpcmsg.Bootstrap(0)))
-	for _, tc := range []struct {
-		nesting int
-		fails   bool
-	}{{50, false}, {100, true}} {
-		q := uint32(tc.nesting)
-		mustWrite(t, nc, rawCall(q, 0, testschema.Slow_TypeID, 1, func(seg *capnp.Segment) (capnp.Ptr, error) {
-			root, err := capnp.NewStruct(seg, capnp.ObjectSize{PointerCount: 1})
-			if err != nil {
-				return capnp.Ptr{}, err
-			}
-			cur := root
-			for range tc.nesting {
-				next, err := capnp.NewStruct(seg, capnp.ObjectSize{PointerCount: 1})
+			// The traversal limit likewise bounds a method's reading: params
+			// whose text field points to a list counted as 4 GiB.
+			mustWrite(t, nc, rawCall(2, 0, testschema.Slow_TypeID, 1, func(seg *capnp.Segment) (capnp.Ptr, error) {
+				root, err := capnp.NewStruct(seg, capnp.ObjectSize{PointerCount: 1})
 				if err != nil {
 					return capnp.Ptr{}, err
 				}
-				if err := cur.SetPtr(0, next.ToPtr()); err != nil {
-					return capnp.Ptr{}, err
-				}
-				cur = next
+				return root.ToPtr(), root.SetPtr(0, capnp.List(capnp.NewVoidList(seg, 1<<29-1)).ToPtr())
+			}))
+			if _, err := returned(2); err == nil || !strings.Contains(err.Error(), "traversal limit") {
+				t.Errorf("params with a list counted as 4 GiB: %v, want an error naming the traversal limit", err)
 			}
-			return root.ToPtr(), nil
-		}))
-		_, err := returned(q)
-		switch {
-		case tc.fails && (err == nil || !strings.Contains(err.Error(), "depth limit")):
-			t.Errorf("params nested %d deep: %v, want an error naming the depth limit", tc.nesting, err)
-		case !tc.fails && err != nil:
-			t.Errorf("params nested %d deep: %v", tc.nesting, err)
-		}
-	}
-	// The traversal limit likewise bounds a method's reading: params
-	// whose text field points to a list counted as 4 GiB.
-	mustWrite(t, nc, rawCall(2, 0, testschema.Slow_TypeID, 1, func(seg *capnp.Segment) (capnp.Ptr, error) {
-		root, err := capnp.NewStruct(seg, capnp.ObjectSize{PointerCount: 1})
-		if err != nil {
-			return capnp.Ptr{}, err
-		}
-		return root.ToPtr(), root.SetPtr(0, capnp.List(capnp.NewVoidList(seg, 1<<29-1)).ToPtr())
-	}))
-	if _, err := returned(2); err == nil || !strings.Contains(err.Error(), "traversal limit") {
-		t.Errorf("params with a list counted as 4 GiB: %v, want an error naming the traversal limit", err)
-	}
-	mustWrite(t, nc, rawEcho(1, 0, "same connection"))
-	if got, err := returned(1); err != nil || got != "same connection" {
-		t.Errorf("echo on the same connection after the failed call = %q, %v", got, err)
-	}
-	if got, err := slowEcho(ctx, other, "other"); err != nil || got != "other" {
-		t.Errorf("other client's echo = %q, %v", got, err)
-	}
-	if lines := logBuf.lines("connection closed"); len(lines) != 0 {
-		t.Errorf("a connection closed: %q", lines)
+			mustWrite(t, nc, rawEcho(1, 0, "same connection"))
+			if got, err := returned(1); err != nil || got != "same connection" {
+				t.Errorf("echo on the same connection after the failed call = %q, %v", got, err)
+			}
+			if got, err := slowEcho(ctx, other, "other"); err != nil || got != "other" {
+				t.Errorf("other client's echo = %q, %v", got, err)
+			}
+			if lines := logBuf.lines("connection closed"); len(lines) != 0 {
+				t.Errorf("a connection closed: %q", lines)
+			}
+		})
 	}
 }

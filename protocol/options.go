@@ -3,6 +3,8 @@ package protocol
 import (
 	"log/slog"
 	"time"
+
+	"github.com/gomultiprocess/multiprocess/protocol/internal/rpcconn"
 )
 
 // DefaultMaxMessageSize is the largest message a connection accepts when
@@ -20,6 +22,17 @@ const DefaultWriteTimeout = 10 * time.Second
 // DefaultMaxConnections is how many connections Listen serves at once
 // when Options.MaxConnections is zero.
 const DefaultMaxConnections = 16
+
+// Defaults of the per-connection limits below, when their Options field
+// is zero.
+const (
+	DefaultMaxCallsInFlight = rpcconn.DefaultMaxCalls         // 1024
+	DefaultMaxBytesInFlight = rpcconn.DefaultMaxBytesInFlight // 64 MiB
+	DefaultMaxQueueBytes    = rpcconn.DefaultMaxQueueBytes    // 16 MiB
+	DefaultMaxTableSize     = rpcconn.DefaultMaxTableSize     // 65536
+	DefaultTraverseLimit    = rpcconn.DefaultTraverseLimit    // 64 MiB
+	DefaultDepthLimit       = rpcconn.DefaultDepthLimit       // 64
+)
 
 // Options configures a connection. The zero value, and nil, are usable.
 type Options struct {
@@ -66,6 +79,38 @@ type Options struct {
 	// idle. Zero means DefaultWriteTimeout (10 s); a negative value turns
 	// the timeout off.
 	WriteTimeout time.Duration
+
+	// MaxCallsInFlight bounds the calls in flight on the connection, in
+	// each direction: this side's calls whose answers the caller has not
+	// released (further calls wait, or fail with their context), and the
+	// peer's calls not yet returned (one more ends the connection). Zero
+	// means DefaultMaxCallsInFlight (1024).
+	MaxCallsInFlight int
+
+	// MaxBytesInFlight bounds the bytes of call messages in flight, in
+	// each direction, as MaxCallsInFlight bounds their number. Zero means
+	// DefaultMaxBytesInFlight (64 MiB).
+	MaxBytesInFlight uint64
+
+	// MaxQueueBytes bounds the memory held by messages waiting to be
+	// written to the peer: results of this side's methods wait while the
+	// queue holds more, and the connection stops reading from the peer
+	// while its own replies hold twice as much. Zero means
+	// DefaultMaxQueueBytes (16 MiB).
+	MaxQueueBytes uint64
+
+	// MaxTableSize bounds the answers the peer may leave unfinished and
+	// the capabilities it may export to this side; one more ends the
+	// connection. Zero means DefaultMaxTableSize (65536).
+	MaxTableSize int
+
+	// TraverseLimit and DepthLimit bound the reading of every message
+	// received: the bytes a reader may visit and the pointer depth. A
+	// method reading its params past them gets an error, and so fails
+	// that call; an RPC message itself past them ends the connection.
+	// Zero means DefaultTraverseLimit (64 MiB) and DefaultDepthLimit (64).
+	TraverseLimit uint64
+	DepthLimit    uint
 
 	// MaxConnections is how many connections Listen serves at once. When
 	// that many are open, Listen stops accepting until one ends: further
@@ -123,4 +168,19 @@ func (o *Options) maxConnections() int {
 		return 0
 	}
 	return o.MaxConnections
+}
+
+// rpcOptions returns the rpcconn options that o sets; the caller adds the
+// rest.
+func (o *Options) rpcOptions() *rpcconn.Options {
+	ro := &rpcconn.Options{MaxMessageSize: o.maxMessageSize()}
+	if o != nil {
+		ro.MaxCalls = o.MaxCallsInFlight
+		ro.MaxBytesInFlight = o.MaxBytesInFlight
+		ro.MaxQueueBytes = o.MaxQueueBytes
+		ro.MaxTableSize = o.MaxTableSize
+		ro.TraverseLimit = o.TraverseLimit
+		ro.DepthLimit = o.DepthLimit
+	}
+	return ro
 }
