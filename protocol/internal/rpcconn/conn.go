@@ -55,13 +55,16 @@ type Conn struct {
 	// streamOpen counts the calls to `-> stream` methods among qCount
 	// (at most StreamWindow).
 	streamOpen int
-	answers    map[uint32]*answer
-	aBytes     uint64
-	active     int           // answers whose Return has not run
-	idle       chan struct{} // closed when active reaches 0 while closing
-	exports    []*export
-	freeE      []uint32
-	imports    map[uint32]*importClient
+	// warnedUnreleased: the warning about answers their callers never
+	// released has been logged.
+	warnedUnreleased bool
+	answers          map[uint32]*answer
+	aBytes           uint64
+	active           int           // answers whose Return has not run
+	idle             chan struct{} // closed when active reaches 0 while closing
+	exports          []*export
+	freeE            []uint32
+	imports          map[uint32]*importClient
 	// deadPromises are promise imports released before they resolved:
 	// a Resolve for one is dropped, not refused. deadOverflow says that
 	// the set stopped growing at MaxTableSize, so that unknown Resolves

@@ -2,6 +2,7 @@ package rpcconn
 
 import (
 	"context"
+	"time"
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/exc"
@@ -310,15 +311,29 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 		stream = isStreamMethod(s.Method)
 		c.mu.Lock()
 	}
+	var slow <-chan time.Time
 	for block && !c.closing && c.qCount > 0 && (c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes ||
 		(stream && c.streamOpen >= StreamWindow)) {
 		if c.qWait == nil {
 			c.qWait = make(chan struct{})
 		}
 		ch := c.qWait
+		// A wait for room that lasts may be a caller's bug: see
+		// warnUnreleased. One timer per call at most.
+		if slow == nil && c.qCount >= c.lim.maxCalls && !c.warnedUnreleased {
+			t := time.NewTimer(unreleasedWarnAfter)
+			defer t.Stop()
+			slow = t.C
+		}
 		c.mu.Unlock()
 		select {
 		case <-ch:
+		case <-slow:
+			c.mu.Lock()
+			if c.qCount >= c.lim.maxCalls && !c.warnedUnreleased {
+				c.warnUnreleased()
+			}
+			c.mu.Unlock()
 		case <-ctx.Done():
 			msg.Release()
 			return nil, capnp.ErrorAnswer(s.Method, ctx.Err()), func() {}
@@ -616,4 +631,25 @@ func (c *Conn) dropParamCaps(q *question, releaseParams bool) []capnp.Client {
 	}
 	q.paramCaps = nil
 	return release
+}
+
+// unreleasedWarnAfter is how long a call waits for room before
+// warnUnreleased looks at why.
+const unreleasedWarnAfter = time.Second
+
+// warnUnreleased logs, once per connection, that calls wait because most
+// of the calls counted in flight have returned and wait only for their
+// callers to release the answers: a ReleaseFunc that is never called
+// keeps its call's place, and once MaxCalls places are kept every new
+// call waits. The caller holds c.mu.
+func (c *Conn) warnUnreleased() {
+	// Counted in flight (qCount) but no longer waiting for a Return
+	// (qOpen): settled, and waiting only for the caller's release.
+	unreleased := c.qCount - c.qOpen
+	if unreleased < c.lim.maxCalls/2 {
+		return
+	}
+	c.warnedUnreleased = true
+	c.log.Warn("rpcconn: calls wait for room: answers returned but never released by their callers hold it (is a ReleaseFunc not called?)",
+		"unreleased", unreleased, "max_calls", c.lim.maxCalls)
 }
