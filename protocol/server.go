@@ -58,7 +58,39 @@ func NewServer(methods []server.Method, impl any, opts *ServerOptions) capnp.Cli
 		wrapped[i] = server.Method{Method: m.Method, Impl: guard(m, log, debugCalls)}
 	}
 	shutdown, _ := impl.(server.Shutdowner)
-	return capnp.NewClient(server.New(wrapped, impl, shutdown))
+	return capnp.NewClient(serverHook{server.New(wrapped, impl, shutdown)})
+}
+
+// serverHook is go-capnp's server with one change: a call to a method the
+// server does not implement is answered, as before, with an unimplemented
+// error, and its pipeline is one that fails every call made on it too,
+// where go-capnp's returns nil. A nil pipeline crashes the process in
+// go-capnp's AnswerQueue (answerqueue.go, Fulfill) when the call had been
+// pipelined on a local call that had not returned yet.
+type serverHook struct{ *server.Server }
+
+func (h serverHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
+	if pc := h.Server.Recv(ctx, r); pc != nil {
+		return pc
+	}
+	return unimplementedPipeline{r.Method}
+}
+
+// unimplementedPipeline fails every call made on the results of a call to
+// an unimplemented method.
+type unimplementedPipeline struct{ m capnp.Method }
+
+func (u unimplementedPipeline) err() error {
+	return capnp.Unimplemented("unimplemented: results of " + u.m.String())
+}
+
+func (u unimplementedPipeline) PipelineRecv(_ context.Context, _ []capnp.PipelineOp, r capnp.Recv) capnp.PipelineCaller {
+	r.Reject(u.err())
+	return u
+}
+
+func (u unimplementedPipeline) PipelineSend(_ context.Context, _ []capnp.PipelineOp, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	return capnp.ErrorAnswer(s.Method, u.err()), func() {}
 }
 
 func guard(m server.Method, log *slog.Logger, debugCalls bool) func(context.Context, *server.Call) error {
