@@ -43,6 +43,11 @@ type ServerOptions struct {
 // As with any go-capnp server, the methods run one at a time unless a
 // method calls call.Go(); methods that block or call out to another
 // process must call it first.
+//
+// Prefer it to go-capnp's server.New: besides the recovered panics, a
+// call to a method the server does not implement gets a pipeline that
+// fails the calls made on its results, where server.New's nil pipeline
+// crashes the process if calls were pipelined on a local call to it.
 func NewServer(methods []server.Method, impl any, opts *ServerOptions) capnp.Client {
 	var log *slog.Logger
 	debugCalls := false
