@@ -120,7 +120,7 @@ func (h *answerHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCalle
 	c := h.a.c
 	c.mu.Lock()
 	if !h.a.returned && !c.closing && !h.a.removed {
-		held := &heldCall{}
+		held := hold(&r)
 		h.a.pipeline = append(h.a.pipeline, pendingCall{ctx: ctx, transform: h.transform, recv: r, held: held})
 		c.mu.Unlock()
 		return held

@@ -15,12 +15,52 @@ import (
 // its own PipelineCaller is known; then they go there, and later ones go
 // straight through. (go-capnp's AnswerQueue pipelines this way on the
 // calls it delivers when a local promise resolves.)
+//
+// A held call delivered to a go-capnp server (its PipelineCaller is the
+// server's AnswerQueue) keeps the calls pipelined on it until it returns:
+// the AnswerQueue would queue them while the method runs, and its Fulfill
+// crashes the process on a queued call whose target gives no
+// PipelineCaller (a field that is not a capability, a null capability).
+// Once the call has returned, the queue is drained and hands them on at
+// once; the Returner of the held call, wrapped by hold, tells when.
 type heldCall struct {
-	mu    sync.Mutex
-	done  bool
-	pc    capnp.PipelineCaller // once done; nil: failed with err
-	err   error
-	queue []heldPipelined
+	mu       sync.Mutex
+	done     bool
+	pc       capnp.PipelineCaller // once done, or while waiting; nil: failed with err
+	err      error
+	queue    []heldPipelined
+	watched  bool // hold wrapped the call's Returner
+	returned bool // the call's Returner.Return has been called
+	waiting  bool // settled on an AnswerQueue before the call returned
+}
+
+// hold returns the heldCall for the call r, whose Returner it wraps to
+// learn when the call returns.
+func hold(r *capnp.Recv) *heldCall {
+	h := &heldCall{watched: true}
+	r.Returner = heldReturner{r.Returner, h}
+	return h
+}
+
+// heldReturner is the Returner of a held call: Return first hands on
+// what waits in h for the call to return (see heldCall).
+type heldReturner struct {
+	capnp.Returner
+	h *heldCall
+}
+
+func (r heldReturner) Return() {
+	h := r.h
+	h.mu.Lock()
+	h.returned = true
+	waiting := h.waiting
+	h.waiting = false
+	pc := h.pc
+	h.mu.Unlock()
+	if waiting {
+		h.drain(pc, nil)
+	}
+	r.Returner.Return()
 }
 
 type heldPipelined struct {
@@ -37,7 +77,7 @@ var errNoPipeline = exc.New(exc.Failed, "rpcconn", "pipelined call on a call tha
 func (h *heldCall) PipelineRecv(ctx context.Context, transform []capnp.PipelineOp, r capnp.Recv) capnp.PipelineCaller {
 	h.mu.Lock()
 	if !h.done {
-		next := &heldCall{}
+		next := hold(&r)
 		t := make([]capnp.PipelineOp, len(transform))
 		copy(t, transform)
 		h.queue = append(h.queue, heldPipelined{ctx: ctx, transform: t, r: r, h: next})
@@ -85,6 +125,21 @@ func (h *heldCall) settle(pc capnp.PipelineCaller, err error) {
 	if pc == nil && err == nil {
 		err = errNoPipeline
 	}
+	if _, ok := pc.(*capnp.AnswerQueue); ok {
+		h.mu.Lock()
+		if h.watched && !h.returned {
+			h.pc, h.waiting = pc, true
+			h.mu.Unlock()
+			return
+		}
+		h.mu.Unlock()
+	}
+	h.drain(pc, err)
+}
+
+// drain hands on the calls pipelined on h to pc, in order, or fails
+// them with err, and lets later ones through.
+func (h *heldCall) drain(pc capnp.PipelineCaller, err error) {
 	for {
 		h.mu.Lock()
 		q := h.queue

@@ -59,7 +59,7 @@ func (e *embargo) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.
 func (e *embargo) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
 	e.mu.Lock()
 	if !e.lifted {
-		h := &heldCall{}
+		h := hold(&r)
 		e.queue = append(e.queue, queuedRecv{ctx, r, h})
 		e.mu.Unlock()
 		return h
