@@ -241,6 +241,17 @@ var hostileCases = []struct {
 		p.send(resolveTo)
 		p.send(resolveTo)
 	}},
+	{"resolve to itself", "promise resolves to itself", func(p *rawPeer) {
+		p.bootstrap(0)
+		setCapTable(p, 1, func(d rpccp.CapDescriptor) { d.SetSenderPromise(40) })
+		p.expect(rpccp.Message_Which_call) // the server calls back on it
+		p.send(func(m rpccp.Message) {
+			r, _ := m.NewResolve()
+			r.SetPromiseId(40)
+			d, _ := r.NewCap()
+			d.SetSenderPromise(40)
+		})
+	}},
 	{"resolve unknown promise", "resolve of unknown promise 9", func(p *rawPeer) {
 		p.send(func(m rpccp.Message) {
 			r, _ := m.NewResolve()

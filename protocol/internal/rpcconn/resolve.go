@@ -187,6 +187,15 @@ func (c *Conn) handleResolve(msg *capnp.Message, root rpccp.Message) error {
 		cl.Release()
 		return protoErr("second resolve of promise %d", id)
 	}
+	if rerr == nil && resolvesTo(cl, h) {
+		// A promise must not resolve to itself, directly or through
+		// promises resolved to one another (A to B, then B to A):
+		// go-capnp would follow the chain for ever, in the reader.
+		c.mu.Unlock()
+		msg.Release()
+		cl.Release()
+		return protoErr("resolve %d: the promise resolves to itself", id)
+	}
 	h.resolved = true
 	if rerr == nil && h.called && cl.IsValid() &&
 		(d.Which() == rpccp.CapDescriptor_Which_receiverHosted || d.Which() == rpccp.CapDescriptor_Which_receiverAnswer) {
@@ -336,4 +345,14 @@ func breakPromises(hs []*importClient, err error) {
 	for _, h := range hs {
 		h.resolver.Reject(err)
 	}
+}
+
+// resolvesTo reports whether cl has resolved, so far, to the import h: a
+// client's snapshot is the hook it has resolved to, whose brand is its
+// import. cl keeps that hook referenced, so the snapshot's release is
+// never the last. The caller may hold c.mu.
+func resolvesTo(cl capnp.Client, h *importClient) bool {
+	snap := cl.Snapshot()
+	defer snap.Release()
+	return snap.Brand().Value == any(h)
 }
