@@ -53,6 +53,9 @@ func (c *Conn) handle(msg *capnp.Message, size uint64) error {
 	default:
 		// Level 2-4 messages and unknown ones: say so, as the spec asks.
 		defer msg.Release()
+		if err := checkCopy(capnp.Struct(root)); err != nil {
+			return protoErr("unreadable %v message: %v", root.Which(), err)
+		}
 		reply, rroot := newMessage()
 		if err := rroot.SetUnimplemented(root); err != nil {
 			reply.Release()

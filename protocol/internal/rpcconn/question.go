@@ -237,6 +237,9 @@ func (c *Conn) forward(ctx context.Context, t callTarget, r capnp.Recv) capnp.Pi
 		Method:   r.Method,
 		ArgsSize: r.Args.Size(),
 		PlaceArgs: func(s capnp.Struct) error {
+			if err := checkCopy(r.Args); err != nil {
+				return err
+			}
 			return s.CopyFrom(r.Args)
 		},
 	}, false)
@@ -279,7 +282,9 @@ func returnAnswer(ret capnp.Returner, ans *capnp.Answer, release capnp.ReleaseFu
 	if err == nil {
 		var out capnp.Struct
 		if out, err = ret.AllocResults(st.Size()); err == nil {
-			err = out.CopyFrom(st)
+			if err = checkCopy(st); err == nil {
+				err = out.CopyFrom(st)
+			}
 		}
 	}
 	ret.PrepareReturn(err)
@@ -431,9 +436,14 @@ func (c *Conn) resend(ctx context.Context, t callTarget, m capnp.Method, msg *ca
 		return capnp.ErrorAnswer(m, ctx.Err()), func() {}
 	}
 	ans, rel := t.q.p.Answer().PipelineSend(ctx, t.transform, capnp.Send{
-		Method:    m,
-		ArgsSize:  args.Size(),
-		PlaceArgs: func(s capnp.Struct) error { return s.CopyFrom(args) },
+		Method:   m,
+		ArgsSize: args.Size(),
+		PlaceArgs: func(s capnp.Struct) error {
+			if err := checkCopy(args); err != nil {
+				return err
+			}
+			return s.CopyFrom(args)
+		},
 	})
 	msg.Release()
 	return ans, rel
