@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"capnproto.org/go/capnp/v3"
-	"capnproto.org/go/capnp/v3/schemas"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
-	"capnproto.org/go/capnp/v3/std/capnp/schema"
+
+	"github.com/gomultiprocess/multiprocess/protocol/internal/rpcconn"
 )
 
 // callLog times the calls on one connection from the Call message to its
@@ -197,41 +197,22 @@ func trimFile(name string) string {
 
 func lookupInterface(id uint64) *ifaceName {
 	n := &ifaceName{methods: make(map[uint16]string)}
-	data := schemas.Find(id)
-	if data == nil {
+	node, ok := rpcconn.FindInterface(id)
+	if !ok {
 		return n
 	}
-	msg, err := capnp.Unmarshal(data)
+	if display, err := node.DisplayName(); err == nil && int(node.DisplayNamePrefixLength()) <= len(display) {
+		n.name = display[node.DisplayNamePrefixLength():]
+	}
+	methods, err := node.Interface().Methods()
 	if err != nil {
 		return n
 	}
-	req, err := schema.ReadRootCodeGeneratorRequest(msg)
-	if err != nil {
-		return n
-	}
-	nodes, err := req.Nodes()
-	if err != nil {
-		return n
-	}
-	for i := 0; i < nodes.Len(); i++ {
-		node := nodes.At(i)
-		if node.Id() != id || node.Which() != schema.Node_Which_interface {
-			continue
+	// Methods are listed in ordinal order.
+	for j := 0; j < methods.Len(); j++ {
+		if name, err := methods.At(j).Name(); err == nil && name != "" {
+			n.methods[uint16(j)] = name
 		}
-		if display, err := node.DisplayName(); err == nil && int(node.DisplayNamePrefixLength()) <= len(display) {
-			n.name = display[node.DisplayNamePrefixLength():]
-		}
-		methods, err := node.Interface().Methods()
-		if err != nil {
-			break
-		}
-		// Methods are listed in ordinal order.
-		for j := 0; j < methods.Len(); j++ {
-			if name, err := methods.At(j).Name(); err == nil && name != "" {
-				n.methods[uint16(j)] = name
-			}
-		}
-		break
 	}
 	return n
 }

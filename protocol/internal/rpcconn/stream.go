@@ -71,38 +71,48 @@ func isStreamMethod(m capnp.Method) bool {
 // lookupStreamMethods returns the ordinals of interface id's streaming
 // methods, from the registered schemas.
 func lookupStreamMethods(id uint64) []uint16 {
-	data := schemas.Find(id)
-	if data == nil {
-		return nil
-	}
-	msg, err := capnp.Unmarshal(data)
-	if err != nil {
-		return nil
-	}
-	req, err := schema.ReadRootCodeGeneratorRequest(msg)
-	if err != nil {
-		return nil
-	}
-	nodes, err := req.Nodes()
-	if err != nil {
+	node, ok := FindInterface(id)
+	if !ok {
 		return nil
 	}
 	var out []uint16
-	for i := 0; i < nodes.Len(); i++ {
-		node := nodes.At(i)
-		if node.Id() != id || node.Which() != schema.Node_Which_interface {
-			continue
+	methods, err := node.Interface().Methods()
+	if err != nil {
+		return nil
+	}
+	for j := 0; j < methods.Len(); j++ {
+		if methods.At(j).ResultStructType() == stream.StreamResult_TypeID {
+			out = append(out, uint16(j))
 		}
-		methods, err := node.Interface().Methods()
-		if err != nil {
-			return nil
-		}
-		for j := 0; j < methods.Len(); j++ {
-			if methods.At(j).ResultStructType() == stream.StreamResult_TypeID {
-				out = append(out, uint16(j))
-			}
-		}
-		break
 	}
 	return out
+}
+
+// FindInterface returns the schema node of interface id from the schemas
+// registered with go-capnp's schemas.DefaultRegistry, and false if none
+// is. The first look-up in a schema file decompresses it (a few hundred
+// microseconds): keep it off start-up paths.
+func FindInterface(id uint64) (schema.Node, bool) {
+	data := schemas.Find(id)
+	if data == nil {
+		return schema.Node{}, false
+	}
+	msg, err := capnp.Unmarshal(data)
+	if err != nil {
+		return schema.Node{}, false
+	}
+	req, err := schema.ReadRootCodeGeneratorRequest(msg)
+	if err != nil {
+		return schema.Node{}, false
+	}
+	nodes, err := req.Nodes()
+	if err != nil {
+		return schema.Node{}, false
+	}
+	for i := 0; i < nodes.Len(); i++ {
+		if node := nodes.At(i); node.Id() == id && node.Which() == schema.Node_Which_interface {
+			return node, true
+		}
+	}
+	return schema.Node{}, false
 }
