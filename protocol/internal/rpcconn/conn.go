@@ -549,6 +549,15 @@ func (c *Conn) writer() {
 	hdr := make([]byte, frameHeaderSize)
 	var failed error
 	reported := false
+	// grace ends the connection if the reader has not after a write found
+	// the peer gone; the writer stops it when it exits, so that it never
+	// outlives the connection.
+	var grace *time.Timer
+	defer func() {
+		if grace != nil {
+			grace.Stop()
+		}
+	}()
 	for {
 		c.qmu.Lock()
 		for c.writing || (len(c.outq) == 0 && len(c.pending) == 0 && !c.stop) {
@@ -613,7 +622,7 @@ func (c *Conn) writer() {
 				// the stream; if it has not within peerGoneGrace, the
 				// write error ends it.
 				err := failed
-				time.AfterFunc(peerGoneGrace, func() { c.shutdown(err, false) })
+				grace = time.AfterFunc(peerGoneGrace, func() { c.shutdown(err, false) })
 			} else {
 				c.shutdown(failed, false)
 			}
