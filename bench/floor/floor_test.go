@@ -211,8 +211,8 @@ func newDelivery(t testing.TB, c capnp.Client, m capnp.Method, size capnp.Object
 	}
 	ret := newReturner()
 	return &delivery{
-		snap: c.Snapshot(),
-		recv: capnp.Recv{Method: m, Args: args, ReleaseArgs: nothing, Returner: ret},
+		snap:  c.Snapshot(),
+		recv:  capnp.Recv{Method: m, Args: args, ReleaseArgs: nothing, Returner: ret},
 		ret:   ret,
 		stuck: time.NewTimer(time.Hour),
 	}
