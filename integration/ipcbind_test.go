@@ -510,7 +510,7 @@ func TestIPCBindSecondNodeRefused(t *testing.T) {
 
 // Any failure to bind stops start-up with a message naming the address
 // and exit status 1, after undoing the binds that succeeded; a bad
-// -ipcmaxconnections is a usage error.
+// -ipcmaxconnections or timeout is a usage error.
 func TestIPCBindFailureStopsStartup(t *testing.T) {
 	dir := socketDir(t)
 	file := filepath.Join(dir, "file")
@@ -530,6 +530,8 @@ func TestIPCBindFailureStopsStartup(t *testing.T) {
 		{"abstract", []string{"-ipcbind=unix:@node"}, 1, `unrecognized address \\"unix:@node\\"`},
 		{"too long", []string{"-ipcbind=" + long}, 1, `socket path too long: \\"/x+\\" is 121 bytes`},
 		{"zero connections", []string{"-ipcbind=unix", "-ipcmaxconnections=0"}, 2, `-ipcmaxconnections=0: must be at least 1`},
+		{"negative message timeout", []string{"-ipcbind=unix", "-ipcmessagetimeout=-1s"}, 2, `-ipcmessagetimeout=-1s: must not be negative`},
+		{"negative write timeout", []string{"-ipcbind=unix", "-ipcwritetimeout=-5ms"}, 2, `-ipcwritetimeout=-5ms: must not be negative`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -86,6 +86,13 @@ type Options struct {
 	// connection; an idle or slow but steady peer is never dropped. Zero
 	// means DefaultWriteTimeout (10 s); negative, no timeout.
 	WriteTimeout time.Duration
+
+	// Limits bound what one peer may make this process hold (message
+	// size, calls and bytes in flight, queues, tables, reading depth), on
+	// every connection: spawned children, -ipcconnect and -ipcbind peers
+	// alike. The zero value means protocol's defaults; protocol.Limits
+	// documents each.
+	Limits protocol.Limits
 }
 
 // Context is the state that an Ipc shares with the Init implementations it
@@ -175,6 +182,7 @@ func (i *Ipc) protocolOptions() *protocol.Options {
 		MaxConnections: i.opts.MaxConnections,
 		MessageTimeout: i.opts.MessageTimeout,
 		WriteTimeout:   i.opts.WriteTimeout,
+		Limits:         i.opts.Limits,
 	}
 }
 

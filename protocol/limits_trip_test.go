@@ -46,7 +46,7 @@ func TestLimitsTrip(t *testing.T) {
 	}{
 		{
 			name: "message size",
-			opts: protocol.Options{MaxMessageSize: 64 << 10},
+			opts: protocol.Options{Limits: protocol.Limits{MaxMessageSize: 64 << 10}},
 			send: func(t *testing.T, nc net.Conn) {
 				mustWrite(t, nc, rpcmsg.Frame(rpcmsg.Bootstrap(0)))
 				mustWrite(t, nc, rawEcho(1, 0, strings.Repeat("x", 128<<10)))
@@ -140,7 +140,7 @@ func TestLimitsTrip(t *testing.T) {
 		// The same limits, set through Options.
 		{
 			name: "calls in flight, MaxCallsInFlight",
-			opts: protocol.Options{MaxCallsInFlight: 8},
+			opts: protocol.Options{Limits: protocol.Limits{MaxCallsInFlight: 8}},
 			send: func(t *testing.T, nc net.Conn) {
 				b := rpcmsg.Frame(rpcmsg.Bootstrap(0))
 				for q := uint32(1); q <= 9; q++ {
@@ -153,7 +153,7 @@ func TestLimitsTrip(t *testing.T) {
 		},
 		{
 			name: "bytes in flight, MaxBytesInFlight",
-			opts: protocol.Options{MaxBytesInFlight: 1 << 20},
+			opts: protocol.Options{Limits: protocol.Limits{MaxBytesInFlight: 1 << 20}},
 			send: func(t *testing.T, nc net.Conn) {
 				mustWrite(t, nc, rpcmsg.Frame(rpcmsg.Bootstrap(0)))
 				for q := uint32(1); q <= 3; q++ {
@@ -167,7 +167,7 @@ func TestLimitsTrip(t *testing.T) {
 		},
 		{
 			name: "answers not finished, MaxTableSize",
-			opts: protocol.Options{MaxTableSize: 64},
+			opts: protocol.Options{Limits: protocol.Limits{MaxTableSize: 64}},
 			send: func(t *testing.T, nc net.Conn) {
 				var b []byte
 				for q := uint32(0); q <= 64; q++ {
@@ -182,7 +182,7 @@ func TestLimitsTrip(t *testing.T) {
 			// 2^18 elements of no size count as 2 MiB: under the default
 			// limit, over this one.
 			name: "traversal limit, TraverseLimit",
-			opts: protocol.Options{TraverseLimit: 1 << 20},
+			opts: protocol.Options{Limits: protocol.Limits{TraverseLimit: 1 << 20}},
 			send: func(t *testing.T, nc net.Conn) {
 				mustWrite(t, nc, rpcmsg.Frame(rpcmsg.Bootstrap(0)))
 				mustWrite(t, nc, rawCall(1, 0, testschema.Slow_TypeID, 1, func(seg *capnp.Segment) (capnp.Ptr, error) {
@@ -313,7 +313,7 @@ func TestDepthLimitFailsTheCall(t *testing.T) {
 			path, _, _ := listen(t, func(c *protocol.Conn) capnp.Client {
 				s := &depthSlow{}
 				return protocol.NewServer(testschema.Slow_Methods(nil, s), s, nil)
-			}, &protocol.Options{Logger: log, DepthLimit: lim.depth})
+			}, &protocol.Options{Logger: log, Limits: protocol.Limits{DepthLimit: lim.depth}})
 			ctx := testContext(t)
 			_, other := connectSlow(t, path, nil)
 

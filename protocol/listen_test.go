@@ -110,7 +110,7 @@ func TestListenSlowPeerDoesNotStallOthers(t *testing.T) {
 func TestMaxMessageSize(t *testing.T) {
 	ctx := testContext(t)
 	log, logBuf := newLogger(t, "server")
-	path, _, _ := listen(t, slowFactory(newSlow()), &protocol.Options{Logger: log, MaxMessageSize: 64 << 10})
+	path, _, _ := listen(t, slowFactory(newSlow()), &protocol.Options{Logger: log, Limits: protocol.Limits{MaxMessageSize: 64 << 10}})
 	bigConn, big := connectSlow(t, path, nil)
 	_, other := connectSlow(t, path, nil)
 	for _, s := range []testschema.Slow{big, other} {

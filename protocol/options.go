@@ -53,11 +53,6 @@ type Options struct {
 	// otherwise the IDs are logged. Off by default.
 	DebugCalls bool
 
-	// MaxMessageSize is the largest message, in bytes, accepted from the
-	// peer; a larger one ends the connection. Zero means
-	// DefaultMaxMessageSize (64 MiB).
-	MaxMessageSize uint64
-
 	// MessageTimeout bounds how long the peer may take to send one
 	// message, counted from the moment its first byte arrives; a peer that
 	// leaves a message incomplete for longer is dropped, with an error
@@ -79,6 +74,30 @@ type Options struct {
 	// idle. Zero means DefaultWriteTimeout (10 s); a negative value turns
 	// the timeout off.
 	WriteTimeout time.Duration
+
+	// Limits bound what one peer may make this side hold: message size,
+	// calls and bytes in flight, queues and tables, and how far a message
+	// may be read. The zero value means every default.
+	Limits
+
+	// MaxConnections is how many connections Listen serves at once. When
+	// that many are open, Listen stops accepting until one ends: further
+	// clients wait in the listening socket's backlog (their connect
+	// succeeds, their first call waits) and are not refused. Serve and
+	// Connect ignore it. Zero means DefaultMaxConnections (16); a
+	// negative value means no limit.
+	MaxConnections int
+}
+
+// Limits bound the resources one connection may take. Each is a
+// defence against a peer that misbehaves, by bug or by design; the
+// defaults suit a daemon and its local clients. The zero value means every
+// default.
+type Limits struct {
+	// MaxMessageSize is the largest message, in bytes, accepted from the
+	// peer; a larger one ends the connection. Zero means
+	// DefaultMaxMessageSize (64 MiB).
+	MaxMessageSize uint64
 
 	// MaxCallsInFlight bounds the calls in flight on the connection, in
 	// each direction: this side's calls whose answers the caller has not
@@ -111,14 +130,6 @@ type Options struct {
 	// Zero means DefaultTraverseLimit (64 MiB) and DefaultDepthLimit (64).
 	TraverseLimit uint64
 	DepthLimit    uint
-
-	// MaxConnections is how many connections Listen serves at once. When
-	// that many are open, Listen stops accepting until one ends: further
-	// clients wait in the listening socket's backlog (their connect
-	// succeeds, their first call waits) and are not refused. Serve and
-	// Connect ignore it. Zero means DefaultMaxConnections (16); a
-	// negative value means no limit.
-	MaxConnections int
 }
 
 func (o *Options) logger() *slog.Logger {

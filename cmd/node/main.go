@@ -39,6 +39,8 @@ func run(args []string) int {
 	fs.StringVar(&cfg.PayTo, "payto", "", "pay block rewards to `address`; empty means a new address of the wallet")
 	fs.Var(&binds, "ipcbind", "accept IPC connections on `address` (unix, unix:PATH); may be repeated")
 	fs.IntVar(&cfg.IPCMaxConns, "ipcmaxconnections", ipc.DefaultMaxConnections, "serve at most `n` IPC connections at once on each -ipcbind address; further clients wait")
+	fs.DurationVar(&cfg.IPCMsgTimeout, "ipcmessagetimeout", ipc.DefaultMessageTimeout, "drop an IPC peer that leaves a message incomplete for `duration`; 0 means never")
+	fs.DurationVar(&cfg.IPCWriteTimeout, "ipcwritetimeout", ipc.DefaultWriteTimeout, "drop an IPC peer that takes no byte of what the node writes to it for `duration`; 0 means never")
 	fs.DurationVar(&cfg.ShutdownTimeout, "ipcshutdowntimeout", 10*time.Second, "how long the wallet may take to stop before it is killed")
 	fs.Var(&debug, "debug", "log more about `category` (ipc)")
 	if err := fs.Parse(args); err != nil {
@@ -56,6 +58,18 @@ func run(args []string) int {
 	if cfg.IPCMaxConns < 1 {
 		fmt.Fprintf(os.Stderr, "node: -ipcmaxconnections=%d: must be at least 1\n", cfg.IPCMaxConns)
 		return 2
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+	}{{"ipcmessagetimeout", &cfg.IPCMsgTimeout}, {"ipcwritetimeout", &cfg.IPCWriteTimeout}} {
+		switch {
+		case *d.v < 0:
+			fmt.Fprintf(os.Stderr, "node: -%s=%s: must not be negative\n", d.name, *d.v)
+			return 2
+		case *d.v == 0:
+			*d.v = -1 // ipc's "no timeout"; its zero means the default
+		}
 	}
 	cfg.IPCBind = binds
 	cfg.DebugIPC = debug.Has("ipc")

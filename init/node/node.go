@@ -46,6 +46,8 @@ type Config struct {
 	PayTo           string        // the address blocks pay (-payto); "" means a new address of the wallet, if any
 	IPCBind         []string      // addresses to accept IPC connections on (-ipcbind)
 	IPCMaxConns     int           // connections served at once per -ipcbind address; 0 means 16
+	IPCMsgTimeout   time.Duration // drop a peer that leaves a message incomplete this long; 0 means ipc's default, negative never
+	IPCWriteTimeout time.Duration // drop a peer that takes no byte of a write this long; 0 means ipc's default, negative never
 	ShutdownTimeout time.Duration // how long the wallet may take to exit; 0 means ipc's default
 	DebugIPC        bool          // log every IPC call
 	Logger          *slog.Logger  // nil means silent
@@ -73,6 +75,8 @@ func Run(ctx context.Context, cfg Config) error {
 		DebugIPC:        cfg.DebugIPC,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		MaxConnections:  cfg.IPCMaxConns,
+		MessageTimeout:  cfg.IPCMsgTimeout,
+		WriteTimeout:    cfg.IPCWriteTimeout,
 	})
 	defer i.Close()
 
