@@ -245,8 +245,8 @@ func TestHostileIPCBind(t *testing.T) {
 	defer stopLoop()
 
 	// A message left incomplete: its connection is dropped after the
-	// node's MessageTimeout (10 s, which the node has no flag to
-	// shorten), while the other cases run.
+	// node's default -ipcmessagetimeout (10 s; TestNodeIPCTimeoutFlags
+	// sets it), while the other cases run.
 	from := len(node.out.String())
 	partial := dialRaw(t, sock)
 	partialID := connID(t, node.out, from)
