@@ -44,10 +44,13 @@ type ServerOptions struct {
 // method calls call.Go(); methods that block or call out to another
 // process must call it first.
 //
-// Prefer it to go-capnp's server.New: besides the recovered panics, a
-// call to a method the server does not implement gets a pipeline that
-// fails the calls made on its results, where server.New's nil pipeline
-// crashes the process if calls were pipelined on a local call to it.
+// Prefer it to go-capnp's server.New (and a generated X_ServerToClient):
+// besides the recovered panics, calls pipelined on a call made in this
+// process wait for it to return and then fail cleanly when the
+// capability they target in its results is null or lacks the method,
+// and a call to a method the server does not implement gets a pipeline
+// that fails the calls made on its results. With server.New each of these
+// crashes the process, in go-capnp's AnswerQueue.
 func NewServer(methods []server.Method, impl any, opts *ServerOptions) capnp.Client {
 	var log *slog.Logger
 	debugCalls := false
@@ -73,6 +76,30 @@ func NewServer(methods []server.Method, impl any, opts *ServerOptions) capnp.Cli
 // go-capnp's AnswerQueue (answerqueue.go, Fulfill) when the call had been
 // pipelined on a local call that had not returned yet.
 type serverHook struct{ *server.Server }
+
+// Send makes a call from this process. It goes through Recv, as a call
+// from a connection does, so that calls pipelined on it wait for it to
+// return outside go-capnp's AnswerQueue: its Fulfill crashes the process
+// when one of them targets a null capability, or a server without that
+// method, in the results (server.Server's own Send would queue them there).
+func (h serverHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	ret := new(capnp.StructReturner)
+	r := capnp.Recv{Method: s.Method, Returner: ret, ReleaseArgs: func() {}}
+	if s.PlaceArgs != nil {
+		_, seg := capnp.NewMultiSegmentMessage(nil)
+		args, err := capnp.NewRootStruct(seg, s.ArgsSize)
+		if err == nil {
+			err = s.PlaceArgs(args)
+		}
+		if err != nil {
+			seg.Message().Release()
+			return capnp.ErrorAnswer(s.Method, fmt.Errorf("protocol: place args of %s: %w", displayMethod(s.Method), err)), func() {}
+		}
+		r.Args = args
+		r.ReleaseArgs = seg.Message().Release
+	}
+	return ret.Answer(s.Method, rpcconn.DeliverHeld(ctx, h, r))
+}
 
 func (h serverHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
 	if pc := h.Server.Recv(ctx, r); pc != nil {
