@@ -591,7 +591,7 @@ func (c *Conn) writer() {
 						c.observe(true, m)
 					}
 				}
-				err := writeFrame(bw, batch[i].msg, hdr)
+				err := writeFrame(bw, c.rwc, batch[i].msg, hdr)
 				dropOut(batch[i])
 				if err != nil {
 					failed = err
@@ -630,7 +630,7 @@ func (c *Conn) writer() {
 		}
 		if stop {
 			if abort != nil && failed == nil {
-				if writeFrame(bw, abort, hdr) == nil {
+				if writeFrame(bw, c.rwc, abort, hdr) == nil {
 					bw.Flush()
 				}
 				abort.Release()
