@@ -322,7 +322,7 @@ func (c *Conn) shutdown(cause error, abort bool) {
 		e.lift()
 	}
 	for _, m := range msgs {
-		m.Release()
+		releaseOut(m)
 	}
 	for _, cl := range release {
 		cl.Release()
@@ -508,7 +508,7 @@ func dropOut(m outMsg) {
 	if m.sentTo != nil {
 		m.sentTo.onSent()
 	} else {
-		m.msg.Release()
+		releaseOut(m.msg)
 		msgPool.Put(m.msg)
 	}
 }
@@ -633,7 +633,7 @@ func (c *Conn) writer() {
 				if writeFrame(bw, c.rwc, abort, hdr) == nil {
 					bw.Flush()
 				}
-				abort.Release()
+				releaseOut(abort)
 			}
 			c.closeRWC()
 			return
