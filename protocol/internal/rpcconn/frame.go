@@ -114,6 +114,8 @@ func writeFrame(w *bufio.Writer, direct io.Writer, msg *capnp.Message, hdr []byt
 	return nil
 }
 
+// writeSegment writes b through w, or, from w's size up, to direct once
+// w has written what it holds (see writeFrame).
 func writeSegment(w *bufio.Writer, direct io.Writer, b []byte) error {
 	if len(b) < w.Size() {
 		_, err := w.Write(b)
