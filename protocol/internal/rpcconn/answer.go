@@ -276,7 +276,7 @@ func (a *answer) Return() {
 		tk.run()
 		a.ctx.cancel()
 		if a.ret != nil {
-			a.ret.Release()
+			releaseOut(a.ret)
 		}
 		return
 	}
@@ -367,7 +367,7 @@ func (a *answer) Return() {
 	tk.run()
 	settleAll(waiters)
 	for _, m := range drop {
-		m.Release()
+		releaseOut(m)
 	}
 	for _, cl := range release {
 		cl.Release()
@@ -396,7 +396,7 @@ func (a *answer) Return() {
 		c.mu.Unlock()
 		settleAll(waiters)
 		if m != nil {
-			m.Release()
+			releaseOut(m)
 		}
 	}
 	if kick {
@@ -440,7 +440,7 @@ func (a *answer) onSent() {
 	m := a.releasableMsg(c.closing)
 	c.mu.Unlock()
 	if m != nil {
-		m.Release()
+		releaseOut(m)
 	}
 }
 
@@ -481,7 +481,7 @@ func (a *answer) finishCleanup() {
 	c.mu.Unlock()
 	a.ctx.cancel()
 	if m != nil {
-		m.Release()
+		releaseOut(m)
 	}
 	for _, cl := range release {
 		cl.Release()

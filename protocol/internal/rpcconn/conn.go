@@ -322,7 +322,7 @@ func (c *Conn) shutdown(cause error, abort bool) {
 		e.lift()
 	}
 	for _, m := range msgs {
-		m.Release()
+		releaseOut(m)
 	}
 	for _, cl := range release {
 		cl.Release()
@@ -508,7 +508,7 @@ func dropOut(m outMsg) {
 	if m.sentTo != nil {
 		m.sentTo.onSent()
 	} else {
-		m.msg.Release()
+		releaseOut(m.msg)
 		msgPool.Put(m.msg)
 	}
 }
@@ -591,7 +591,7 @@ func (c *Conn) writer() {
 						c.observe(true, m)
 					}
 				}
-				err := writeFrame(bw, batch[i].msg, hdr)
+				err := writeFrame(bw, c.rwc, batch[i].msg, hdr)
 				dropOut(batch[i])
 				if err != nil {
 					failed = err
@@ -630,10 +630,10 @@ func (c *Conn) writer() {
 		}
 		if stop {
 			if abort != nil && failed == nil {
-				if writeFrame(bw, abort, hdr) == nil {
+				if writeFrame(bw, c.rwc, abort, hdr) == nil {
 					bw.Flush()
 				}
-				abort.Release()
+				releaseOut(abort)
 			}
 			c.closeRWC()
 			return

@@ -80,9 +80,11 @@ func unexpectedEOF(err error) error {
 }
 
 // writeFrame writes msg in the standard stream framing to w, which
-// buffers; hdr is scratch space of frameHeaderSize bytes or more.
-// (capnp.Encoder allocates on every message.)
-func writeFrame(w *bufio.Writer, msg *capnp.Message, hdr []byte) error {
+// buffers what it writes to direct; hdr is scratch space of
+// frameHeaderSize bytes or more. (capnp.Encoder allocates on every
+// message.) A segment as large as w's buffer goes to direct itself, after
+// what w holds: through w, bufio would first copy a buffer's worth of it.
+func writeFrame(w *bufio.Writer, direct io.Writer, msg *capnp.Message, hdr []byte) error {
 	n := msg.NumSegments()
 	if n < 1 || n > MaxSegments {
 		return fmt.Errorf("rpcconn: outgoing message has %d segments", n)
@@ -105,11 +107,25 @@ func writeFrame(w *bufio.Writer, msg *capnp.Message, hdr []byte) error {
 	}
 	for i := int64(0); i < n; i++ {
 		seg, _ := msg.Segment(capnp.SegmentID(i))
-		if _, err := w.Write(seg.Data()); err != nil {
+		if err := writeSegment(w, direct, seg.Data()); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// writeSegment writes b through w, or, from w's size up, to direct once
+// w has written what it holds (see writeFrame).
+func writeSegment(w *bufio.Writer, direct io.Writer, b []byte) error {
+	if len(b) < w.Size() {
+		_, err := w.Write(b)
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	_, err := direct.Write(b)
+	return err
 }
 
 // appendFrame appends msg in the standard stream framing to dst.
