@@ -16,11 +16,16 @@ func BenchmarkEcho8B(b *testing.B) {
 	for _, k := range []struct {
 		name                 string
 		ourClient, ourServer bool
-	}{{"ours", true, true}, {"gocapnp", false, false}, {"ours-client", true, false}, {"ours-server", false, true}} {
+		cancelable           bool // a context that can end, as b.Context()
+	}{{"ours", true, true, false}, {"ours-ctx", true, true, true}, {"gocapnp", false, false, false},
+		{"ours-client", true, false, false}, {"ours-server", false, true, false}} {
 		b.Run(k.name, func(b *testing.B) {
 			ts := newTestServer()
 			client, _ := newPair(b, k.ourClient, k.ourServer, ts.client())
 			ctx := context.Background()
+			if k.cancelable {
+				ctx = b.Context()
+			}
 			boot := client.bootstrap(ctx)
 			defer boot.Release()
 			e := schema.Echo(boot)

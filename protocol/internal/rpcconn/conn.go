@@ -82,6 +82,7 @@ type Conn struct {
 	finishOverflow bool
 	embargoes      map[uint32]*embargo
 	nextEmb        uint32
+	watches        []*ctxWatch // kept for calls under the same context
 
 	// raw is rwc's file descriptor for a non-blocking write(2) from the
 	// goroutine that queued a message (flush); nil if rwc has none.
@@ -237,6 +238,7 @@ func (c *Conn) shutdown(cause error, abort bool) {
 		}
 	}
 	c.questions, c.freeQ = nil, nil
+	c.stopWatches()
 	if c.qWait != nil {
 		close(c.qWait)
 		c.qWait = nil

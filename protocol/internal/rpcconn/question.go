@@ -15,16 +15,17 @@ type question struct {
 	c      *Conn
 	id     uint32
 	p      *capnp.Promise
-	size   uint64 // bytes counted in c.qBytes
-	stop   func() bool
+	size   uint64         // bytes counted in c.qBytes
 	result *capnp.Message // the Return message, kept for the results
 
 	// Guarded by c.mu.
-	returned    bool // Return arrived, or the question was failed
-	open        bool // counted in c.qOpen
-	stream      bool // a call to a `-> stream` method, counted in c.streamOpen
-	finishSent  bool // canceled before its Return
-	freed       bool // out of the table; the ID may be reused
+	watch       *ctxWatch // cancels q when the call's context ends
+	widx        int       // q's index in watch.qs
+	returned    bool      // Return arrived, or the question was failed
+	open        bool      // counted in c.qOpen
+	stream      bool      // a call to a `-> stream` method, counted in c.streamOpen
+	finishSent  bool      // canceled before its Return
+	freed       bool      // out of the table; the ID may be reused
 	budgetFreed bool
 	onReturn    []func()
 	settled     bool                 // resolve has run and taken onReturn
@@ -85,7 +86,7 @@ func (c *Conn) Bootstrap(ctx context.Context) capnp.Client {
 	b, _ := root.NewBootstrap()
 	b.SetQuestionId(q.id)
 	if ctx.Done() != nil {
-		q.stop = context.AfterFunc(ctx, func() { q.cancel(ctx.Err()) })
+		c.watch(q, ctx)
 	}
 	c.send(msg, nil)
 	c.mu.Unlock()
@@ -179,11 +180,9 @@ func (c *Conn) questionFor(ans *capnp.Answer) *question {
 // resolve settles q's promise and runs what waited for it. The caller
 // holds no lock and has set q.returned.
 func (q *question) resolve(p capnp.Ptr, err error) {
-	if q.stop != nil {
-		q.stop()
-	}
 	q.p.Resolve(p, err)
 	q.c.mu.Lock()
+	q.c.unwatch(q)
 	fns := q.onReturn
 	q.onReturn = nil
 	q.settled = true
@@ -204,9 +203,19 @@ func (q *question) releaseResult() {
 func (q *question) cancel(err error) {
 	c := q.c
 	c.mu.Lock()
+	ok := c.cancelLocked(q)
+	c.mu.Unlock()
+	if ok {
+		q.resolve(capnp.Ptr{}, err)
+	}
+}
+
+// cancelLocked sends a Finish for q if it is unanswered and reports
+// whether it did; the caller then resolves q with the error, after
+// unlocking. The caller holds c.mu.
+func (c *Conn) cancelLocked(q *question) bool {
 	if q.returned || q.finishSent || c.closing {
-		c.mu.Unlock()
-		return
+		return false
 	}
 	q.finishSent = true
 	c.closeQuestion(q)
@@ -215,8 +224,7 @@ func (q *question) cancel(err error) {
 	f.SetQuestionId(q.id)
 	f.SetReleaseResultCaps(true)
 	c.send(msg, nil)
-	c.mu.Unlock()
-	q.resolve(capnp.Ptr{}, err)
+	return true
 }
 
 // PipelineSend implements capnp.PipelineCaller.
@@ -391,7 +399,7 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 		return nil, capnp.ErrorAnswer(s.Method, err), func() {}
 	}
 	if ctx.Done() != nil {
-		q.stop = context.AfterFunc(ctx, func() { q.cancel(ctx.Err()) })
+		c.watch(q, ctx)
 	}
 	kick := c.enqueue(msg, nil)
 	// With other calls in flight, the writer batches.
