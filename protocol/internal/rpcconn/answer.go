@@ -189,7 +189,7 @@ func (a *answer) releaseArgs() {
 	a.args = nil
 	c.mu.Unlock()
 	if msg != nil {
-		msg.Release()
+		recycleRecv(msg)
 	}
 }
 

@@ -425,7 +425,7 @@ func (q *question) releaseFunc() {
 	q.c.releaseBudget(q)
 	q.c.mu.Unlock()
 	if m != nil {
-		m.Release()
+		recycleRecv(m)
 	}
 }
 
