@@ -440,7 +440,7 @@ func (a *answer) onSent() {
 	m := a.releasableMsg(c.closing)
 	c.mu.Unlock()
 	if m != nil {
-		m.Release()
+		recycleOut(m)
 	}
 }
 
@@ -481,7 +481,7 @@ func (a *answer) finishCleanup() {
 	c.mu.Unlock()
 	a.ctx.cancel()
 	if m != nil {
-		m.Release()
+		recycleOut(m)
 	}
 	for _, cl := range release {
 		cl.Release()

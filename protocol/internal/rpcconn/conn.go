@@ -349,9 +349,21 @@ func newAbortMessage(cause error) *capnp.Message {
 
 // msgPool holds Message structs of outgoing messages that only this
 // package ever referenced (calls, finishes, releases, exceptions...): the
-// writer puts them back once written. Results messages, which server
-// methods have written into, never come back here.
+// writer puts them back once written. A Return's results message, which a
+// server method wrote into, comes back through recycleOut only once its
+// answer has let it go for good (answer.releasableMsg: written, and
+// finished or forgotten).
 var msgPool sync.Pool
+
+// recycleOut releases m, an outgoing message nothing uses any more, and
+// keeps its struct for newMessage. A server method that wrongly kept its
+// results past its return would read the next message built in it: under
+// the race detector, that read, from another goroutine, is reported, as
+// Message.Reset writes every field of m.
+func recycleOut(m *capnp.Message) {
+	m.Release()
+	msgPool.Put(m)
+}
 
 func newMessage() (*capnp.Message, rpccp.Message) {
 	var msg *capnp.Message
@@ -510,8 +522,7 @@ func dropOut(m outMsg) {
 	if m.sentTo != nil {
 		m.sentTo.onSent()
 	} else {
-		m.msg.Release()
-		msgPool.Put(m.msg)
+		recycleOut(m.msg)
 	}
 }
 
