@@ -535,9 +535,10 @@ func (a *answer) deliverPipelined(p pendingCall) {
 	cl.Release()
 }
 
-// deliverSnapshot hands the call to the hook of snap. The caller holds
-// no lock.
-func (a *answer) deliverSnapshot(snap capnp.ClientSnapshot, r capnp.Recv) {
+// deliverSnapshot hands the call to the hook of snap, which is e's own
+// if e is not nil: it then ends the delivery (export.doneDelivering) and
+// returns the snapshot to release, if any. The caller holds no lock.
+func (a *answer) deliverSnapshot(snap capnp.ClientSnapshot, r capnp.Recv, e *export) capnp.ClientSnapshot {
 	c := a.c
 	c.mu.Lock()
 	a.inReader = true
@@ -545,7 +546,12 @@ func (a *answer) deliverSnapshot(snap capnp.ClientSnapshot, r capnp.Recv) {
 	snap.Recv(&a.ctx, r)
 	c.mu.Lock()
 	a.inReader = false
+	var rel capnp.ClientSnapshot
+	if e != nil {
+		rel = e.doneDelivering()
+	}
 	c.mu.Unlock()
+	return rel
 }
 
 // deliver hands the call to cl. The caller holds no lock.

@@ -262,7 +262,7 @@ func (c *Conn) shutdown(cause error, abort bool) {
 	for _, e := range c.exports {
 		if e != nil {
 			release = append(release, e.client)
-			e.forget(c)
+			e.drop(c)
 		}
 	}
 	c.exports, c.freeE = nil, nil

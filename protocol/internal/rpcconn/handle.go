@@ -184,6 +184,7 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 	var release []capnp.Client
 	var target capnp.Client
 	var snap capnp.ClientSnapshot // the export's hook, for a call on an import
+	var snapOf *export            // snap is this export's own (export.deliverySnapshot)
 	var targetErr error
 	c.mu.Lock()
 	if c.closing {
@@ -211,9 +212,13 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 			c.mu.Unlock()
 			return fail(protoErr("call %d on unknown export %d", qid, id))
 		}
-		// A snapshot holds the hook during delivery at the cost of one
-		// allocation (Client.AddRef and RecvCall cost four).
-		snap = e.client.Snapshot()
+		// The export's snapshot holds the hook during delivery
+		// (Client.AddRef and RecvCall cost four allocations, a snapshot
+		// per call one).
+		var own bool
+		if snap, own = e.deliverySnapshot(); own {
+			snapOf = e
+		}
 	} else {
 		base = c.answers[paID]
 		if base == nil {
@@ -229,6 +234,9 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 	}
 	caps, err := c.importCaps(descs, &release)
 	if err != nil {
+		if snapOf != nil {
+			snap = snapOf.doneDelivering()
+		}
 		c.mu.Unlock()
 		snap.Release()
 		releaseAll(release)
@@ -264,8 +272,11 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 		return nil
 	}
 	if snap.IsValid() {
-		a.deliverSnapshot(snap, recv)
-		snap.Release()
+		rel := a.deliverSnapshot(snap, recv, snapOf)
+		if snapOf == nil {
+			rel = snap
+		}
+		rel.Release()
 		return nil
 	}
 	a.deliver(target, recv)
