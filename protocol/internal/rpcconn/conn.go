@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"syscall"
@@ -576,6 +577,10 @@ func (c *Conn) writer() {
 		for c.writing || (len(c.outq) == 0 && len(c.pending) == 0 && !c.stop) {
 			c.qmu.Unlock()
 			<-c.wake
+			// Goroutines woken with this one (callers whose answers
+			// the reader just settled) queue their next messages
+			// first: one write for all of them, not one each.
+			runtime.Gosched()
 			c.qmu.Lock()
 		}
 		c.writing = true
