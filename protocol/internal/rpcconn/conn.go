@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -53,6 +54,10 @@ type Conn struct {
 	qBytes    uint64        // their call messages' bytes
 	qWait     chan struct{} // closed when qCount or qBytes drop
 	qOpen     int           // questions sent whose Return has not come
+	// plainOpen counts the questions among qOpen that are not calls to
+	// `-> stream` methods (question.plain); the writer reads it without
+	// c.mu.
+	plainOpen atomic.Int32
 	// streamOpen counts the calls to `-> stream` methods among qCount
 	// (at most StreamWindow).
 	streamOpen int
@@ -577,10 +582,15 @@ func (c *Conn) writer() {
 		for c.writing || (len(c.outq) == 0 && len(c.pending) == 0 && !c.stop) {
 			c.qmu.Unlock()
 			<-c.wake
-			// Goroutines woken with this one (callers whose answers
-			// the reader just settled) queue their next messages
-			// first: one write for all of them, not one each.
-			runtime.Gosched()
+			if c.plainOpen.Load() > 1 {
+				// Callers waiting for answers: those woken with this
+				// goroutine (whose answers the reader just settled)
+				// queue their next calls first, for one write for all
+				// of them rather than one each. Not for a stream's
+				// calls, which one goroutine sends without waiting:
+				// yielding only delays them.
+				runtime.Gosched()
+			}
 			c.qmu.Lock()
 		}
 		c.writing = true

@@ -23,6 +23,7 @@ type question struct {
 	widx        int       // q's index in watch.qs
 	returned    bool      // Return arrived, or the question was failed
 	open        bool      // counted in c.qOpen
+	plain       bool      // a call not to a `-> stream` method, counted in c.plainOpen
 	stream      bool      // a call to a `-> stream` method, counted in c.streamOpen
 	finishSent  bool      // canceled before its Return
 	freed       bool      // out of the table; the ID may be reused
@@ -128,6 +129,9 @@ func (c *Conn) closeQuestion(q *question) {
 	if q.open {
 		q.open = false
 		c.qOpen--
+		if q.plain {
+			c.plainOpen.Add(-1)
+		}
 	}
 }
 
@@ -385,6 +389,9 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 	if stream {
 		q.stream = true
 		c.streamOpen++
+	} else {
+		q.plain = true
+		c.plainOpen.Add(1)
 	}
 	call.SetQuestionId(q.id)
 	params, _ := call.Params()
