@@ -311,11 +311,9 @@ func (c *Conn) checkAnswerLimits() error {
 
 // newAnswer adds an answer to the table; the caller holds c.mu.
 func (c *Conn) newAnswer(id uint32, size uint64, args *capnp.Message) *answer {
-	a := &answer{c: c, id: id, size: size, args: args}
+	a := &answer{c: c, id: id, size: size}
+	a.args.Store(args)
 	a.ctx.owner = c.owner
-	if args == nil {
-		a.argsReleased = true
-	}
 	c.answers[id] = a
 	c.aBytes += size
 	c.active++

@@ -183,10 +183,17 @@ func (c *Conn) questionFor(ans *capnp.Answer) *question {
 
 // resolve settles q's promise and runs what waited for it. The caller
 // holds no lock and has set q.returned.
-func (q *question) resolve(p capnp.Ptr, err error) {
+func (q *question) resolve(p capnp.Ptr, err error) { q.settle(p, err, false) }
+
+// settle is resolve; free also takes q out of the table (freeQuestion) in
+// the same critical section, for a Return that needs no Finish.
+func (q *question) settle(p capnp.Ptr, err error, free bool) {
 	q.p.Resolve(p, err)
 	q.c.mu.Lock()
 	q.c.unwatch(q)
+	if free {
+		q.c.freeQuestion(q)
+	}
 	fns := q.onReturn
 	q.onReturn = nil
 	q.settled = true
@@ -309,8 +316,9 @@ func returnAnswer(ret capnp.Returner, ans *capnp.Answer, release capnp.ReleaseFu
 func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block bool) (*question, *capnp.Answer, capnp.ReleaseFunc) {
 	msg, root := newMessage()
 	call, err := root.NewCall()
+	var params rpccp.Payload
 	if err == nil {
-		err = buildCall(call, t, s)
+		params, err = buildCall(call, t, s)
 	}
 	if err != nil {
 		msg.Release()
@@ -394,7 +402,6 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 		c.plainOpen.Add(1)
 	}
 	call.SetQuestionId(q.id)
-	params, _ := call.Params()
 	var err2 error
 	if q.paramCaps, err2 = c.describeCaps(params, msg.CapTable(), &release); err2 != nil {
 		err := err2
@@ -464,25 +471,26 @@ func (c *Conn) resend(ctx context.Context, t callTarget, m capnp.Method, msg *ca
 	return ans, rel
 }
 
-func buildCall(call rpccp.Call, t callTarget, s capnp.Send) error {
+// buildCall fills call for s to t and returns its params.
+func buildCall(call rpccp.Call, t callTarget, s capnp.Send) (rpccp.Payload, error) {
 	call.SetInterfaceId(s.Method.InterfaceID)
 	call.SetMethodId(s.Method.MethodID)
 	tgt, err := call.NewTarget()
 	if err != nil {
-		return err
+		return rpccp.Payload{}, err
 	}
 	if t.imp != nil {
 		tgt.SetImportedCap(t.imp.id)
 	} else {
 		pa, err := tgt.NewPromisedAnswer()
 		if err != nil {
-			return err
+			return rpccp.Payload{}, err
 		}
 		pa.SetQuestionId(t.q.id)
 		if len(t.transform) > 0 {
 			ops, err := pa.NewTransform(int32(len(t.transform)))
 			if err != nil {
-				return err
+				return rpccp.Payload{}, err
 			}
 			for i, op := range t.transform {
 				ops.At(i).SetGetPointerField(op.Field)
@@ -491,21 +499,21 @@ func buildCall(call rpccp.Call, t callTarget, s capnp.Send) error {
 	}
 	params, err := call.NewParams()
 	if err != nil {
-		return err
+		return rpccp.Payload{}, err
 	}
 	args, err := capnp.NewStruct(params.Segment(), s.ArgsSize)
 	if err != nil {
-		return err
+		return rpccp.Payload{}, err
 	}
 	if err := params.SetContent(args.ToPtr()); err != nil {
-		return err
+		return rpccp.Payload{}, err
 	}
 	if s.PlaceArgs != nil {
 		if err := s.PlaceArgs(args); err != nil {
-			return exc.WrapError("place args", err)
+			return rpccp.Payload{}, exc.WrapError("place args", err)
 		}
 	}
-	return nil
+	return params, nil
 }
 
 func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
@@ -625,10 +633,14 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 	} else {
 		msg.Release()
 	}
+	if noFinish {
+		q.settle(content, callErr, true)
+		return nil
+	}
 	q.resolve(content, callErr)
 
 	c.mu.Lock()
-	if !c.closing && !noFinish {
+	if !c.closing {
 		fm, froot := newMessage()
 		f, _ := froot.NewFinish()
 		f.SetQuestionId(id)
