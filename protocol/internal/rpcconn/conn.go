@@ -53,6 +53,7 @@ type Conn struct {
 	qCount    int           // questions counted against MaxCalls
 	qBytes    uint64        // their call messages' bytes
 	qWait     chan struct{} // closed when qCount or qBytes drop
+	sWait     chan struct{} // closed when streamOpen drops to StreamWindow/2
 	qOpen     int           // questions sent whose Return has not come
 	// plainOpen counts the questions among qOpen that are not calls to
 	// `-> stream` methods (question.plain); the writer reads it without
@@ -248,6 +249,10 @@ func (c *Conn) shutdown(cause error, abort bool) {
 	if c.qWait != nil {
 		close(c.qWait)
 		c.qWait = nil
+	}
+	if c.sWait != nil {
+		close(c.sWait)
+		c.sWait = nil
 	}
 	var release []capnp.Client
 	var msgs []*capnp.Message

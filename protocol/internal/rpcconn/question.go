@@ -149,6 +149,10 @@ func (c *Conn) releaseBudget(q *question) {
 	c.qBytes -= q.size
 	if q.stream {
 		c.streamOpen--
+		if c.sWait != nil && c.streamOpen <= StreamWindow/2 {
+			close(c.sWait)
+			c.sWait = nil
+		}
 	}
 	if c.qWait != nil {
 		close(c.qWait)
@@ -339,10 +343,21 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 	var slow <-chan time.Time
 	for block && !c.closing && c.qCount > 0 && (c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes ||
 		(stream && c.streamOpen >= StreamWindow)) {
-		if c.qWait == nil {
-			c.qWait = make(chan struct{})
+		var ch chan struct{}
+		if c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes {
+			if c.qWait == nil {
+				c.qWait = make(chan struct{})
+			}
+			ch = c.qWait
+		} else {
+			// Only the stream window is full: wait until half of it
+			// is free, so that a stream's sender wakes once per
+			// StreamWindow/2 answers released rather than once each.
+			if c.sWait == nil {
+				c.sWait = make(chan struct{})
+			}
+			ch = c.sWait
 		}
-		ch := c.qWait
 		// A wait for room that lasts may be a caller's bug: see
 		// warnUnreleased. One timer per call at most.
 		if slow == nil && c.qCount >= c.lim.maxCalls && !c.warnedUnreleased {
