@@ -62,6 +62,12 @@ type Conn struct {
 	// streamOpen counts the calls to `-> stream` methods among qCount
 	// (at most StreamWindow).
 	streamOpen int
+	// lastMethod is the method whose isStreamMethod sendCall looked up
+	// last.
+	lastMethod struct {
+		k          methodKey
+		stream, ok bool
+	}
 	// warnedUnreleased: the warning about answers their callers never
 	// released has been logged.
 	warnedUnreleased bool

@@ -336,9 +336,16 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 	// microseconds), which a program's first calls need not pay.
 	stream := false
 	if block && c.qCount >= streamLookupMin {
-		c.mu.Unlock()
-		stream = isStreamMethod(s.Method)
-		c.mu.Lock()
+		k := methodKey{s.Method.InterfaceID, s.Method.MethodID}
+		if c.lastMethod.ok && c.lastMethod.k == k {
+			// The same method as the last call: a stream's calls.
+			stream = c.lastMethod.stream
+		} else {
+			c.mu.Unlock()
+			stream = isStreamMethod(s.Method)
+			c.mu.Lock()
+			c.lastMethod.k, c.lastMethod.stream, c.lastMethod.ok = k, stream, true
+		}
 	}
 	var slow <-chan time.Time
 	for block && !c.closing && c.qCount > 0 && (c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes ||
