@@ -181,6 +181,10 @@ func settleAll(ws []waiterResult) {
 	}
 }
 
+// noRelease is the ReleaseArgs of the calls the connection delivers.
+func noRelease() {}
+
+// releaseArgs releases the call's parameters; Return does.
 func (a *answer) releaseArgs() {
 	if msg := a.args.Swap(nil); msg != nil {
 		recycleRecv(msg)
@@ -223,7 +227,6 @@ func (a *answer) ReleaseResults() {}
 
 // reject returns err for the call.
 func (a *answer) reject(err error) {
-	a.releaseArgs()
 	a.PrepareReturn(err)
 	a.Return()
 }
@@ -242,6 +245,7 @@ func (a *answer) exceptionMessage(err error) *capnp.Message {
 // delivers the pipelined calls that were waiting for it, in order.
 func (a *answer) Return() {
 	c := a.c
+	a.releaseArgs()
 	if !a.inReader.Load() {
 		c.waitQueue(&a.ctx, c.lim.maxQueue)
 	}

@@ -250,7 +250,12 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 	recv := capnp.Recv{
 		Method:      capnp.Method{InterfaceID: call.InterfaceId(), MethodID: call.MethodId()},
 		Args:        content.Struct(),
-		ReleaseArgs: a.releaseArgs,
+		// The parameters are released when the call returns (Return),
+		// not by a method value of a (an allocation per call): every
+		// Recv consumer calls ReleaseArgs before Return, so they live
+		// only as long as the call, which counts their bytes in flight
+		// (c.aBytes) until then anyway.
+		ReleaseArgs: noRelease,
 		Returner:    a,
 	}
 	queued := false
