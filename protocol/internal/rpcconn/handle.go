@@ -248,8 +248,8 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 	a := c.newAnswer(qid, size, msg)
 	a.redirect = redirect
 	recv := capnp.Recv{
-		Method:      capnp.Method{InterfaceID: call.InterfaceId(), MethodID: call.MethodId()},
-		Args:        content.Struct(),
+		Method: capnp.Method{InterfaceID: call.InterfaceId(), MethodID: call.MethodId()},
+		Args:   content.Struct(),
 		// The parameters are released when the call returns (Return),
 		// not by a method value of a (an allocation per call): every
 		// Recv consumer calls ReleaseArgs before Return, so they live
