@@ -96,6 +96,7 @@ type Conn struct {
 	embargoes      map[uint32]*embargo
 	nextEmb        uint32
 	watches        []*ctxWatch // kept for calls under the same context
+	freeW          []*ctxWatch // for reuse (ctxwatch.go)
 
 	// raw is rwc's file descriptor for a non-blocking write(2) from the
 	// goroutine that queued a message (flush); nil if rwc has none.

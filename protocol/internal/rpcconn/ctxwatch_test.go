@@ -11,7 +11,7 @@ import (
 
 // TestCtxWatch: calls under one context share a watch, which cancels
 // all of them when the context ends; calls under many contexts keep at
-// most maxIdleWatches watches; the end of the connection stops them.
+// most maxWatches watches; the end of the connection stops them.
 func TestCtxWatch(t *testing.T) {
 	ts := newTestServer()
 	client, _ := newPair(t, true, true, ts.client())
@@ -53,13 +53,13 @@ func TestCtxWatch(t *testing.T) {
 			f()
 		}
 	}()
-	for i := range 3 * maxIdleWatches {
+	for i := range 3 * maxWatches {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancels = append(cancels, cancel)
 		if _, err := echo(ctx, schema.Echo(boot), "x"); err != nil {
 			t.Fatal(err)
 		}
-		if n := watches(); n > maxIdleWatches {
+		if n := watches(); n > maxWatches {
 			t.Fatalf("after %d contexts: %d watches", i+1, n)
 		}
 	}
@@ -82,6 +82,44 @@ func TestCtxWatch(t *testing.T) {
 	c.mu.Unlock()
 	if n != 1 {
 		t.Errorf("%d watches for one context, want 1", n)
+	}
+	// A context made for one call and canceled after it: nothing watches
+	// it any more, so its cancellation starts no goroutine.
+	before := goroutinesCreated()
+	for range 100 {
+		cctx, ccancel := context.WithCancel(context.Background())
+		if _, err := echo(cctx, schema.Echo(boot), "x"); err != nil {
+			t.Fatal(err)
+		}
+		ccancel()
+	}
+	if n := goroutinesCreated() - before; n > 10 {
+		t.Errorf("%d goroutines started for 100 calls under contexts of their own", n)
+	}
+	// A context that calls come back with is watched between calls.
+	registered := func(ctx context.Context) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, w := range c.watches {
+			if w.ctx == ctx {
+				return w.registered
+			}
+		}
+		return false
+	}
+	ctx4, cancel4 := context.WithCancel(context.Background())
+	defer cancel4()
+	if _, err := echo(ctx4, schema.Echo(boot), "x"); err != nil {
+		t.Fatal(err)
+	}
+	if registered(ctx4) {
+		t.Error("a context used once is still watched")
+	}
+	if _, err := echo(ctx4, schema.Echo(boot), "x"); err != nil {
+		t.Fatal(err)
+	}
+	if !registered(ctx4) {
+		t.Error("a context used twice is not watched")
 	}
 	// A context of a non-pointer type is not cached, and still works.
 	vctx, vcancel := context.WithCancel(context.Background())
