@@ -129,7 +129,10 @@ func guard(m server.Method, log *slog.Logger, debugCalls bool) func(context.Cont
 	name := displayMethod(m.Method)
 	impl := m.Impl
 	return func(ctx context.Context, call *server.Call) (err error) {
-		start := time.Now()
+		var start time.Time
+		if debugCalls {
+			start = time.Now()
+		}
 		defer func() {
 			if v := recover(); v != nil {
 				log.Error("panic in method", "method", name, "panic", v, "stack", string(debug.Stack()))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/exc"
@@ -18,7 +19,12 @@ type answer struct {
 	id   uint32
 	size uint64 // bytes of the call message, counted in c.aBytes until Return
 	ctx  callCtx
-	args *capnp.Message // the call message; released by releaseArgs
+	// args is the call message until releaseArgs takes it.
+	args atomic.Pointer[capnp.Message]
+	// inReader: the goroutine that delivers the call (the reader, or
+	// one handing on pipelined calls) is inside the capability's Recv,
+	// where Return must not wait for room in the outgoing queue.
+	inReader atomic.Bool
 
 	// Touched only by the goroutine returning the call, before Return.
 	ret     *capnp.Message // the Return message, once allocated
@@ -29,19 +35,17 @@ type answer struct {
 	err     error
 
 	// Guarded by c.mu.
-	argsReleased bool
-	returned     bool // Return has run and pipelined calls are drained
-	draining     bool // Return is delivering queued pipelined calls
-	finished     bool // the peer's Finish arrived
-	releaseCaps  bool // the Finish asked to release the result caps
-	sent         bool // the writer is done with ret
-	msgReleased  bool
-	inReader     bool     // the reader is delivering the call
-	resultCaps   []uint32 // exports made for the results
-	pipeline     []pendingCall
-	waiters      []*answerHook // capabilities the peer named by receiverAnswer
-	removed      bool
-	resultErr    error // the call's error, once returned
+	returned    bool // Return has run and pipelined calls are drained
+	draining    bool // Return is delivering queued pipelined calls
+	finished    bool // the peer's Finish arrived
+	releaseCaps bool // the Finish asked to release the result caps
+	sent        bool // the writer is done with ret
+	msgReleased bool
+	resultCaps  []uint32 // exports made for the results
+	pipeline    []pendingCall
+	waiters     []*answerHook // capabilities the peer named by receiverAnswer
+	removed     bool
+	resultErr   error // the call's error, once returned
 
 	// Guarded by c.mu: tail calls (yourself.go).
 	redirect bool      // sendResultsTo.yourself: results kept here, not sent
@@ -177,19 +181,13 @@ func settleAll(ws []waiterResult) {
 	}
 }
 
+// noRelease is the ReleaseArgs of the calls the connection delivers.
+func noRelease() {}
+
+// releaseArgs releases the call's parameters; Return does.
 func (a *answer) releaseArgs() {
-	c := a.c
-	c.mu.Lock()
-	if a.argsReleased {
-		c.mu.Unlock()
-		return
-	}
-	a.argsReleased = true
-	msg := a.args
-	a.args = nil
-	c.mu.Unlock()
-	if msg != nil {
-		msg.Release()
+	if msg := a.args.Swap(nil); msg != nil {
+		recycleRecv(msg)
 	}
 }
 
@@ -229,7 +227,6 @@ func (a *answer) ReleaseResults() {}
 
 // reject returns err for the call.
 func (a *answer) reject(err error) {
-	a.releaseArgs()
 	a.PrepareReturn(err)
 	a.Return()
 }
@@ -248,10 +245,8 @@ func (a *answer) exceptionMessage(err error) *capnp.Message {
 // delivers the pipelined calls that were waiting for it, in order.
 func (a *answer) Return() {
 	c := a.c
-	c.mu.Lock()
-	inReader := a.inReader
-	c.mu.Unlock()
-	if !inReader {
+	a.releaseArgs()
+	if !a.inReader.Load() {
 		c.waitQueue(&a.ctx, c.lim.maxQueue)
 	}
 	if a.err == nil && !a.alloced {
@@ -440,7 +435,7 @@ func (a *answer) onSent() {
 	m := a.releasableMsg(c.closing)
 	c.mu.Unlock()
 	if m != nil {
-		releaseOut(m)
+		recycleOut(m)
 	}
 }
 
@@ -481,7 +476,7 @@ func (a *answer) finishCleanup() {
 	c.mu.Unlock()
 	a.ctx.cancel()
 	if m != nil {
-		releaseOut(m)
+		recycleOut(m)
 	}
 	for _, cl := range release {
 		cl.Release()
@@ -535,27 +530,26 @@ func (a *answer) deliverPipelined(p pendingCall) {
 	cl.Release()
 }
 
-// deliverSnapshot hands the call to the hook of snap. The caller holds
-// no lock.
-func (a *answer) deliverSnapshot(snap capnp.ClientSnapshot, r capnp.Recv) {
+// deliverSnapshot hands the call to the hook of snap, which is e's own
+// if e is not nil: it then ends the delivery (export.doneDelivering) and
+// returns the snapshot to release, if any. The caller holds no lock.
+func (a *answer) deliverSnapshot(snap capnp.ClientSnapshot, r capnp.Recv, e *export) capnp.ClientSnapshot {
+	a.inReader.Store(true)
+	snap.Recv(&a.ctx, r)
+	a.inReader.Store(false)
+	if e == nil {
+		return capnp.ClientSnapshot{}
+	}
 	c := a.c
 	c.mu.Lock()
-	a.inReader = true
+	rel := e.doneDelivering()
 	c.mu.Unlock()
-	snap.Recv(&a.ctx, r)
-	c.mu.Lock()
-	a.inReader = false
-	c.mu.Unlock()
+	return rel
 }
 
 // deliver hands the call to cl. The caller holds no lock.
 func (a *answer) deliver(cl capnp.Client, r capnp.Recv) {
-	c := a.c
-	c.mu.Lock()
-	a.inReader = true
-	c.mu.Unlock()
+	a.inReader.Store(true)
 	cl.RecvCall(&a.ctx, r)
-	c.mu.Lock()
-	a.inReader = false
-	c.mu.Unlock()
+	a.inReader.Store(false)
 }

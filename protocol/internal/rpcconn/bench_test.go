@@ -3,6 +3,7 @@ package rpcconn
 import (
 	"context"
 	"io"
+	"runtime/metrics"
 	"testing"
 
 	"github.com/gomultiprocess/multiprocess/schema"
@@ -16,11 +17,17 @@ func BenchmarkEcho8B(b *testing.B) {
 	for _, k := range []struct {
 		name                 string
 		ourClient, ourServer bool
-	}{{"ours", true, true}, {"gocapnp", false, false}, {"ours-client", true, false}, {"ours-server", false, true}} {
+		cancelable           bool // a context that can end, as b.Context()
+		perCall              bool // a context of its own for each call, canceled after it
+	}{{"ours", true, true, false, false}, {"ours-ctx", true, true, true, false}, {"ours-callctx", true, true, false, true},
+		{"gocapnp", false, false, false, false}, {"ours-client", true, false, false, false}, {"ours-server", false, true, false, false}} {
 		b.Run(k.name, func(b *testing.B) {
 			ts := newTestServer()
 			client, _ := newPair(b, k.ourClient, k.ourServer, ts.client())
 			ctx := context.Background()
+			if k.cancelable {
+				ctx = b.Context()
+			}
 			boot := client.bootstrap(ctx)
 			defer boot.Release()
 			e := schema.Echo(boot)
@@ -28,14 +35,24 @@ func BenchmarkEcho8B(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ReportAllocs()
+			created := goroutinesCreated()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				f, rel := e.Echo(ctx, func(p schema.Echo_echo_Params) error { return p.SetEcho("12345678") })
+				cctx, cancel := ctx, context.CancelFunc(nil)
+				if k.perCall {
+					cctx, cancel = context.WithCancel(ctx)
+				}
+				f, rel := e.Echo(cctx, func(p schema.Echo_echo_Params) error { return p.SetEcho("12345678") })
 				if _, err := f.Struct(); err != nil {
 					b.Fatal(err)
 				}
 				rel()
+				if cancel != nil {
+					cancel()
+				}
 			}
+			b.StopTimer()
+			b.ReportMetric(float64(goroutinesCreated()-created)/float64(b.N), "gocreated/op")
 		})
 	}
 	b.Run("raw", func(b *testing.B) {
@@ -61,4 +78,14 @@ func BenchmarkEcho8B(b *testing.B) {
 			io.ReadFull(x, buf)
 		}
 	})
+}
+
+// goroutinesCreated is the number of goroutines this process has started.
+func goroutinesCreated() uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }

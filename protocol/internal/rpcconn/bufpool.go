@@ -90,6 +90,7 @@ func poison(b []byte) {
 type recvArena struct {
 	capnp.ReadOnlySingleSegment
 	buf *recvBuf
+	rm  *recvMsg // the message this arena is part of
 }
 
 func (a *recvArena) Release() {
@@ -104,6 +105,36 @@ func (a *recvArena) Release() {
 type recvMsg struct {
 	msg   capnp.Message
 	arena recvArena
+}
+
+// recvMsgs holds recvMsg structs for reuse. Only recycleRecv puts one
+// back, at the few places where the message's last user is certain: a
+// call's parameters released once (answer.releaseArgs), a Return's
+// results released by the caller's ReleaseFunc. Elsewhere a received
+// message is released as usual and its struct left to the collector.
+var recvMsgs sync.Pool
+
+func newRecvMsg() *recvMsg {
+	if rm, ok := recvMsgs.Get().(*recvMsg); ok {
+		return rm
+	}
+	rm := &recvMsg{}
+	rm.arena.rm = rm
+	return rm
+}
+
+// recycleRecv releases msg, a received message of which the caller is
+// certainly the last user (nothing reads it after, nothing releases it
+// again), and keeps its struct for another received message. A Struct
+// read from msg and wrongly used after this would read the next message
+// instead of nothing: under the race detector, a read from another
+// goroutine is reported, as Message.Reset writes every field of msg.
+func recycleRecv(msg *capnp.Message) {
+	a, ok := msg.Arena.(*recvArena)
+	msg.Release()
+	if ok && &a.rm.msg == msg {
+		recvMsgs.Put(a.rm)
+	}
 }
 
 // recvMultiArena is the arena of a received multi-segment message.

@@ -15,6 +15,61 @@ type export struct {
 	client   capnp.Client
 	wireRefs uint32 // references the peer holds
 	md       *capnp.Metadata
+
+	// snap is client's hook, for delivering calls without a snapshot
+	// (an allocation) per call: taken at the first call if the client
+	// is no promise (whose hook may change as it resolves). busy counts
+	// the deliveries using it; once the export is dropped, the last of
+	// them releases it (drop does if there is none).
+	snap   capnp.ClientSnapshot
+	noSnap bool // client was a promise at the first call
+	busy   int
+	dead   bool
+}
+
+// drop notes that the peer holds no more references to e; the caller
+// holds c.mu and releases e.client after unlocking. The snapshot is
+// released here if no delivery uses it: never the hook's last reference,
+// as e.client holds one until then.
+func (e *export) drop(c *Conn) {
+	e.forget(c)
+	e.dead = true
+	if e.busy == 0 && e.snap.IsValid() {
+		e.snap.Release()
+		e.snap = capnp.ClientSnapshot{}
+	}
+}
+
+// deliverySnapshot returns the hook to deliver a call to e through, and
+// whether it is e's own (then doneDelivering must follow the delivery)
+// rather than a new snapshot for the caller to release. The caller holds
+// c.mu.
+func (e *export) deliverySnapshot() (capnp.ClientSnapshot, bool) {
+	if !e.snap.IsValid() && !e.noSnap {
+		s := e.client.Snapshot()
+		if !s.IsValid() || s.IsPromise() {
+			e.noSnap = true
+			return s, false
+		}
+		e.snap = s
+	}
+	if e.snap.IsValid() {
+		e.busy++
+		return e.snap, true
+	}
+	return e.client.Snapshot(), false
+}
+
+// doneDelivering ends a delivery through e.snap; the caller holds c.mu
+// and releases the snapshot returned, if valid, after unlocking.
+func (e *export) doneDelivering() capnp.ClientSnapshot {
+	e.busy--
+	if e.busy == 0 && e.dead {
+		s := e.snap
+		e.snap = capnp.ClientSnapshot{}
+		return s
+	}
+	return capnp.ClientSnapshot{}
 }
 
 type exportKey struct{ c *Conn }
@@ -51,7 +106,7 @@ func (c *Conn) releaseExport(id, count uint32) (capnp.Client, error) {
 	}
 	c.exports[id] = nil
 	c.freeE = append(c.freeE, id)
-	e.forget(c)
+	e.drop(c)
 	return e.client, nil
 }
 

@@ -7,8 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -51,10 +53,21 @@ type Conn struct {
 	qCount    int           // questions counted against MaxCalls
 	qBytes    uint64        // their call messages' bytes
 	qWait     chan struct{} // closed when qCount or qBytes drop
+	sWait     chan struct{} // closed when streamOpen drops to StreamWindow/2
 	qOpen     int           // questions sent whose Return has not come
+	// plainOpen counts the questions among qOpen that are not calls to
+	// `-> stream` methods (question.plain); the writer reads it without
+	// c.mu.
+	plainOpen atomic.Int32
 	// streamOpen counts the calls to `-> stream` methods among qCount
 	// (at most StreamWindow).
 	streamOpen int
+	// lastMethod is the method whose isStreamMethod sendCall looked up
+	// last.
+	lastMethod struct {
+		k          methodKey
+		stream, ok bool
+	}
 	// warnedUnreleased: the warning about answers their callers never
 	// released has been logged.
 	warnedUnreleased bool
@@ -82,6 +95,8 @@ type Conn struct {
 	finishOverflow bool
 	embargoes      map[uint32]*embargo
 	nextEmb        uint32
+	watches        []*ctxWatch // kept for calls under the same context
+	freeW          []*ctxWatch // for reuse (ctxwatch.go)
 
 	// raw is rwc's file descriptor for a non-blocking write(2) from the
 	// goroutine that queued a message (flush); nil if rwc has none.
@@ -237,9 +252,14 @@ func (c *Conn) shutdown(cause error, abort bool) {
 		}
 	}
 	c.questions, c.freeQ = nil, nil
+	c.stopWatches()
 	if c.qWait != nil {
 		close(c.qWait)
 		c.qWait = nil
+	}
+	if c.sWait != nil {
+		close(c.sWait)
+		c.sWait = nil
 	}
 	var release []capnp.Client
 	var msgs []*capnp.Message
@@ -260,7 +280,7 @@ func (c *Conn) shutdown(cause error, abort bool) {
 	for _, e := range c.exports {
 		if e != nil {
 			release = append(release, e.client)
-			e.forget(c)
+			e.drop(c)
 		}
 	}
 	c.exports, c.freeE = nil, nil
@@ -347,9 +367,21 @@ func newAbortMessage(cause error) *capnp.Message {
 
 // msgPool holds Message structs of outgoing messages that only this
 // package ever referenced (calls, finishes, releases, exceptions...): the
-// writer puts them back once written. Results messages, which server
-// methods have written into, never come back here.
+// writer puts them back once written. A Return's results message, which a
+// server method wrote into, comes back through recycleOut only once its
+// answer has let it go for good (answer.releasableMsg: written, and
+// finished or forgotten).
 var msgPool sync.Pool
+
+// recycleOut releases m, an outgoing message nothing uses any more, and
+// keeps its struct for newMessage. A server method that wrongly kept its
+// results past its return would read the next message built in it: under
+// the race detector, that read, from another goroutine, is reported, as
+// Message.Reset writes every field of m.
+func recycleOut(m *capnp.Message) {
+	releaseOut(m)
+	msgPool.Put(m)
+}
 
 func newMessage() (*capnp.Message, rpccp.Message) {
 	var msg *capnp.Message
@@ -508,8 +540,7 @@ func dropOut(m outMsg) {
 	if m.sentTo != nil {
 		m.sentTo.onSent()
 	} else {
-		releaseOut(m.msg)
-		msgPool.Put(m.msg)
+		recycleOut(m.msg)
 	}
 }
 
@@ -563,6 +594,15 @@ func (c *Conn) writer() {
 		for c.writing || (len(c.outq) == 0 && len(c.pending) == 0 && !c.stop) {
 			c.qmu.Unlock()
 			<-c.wake
+			if c.plainOpen.Load() > 1 {
+				// Callers waiting for answers: those woken with this
+				// goroutine (whose answers the reader just settled)
+				// queue their next calls first, for one write for all
+				// of them rather than one each. Not for a stream's
+				// calls, which one goroutine sends without waiting:
+				// yielding only delays them.
+				runtime.Gosched()
+			}
 			c.qmu.Lock()
 		}
 		c.writing = true

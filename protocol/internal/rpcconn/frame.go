@@ -44,7 +44,7 @@ func readFrame(r io.Reader, hdr []byte, l *limits) (*capnp.Message, uint64, erro
 			return nil, 0, unexpectedEOF(err)
 		}
 		// The message and its arena in one allocation.
-		rm := &recvMsg{}
+		rm := newRecvMsg()
 		rm.arena.buf = buf
 		rm.arena.ReplaceData(buf.b)
 		msg = &rm.msg

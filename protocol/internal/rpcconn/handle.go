@@ -184,6 +184,7 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 	var release []capnp.Client
 	var target capnp.Client
 	var snap capnp.ClientSnapshot // the export's hook, for a call on an import
+	var snapOf *export            // snap is this export's own (export.deliverySnapshot)
 	var targetErr error
 	c.mu.Lock()
 	if c.closing {
@@ -211,9 +212,13 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 			c.mu.Unlock()
 			return fail(protoErr("call %d on unknown export %d", qid, id))
 		}
-		// A snapshot holds the hook during delivery at the cost of one
-		// allocation (Client.AddRef and RecvCall cost four).
-		snap = e.client.Snapshot()
+		// The export's snapshot holds the hook during delivery
+		// (Client.AddRef and RecvCall cost four allocations, a snapshot
+		// per call one).
+		var own bool
+		if snap, own = e.deliverySnapshot(); own {
+			snapOf = e
+		}
 	} else {
 		base = c.answers[paID]
 		if base == nil {
@@ -229,6 +234,9 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 	}
 	caps, err := c.importCaps(descs, &release)
 	if err != nil {
+		if snapOf != nil {
+			snap = snapOf.doneDelivering()
+		}
 		c.mu.Unlock()
 		snap.Release()
 		releaseAll(release)
@@ -240,9 +248,14 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 	a := c.newAnswer(qid, size, msg)
 	a.redirect = redirect
 	recv := capnp.Recv{
-		Method:      capnp.Method{InterfaceID: call.InterfaceId(), MethodID: call.MethodId()},
-		Args:        content.Struct(),
-		ReleaseArgs: a.releaseArgs,
+		Method: capnp.Method{InterfaceID: call.InterfaceId(), MethodID: call.MethodId()},
+		Args:   content.Struct(),
+		// The parameters are released when the call returns (Return),
+		// not by a method value of a (an allocation per call): every
+		// Recv consumer calls ReleaseArgs before Return, so they live
+		// only as long as the call, which counts their bytes in flight
+		// (c.aBytes) until then anyway.
+		ReleaseArgs: noRelease,
 		Returner:    a,
 	}
 	queued := false
@@ -264,8 +277,11 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 		return nil
 	}
 	if snap.IsValid() {
-		a.deliverSnapshot(snap, recv)
-		snap.Release()
+		rel := a.deliverSnapshot(snap, recv, snapOf)
+		if snapOf == nil {
+			rel = snap
+		}
+		rel.Release()
 		return nil
 	}
 	a.deliver(target, recv)
@@ -300,11 +316,9 @@ func (c *Conn) checkAnswerLimits() error {
 
 // newAnswer adds an answer to the table; the caller holds c.mu.
 func (c *Conn) newAnswer(id uint32, size uint64, args *capnp.Message) *answer {
-	a := &answer{c: c, id: id, size: size, args: args}
+	a := &answer{c: c, id: id, size: size}
+	a.args.Store(args)
 	a.ctx.owner = c.owner
-	if args == nil {
-		a.argsReleased = true
-	}
 	c.answers[id] = a
 	c.aBytes += size
 	c.active++

@@ -15,16 +15,18 @@ type question struct {
 	c      *Conn
 	id     uint32
 	p      *capnp.Promise
-	size   uint64 // bytes counted in c.qBytes
-	stop   func() bool
+	size   uint64         // bytes counted in c.qBytes
 	result *capnp.Message // the Return message, kept for the results
 
 	// Guarded by c.mu.
-	returned    bool // Return arrived, or the question was failed
-	open        bool // counted in c.qOpen
-	stream      bool // a call to a `-> stream` method, counted in c.streamOpen
-	finishSent  bool // canceled before its Return
-	freed       bool // out of the table; the ID may be reused
+	watch       *ctxWatch // cancels q when the call's context ends
+	widx        int       // q's index in watch.qs
+	returned    bool      // Return arrived, or the question was failed
+	open        bool      // counted in c.qOpen
+	plain       bool      // a call not to a `-> stream` method, counted in c.plainOpen
+	stream      bool      // a call to a `-> stream` method, counted in c.streamOpen
+	finishSent  bool      // canceled before its Return
+	freed       bool      // out of the table; the ID may be reused
 	budgetFreed bool
 	onReturn    []func()
 	settled     bool                 // resolve has run and taken onReturn
@@ -85,7 +87,7 @@ func (c *Conn) Bootstrap(ctx context.Context) capnp.Client {
 	b, _ := root.NewBootstrap()
 	b.SetQuestionId(q.id)
 	if ctx.Done() != nil {
-		q.stop = context.AfterFunc(ctx, func() { q.cancel(ctx.Err()) })
+		c.watch(q, ctx)
 	}
 	c.send(msg, nil)
 	c.mu.Unlock()
@@ -127,6 +129,9 @@ func (c *Conn) closeQuestion(q *question) {
 	if q.open {
 		q.open = false
 		c.qOpen--
+		if q.plain {
+			c.plainOpen.Add(-1)
+		}
 	}
 }
 
@@ -144,6 +149,10 @@ func (c *Conn) releaseBudget(q *question) {
 	c.qBytes -= q.size
 	if q.stream {
 		c.streamOpen--
+		if c.sWait != nil && c.streamOpen <= StreamWindow/2 {
+			close(c.sWait)
+			c.sWait = nil
+		}
 	}
 	if c.qWait != nil {
 		close(c.qWait)
@@ -178,12 +187,17 @@ func (c *Conn) questionFor(ans *capnp.Answer) *question {
 
 // resolve settles q's promise and runs what waited for it. The caller
 // holds no lock and has set q.returned.
-func (q *question) resolve(p capnp.Ptr, err error) {
-	if q.stop != nil {
-		q.stop()
-	}
+func (q *question) resolve(p capnp.Ptr, err error) { q.settle(p, err, false) }
+
+// settle is resolve; free also takes q out of the table (freeQuestion) in
+// the same critical section, for a Return that needs no Finish.
+func (q *question) settle(p capnp.Ptr, err error, free bool) {
 	q.p.Resolve(p, err)
 	q.c.mu.Lock()
+	q.c.unwatch(q)
+	if free {
+		q.c.freeQuestion(q)
+	}
 	fns := q.onReturn
 	q.onReturn = nil
 	q.settled = true
@@ -204,9 +218,19 @@ func (q *question) releaseResult() {
 func (q *question) cancel(err error) {
 	c := q.c
 	c.mu.Lock()
+	ok := c.cancelLocked(q)
+	c.mu.Unlock()
+	if ok {
+		q.resolve(capnp.Ptr{}, err)
+	}
+}
+
+// cancelLocked sends a Finish for q if it is unanswered and reports
+// whether it did; the caller then resolves q with the error, after
+// unlocking. The caller holds c.mu.
+func (c *Conn) cancelLocked(q *question) bool {
 	if q.returned || q.finishSent || c.closing {
-		c.mu.Unlock()
-		return
+		return false
 	}
 	q.finishSent = true
 	c.closeQuestion(q)
@@ -215,8 +239,7 @@ func (q *question) cancel(err error) {
 	f.SetQuestionId(q.id)
 	f.SetReleaseResultCaps(true)
 	c.send(msg, nil)
-	c.mu.Unlock()
-	q.resolve(capnp.Ptr{}, err)
+	return true
 }
 
 // PipelineSend implements capnp.PipelineCaller.
@@ -297,8 +320,9 @@ func returnAnswer(ret capnp.Returner, ans *capnp.Answer, release capnp.ReleaseFu
 func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block bool) (*question, *capnp.Answer, capnp.ReleaseFunc) {
 	msg, root := newMessage()
 	call, err := root.NewCall()
+	var params rpccp.Payload
 	if err == nil {
-		err = buildCall(call, t, s)
+		params, err = buildCall(call, t, s)
 	}
 	if err != nil {
 		msg.Release()
@@ -312,17 +336,35 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 	// microseconds), which a program's first calls need not pay.
 	stream := false
 	if block && c.qCount >= streamLookupMin {
-		c.mu.Unlock()
-		stream = isStreamMethod(s.Method)
-		c.mu.Lock()
+		k := methodKey{s.Method.InterfaceID, s.Method.MethodID}
+		if c.lastMethod.ok && c.lastMethod.k == k {
+			// The same method as the last call: a stream's calls.
+			stream = c.lastMethod.stream
+		} else {
+			c.mu.Unlock()
+			stream = isStreamMethod(s.Method)
+			c.mu.Lock()
+			c.lastMethod.k, c.lastMethod.stream, c.lastMethod.ok = k, stream, true
+		}
 	}
 	var slow <-chan time.Time
 	for block && !c.closing && c.qCount > 0 && (c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes ||
 		(stream && c.streamOpen >= StreamWindow)) {
-		if c.qWait == nil {
-			c.qWait = make(chan struct{})
+		var ch chan struct{}
+		if c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes {
+			if c.qWait == nil {
+				c.qWait = make(chan struct{})
+			}
+			ch = c.qWait
+		} else {
+			// Only the stream window is full: wait until half of it
+			// is free, so that a stream's sender wakes once per
+			// StreamWindow/2 answers released rather than once each.
+			if c.sWait == nil {
+				c.sWait = make(chan struct{})
+			}
+			ch = c.sWait
 		}
-		ch := c.qWait
 		// A wait for room that lasts may be a caller's bug: see
 		// warnUnreleased. One timer per call at most.
 		if slow == nil && c.qCount >= c.lim.maxCalls && !c.warnedUnreleased {
@@ -377,9 +419,11 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 	if stream {
 		q.stream = true
 		c.streamOpen++
+	} else {
+		q.plain = true
+		c.plainOpen.Add(1)
 	}
 	call.SetQuestionId(q.id)
-	params, _ := call.Params()
 	var err2 error
 	if q.paramCaps, err2 = c.describeCaps(params, msg.CapTable(), &release); err2 != nil {
 		err := err2
@@ -391,7 +435,7 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 		return nil, capnp.ErrorAnswer(s.Method, err), func() {}
 	}
 	if ctx.Done() != nil {
-		q.stop = context.AfterFunc(ctx, func() { q.cancel(ctx.Err()) })
+		c.watch(q, ctx)
 	}
 	kick := c.enqueue(msg, nil)
 	// With other calls in flight, the writer batches.
@@ -417,7 +461,7 @@ func (q *question) releaseFunc() {
 	q.c.releaseBudget(q)
 	q.c.mu.Unlock()
 	if m != nil {
-		m.Release()
+		recycleRecv(m)
 	}
 }
 
@@ -449,25 +493,26 @@ func (c *Conn) resend(ctx context.Context, t callTarget, m capnp.Method, msg *ca
 	return ans, rel
 }
 
-func buildCall(call rpccp.Call, t callTarget, s capnp.Send) error {
+// buildCall fills call for s to t and returns its params.
+func buildCall(call rpccp.Call, t callTarget, s capnp.Send) (rpccp.Payload, error) {
 	call.SetInterfaceId(s.Method.InterfaceID)
 	call.SetMethodId(s.Method.MethodID)
 	tgt, err := call.NewTarget()
 	if err != nil {
-		return err
+		return rpccp.Payload{}, err
 	}
 	if t.imp != nil {
 		tgt.SetImportedCap(t.imp.id)
 	} else {
 		pa, err := tgt.NewPromisedAnswer()
 		if err != nil {
-			return err
+			return rpccp.Payload{}, err
 		}
 		pa.SetQuestionId(t.q.id)
 		if len(t.transform) > 0 {
 			ops, err := pa.NewTransform(int32(len(t.transform)))
 			if err != nil {
-				return err
+				return rpccp.Payload{}, err
 			}
 			for i, op := range t.transform {
 				ops.At(i).SetGetPointerField(op.Field)
@@ -476,21 +521,21 @@ func buildCall(call rpccp.Call, t callTarget, s capnp.Send) error {
 	}
 	params, err := call.NewParams()
 	if err != nil {
-		return err
+		return rpccp.Payload{}, err
 	}
 	args, err := capnp.NewStruct(params.Segment(), s.ArgsSize)
 	if err != nil {
-		return err
+		return rpccp.Payload{}, err
 	}
 	if err := params.SetContent(args.ToPtr()); err != nil {
-		return err
+		return rpccp.Payload{}, err
 	}
 	if s.PlaceArgs != nil {
 		if err := s.PlaceArgs(args); err != nil {
-			return exc.WrapError("place args", err)
+			return rpccp.Payload{}, exc.WrapError("place args", err)
 		}
 	}
-	return nil
+	return params, nil
 }
 
 func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
@@ -610,10 +655,14 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 	} else {
 		msg.Release()
 	}
+	if noFinish {
+		q.settle(content, callErr, true)
+		return nil
+	}
 	q.resolve(content, callErr)
 
 	c.mu.Lock()
-	if !c.closing && !noFinish {
+	if !c.closing {
 		fm, froot := newMessage()
 		f, _ := froot.NewFinish()
 		f.SetQuestionId(id)
