@@ -192,7 +192,15 @@ func (q *question) resolve(p capnp.Ptr, err error) { q.settle(p, err, false) }
 // settle is resolve; free also takes q out of the table (freeQuestion) in
 // the same critical section, for a Return that needs no Finish.
 func (q *question) settle(p capnp.Ptr, err error, free bool) {
-	q.p.Resolve(p, err)
+	if promiseLockStuck(q.p) {
+		// See promiselock.go: the program broke this promise; the
+		// connection must not wait for it.
+		q.c.log.Error("rpcconn: a call's answer cannot be delivered: go-capnp left its promise locked (Future.Client called again, as by a generated accessor, while the call was in flight); its callers will wait for ever",
+			"question", q.id)
+		go q.p.Resolve(p, err)
+	} else {
+		q.p.Resolve(p, err)
+	}
 	q.c.mu.Lock()
 	q.c.unwatch(q)
 	if free {
