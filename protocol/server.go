@@ -83,22 +83,7 @@ type serverHook struct{ *server.Server }
 // when one of them targets a null capability, or a server without that
 // method, in the results (server.Server's own Send would queue them there).
 func (h serverHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
-	ret := new(capnp.StructReturner)
-	r := capnp.Recv{Method: s.Method, Returner: ret, ReleaseArgs: func() {}}
-	if s.PlaceArgs != nil {
-		_, seg := capnp.NewMultiSegmentMessage(nil)
-		args, err := capnp.NewRootStruct(seg, s.ArgsSize)
-		if err == nil {
-			err = s.PlaceArgs(args)
-		}
-		if err != nil {
-			seg.Message().Release()
-			return capnp.ErrorAnswer(s.Method, fmt.Errorf("protocol: place args of %s: %w", displayMethod(s.Method), err)), func() {}
-		}
-		r.Args = args
-		r.ReleaseArgs = seg.Message().Release
-	}
-	return ret.Answer(s.Method, rpcconn.DeliverHeld(ctx, h, r))
+	return rpcconn.SendHeld(ctx, h, s)
 }
 
 func (h serverHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {

@@ -96,6 +96,18 @@ func (h *heldCall) PipelineRecv(ctx context.Context, transform []capnp.PipelineO
 // PipelineSend turns the call into a Recv queued like the others, so
 // that it keeps its place and never blocks the caller.
 func (h *heldCall) PipelineSend(ctx context.Context, transform []capnp.PipelineOp, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	r, ret, err := sendToRecv(s)
+	if err != nil {
+		return capnp.ErrorAnswer(s.Method, err), func() {}
+	}
+	pc := h.PipelineRecv(ctx, transform, r)
+	return ret.Answer(s.Method, pc)
+}
+
+// sendToRecv turns a call made in this process into the Recv a server
+// takes: its arguments placed in a message of their own, and a Returner
+// that keeps the results for the Answer.
+func sendToRecv(s capnp.Send) (capnp.Recv, *capnp.StructReturner, error) {
 	ret := new(capnp.StructReturner)
 	r := capnp.Recv{Method: s.Method, Returner: ret, ReleaseArgs: func() {}}
 	if s.PlaceArgs != nil {
@@ -106,13 +118,12 @@ func (h *heldCall) PipelineSend(ctx context.Context, transform []capnp.PipelineO
 		}
 		if err != nil {
 			seg.Message().Release()
-			return capnp.ErrorAnswer(s.Method, exc.WrapError("rpcconn: place args", err)), func() {}
+			return capnp.Recv{}, nil, exc.WrapError("rpcconn: place args of "+s.Method.String(), err)
 		}
 		r.Args = args
 		r.ReleaseArgs = seg.Message().Release
 	}
-	pc := h.PipelineRecv(ctx, transform, r)
-	return ret.Answer(s.Method, pc)
+	return r, ret, nil
 }
 
 // settle records where the held call went (pc), or why it failed (err),

@@ -19,3 +19,13 @@ func DeliverHeld(ctx context.Context, srv capnp.ClientHook, r capnp.Recv) capnp.
 	h.settle(srv.Recv(ctx, r), nil)
 	return h
 }
+
+// SendHeld makes the call s on the local server srv through DeliverHeld:
+// it is what srv's Send does, without go-capnp's AnswerQueue.
+func SendHeld(ctx context.Context, srv capnp.ClientHook, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	r, ret, err := sendToRecv(s)
+	if err != nil {
+		return capnp.ErrorAnswer(s.Method, err), func() {}
+	}
+	return ret.Answer(s.Method, DeliverHeld(ctx, srv, r))
+}
