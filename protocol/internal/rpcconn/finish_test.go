@@ -66,19 +66,11 @@ func TestNoFinishNeeded(t *testing.T) {
 // capability costs no Finish.
 func TestNoFinishSent(t *testing.T) {
 	var finishes atomic.Int64
-	a, b := socketPair(t)
-	srv := NewConn(b, &Options{BootstrapClient: newTestServer().client()})
-	cl := NewConn(a, &Options{Observe: func(sent bool, m rpccp.Message) {
+	cl, _ := connPair(t, &Options{Observe: func(sent bool, m rpccp.Message) {
 		if sent && m.Which() == rpccp.Message_Which_finish {
 			finishes.Add(1)
 		}
-	}})
-	t.Cleanup(func() {
-		cl.Close()
-		srv.Close()
-		<-cl.Done()
-		<-srv.Done()
-	})
+	}}, &Options{BootstrapClient: newTestServer().client()})
 	ctx := testCtx(t)
 	boot := cl.Bootstrap(ctx)
 	defer boot.Release()

@@ -208,6 +208,23 @@ func newPair(t testing.TB, ourClient, ourServer bool, boot capnp.Client) (client
 	return client, srv
 }
 
+// connPair connects a client Conn to a server Conn over a socketpair,
+// with the options given (nil: the defaults); the test's cleanup closes
+// both and waits for their ends.
+func connPair(t testing.TB, clientOpts, serverOpts *Options) (cl, srv *Conn) {
+	t.Helper()
+	a, b := socketPair(t)
+	srv = NewConn(b, serverOpts)
+	cl = NewConn(a, clientOpts)
+	t.Cleanup(func() {
+		cl.Close()
+		srv.Close()
+		<-cl.Done()
+		<-srv.Done()
+	})
+	return cl, srv
+}
+
 func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)

@@ -52,17 +52,8 @@ func TestPromiseLockFound(t *testing.T) {
 // it.) The test then gives the lock back, as nothing in a real program
 // can, and the promise resolves.
 func TestLeakedPromiseLockSparesTheConnection(t *testing.T) {
-	ts := newTestServer()
-	a, b := socketPair(t)
 	var logs syncBuffer
-	srv := NewConn(b, &Options{BootstrapClient: ts.client()})
-	cl := NewConn(a, &Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	defer func() {
-		cl.Close()
-		srv.Close()
-		<-cl.Done()
-		<-srv.Done()
-	}()
+	cl, _ := connPair(t, &Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, &Options{BootstrapClient: newTestServer().client()})
 	ctx := testCtx(t)
 	boot := cl.Bootstrap(ctx)
 	defer boot.Release()

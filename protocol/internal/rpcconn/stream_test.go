@@ -41,16 +41,7 @@ func maxGoroutines(stop <-chan struct{}) <-chan int {
 // one per streamed call, in capnp.Client.SendStreamCall) nor memory grow
 // with the number of messages.
 func TestStreamingFlowControl(t *testing.T) {
-	ts := newTestServer()
-	a, b := socketPair(t)
-	srv := NewConn(b, &Options{BootstrapClient: ts.client(), MaxCalls: 16})
-	cl := NewConn(a, &Options{MaxCalls: 16})
-	defer func() {
-		cl.Close()
-		srv.Close()
-		<-cl.Done()
-		<-srv.Done()
-	}()
+	cl, _ := connPair(t, &Options{MaxCalls: 16}, &Options{BootstrapClient: newTestServer().client(), MaxCalls: 16})
 	ctx := testCtx(t)
 	boot := cl.Bootstrap(ctx)
 	defer boot.Release()

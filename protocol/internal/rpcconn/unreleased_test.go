@@ -38,17 +38,8 @@ func (s *syncBuffer) String() string {
 // place too while its capability is held: MaxCalls 5 is the bootstrap
 // and four echoes.)
 func TestUnreleasedAnswersWarn(t *testing.T) {
-	ts := newTestServer()
-	a, b := socketPair(t)
 	var logs syncBuffer
-	srv := NewConn(b, &Options{BootstrapClient: ts.client()})
-	cl := NewConn(a, &Options{MaxCalls: 5, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	defer func() {
-		cl.Close()
-		srv.Close()
-		<-cl.Done()
-		<-srv.Done()
-	}()
+	cl, _ := connPair(t, &Options{MaxCalls: 5, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, &Options{BootstrapClient: newTestServer().client()})
 	ctx := testCtx(t)
 	boot := cl.Bootstrap(ctx)
 	defer boot.Release()
