@@ -1,18 +1,17 @@
 package ipc_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
 
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
+	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/schema"
@@ -160,7 +159,7 @@ func TestCloseStopsChildren(t *testing.T) {
 func TestSpawnStartTimeout(t *testing.T) {
 	fdcheck.Check(t, deadline)
 	dir := childDir(t, "child", "silent")
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	i := ipc.New("parent", "", childInits["echo"], &ipc.Options{
 		Logger:        slog.New(slog.NewTextHandler(&logs, nil)),
 		ExecutableDir: dir,
@@ -184,7 +183,7 @@ func TestSpawnStartTimeout(t *testing.T) {
 func TestReleaseStopsChildGracefully(t *testing.T) {
 	fdcheck.Check(t, deadline)
 	dir := childDir(t, "child", "echo")
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	i := ipc.New("parent", "", childInits["echo"], &ipc.Options{
 		Logger:        slog.New(slog.NewTextHandler(&logs, nil)),
 		ExecutableDir: dir,
@@ -212,21 +211,4 @@ func TestReleaseStopsChildGracefully(t *testing.T) {
 	if ev < 0 || exited < 0 || ev > exited {
 		t.Fatalf("want the child's shutdown event before its exit status 0:\n%s", out)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

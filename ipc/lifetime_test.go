@@ -1,7 +1,6 @@
 package ipc
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
+	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
@@ -83,26 +83,9 @@ func (r *recorder) listener() schema.LifetimeListener {
 	return schema.LifetimeListener(protocol.NewServer(schema.LifetimeListener_Methods(nil, r), r, nil))
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func newTestLifetime(t *testing.T) (*Lifetime, *syncBuffer) {
+func newTestLifetime(t *testing.T) (*Lifetime, *syncbuf.Buffer) {
 	t.Helper()
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	l := newLifetime("test", slog.New(slog.NewTextHandler(&logs, nil)))
 	t.Cleanup(l.close)
 	return l, &logs

@@ -10,6 +10,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
 	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
@@ -52,7 +53,7 @@ func TestPromiseLockFound(t *testing.T) {
 // it.) The test then gives the lock back, as nothing in a real program
 // can, and the promise resolves.
 func TestLeakedPromiseLockSparesTheConnection(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	cl, _ := connPair(t, &Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, &Options{BootstrapClient: newTestServer().client()})
 	ctx := testCtx(t)
 	boot := cl.Bootstrap(ctx)

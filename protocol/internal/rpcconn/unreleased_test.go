@@ -1,35 +1,16 @@
 package rpcconn
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // A caller that never releases its answers keeps their places among the
 // MaxCalls in flight: once they are all kept, the next call waits, and
@@ -38,7 +19,7 @@ func (s *syncBuffer) String() string {
 // place too while its capability is held: MaxCalls 5 is the bootstrap
 // and four echoes.)
 func TestUnreleasedAnswersWarn(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	cl, _ := connPair(t, &Options{MaxCalls: 5, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, &Options{BootstrapClient: newTestServer().client()})
 	ctx := testCtx(t)
 	boot := cl.Bootstrap(ctx)
