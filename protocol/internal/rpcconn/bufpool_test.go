@@ -162,15 +162,10 @@ func TestConcurrentCallsFillTheSocket(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 100; i++ {
 				want := strings.Repeat(string(rune('a'+g)), 1000*(1+(g+i)%40))
-				f, rel := e.Echo(ctx, func(p schema.Echo_echo_Params) error { return p.SetEcho(want) })
-				r, err := f.Struct()
-				if err == nil {
-					var got string
-					if got, err = r.Result(); err == nil && got != want {
-						err = errorString("wrong result")
-					}
+				got, err := echo(ctx, e, want)
+				if err == nil && got != want {
+					err = errorString("wrong result")
 				}
-				rel()
 				if err != nil {
 					errs <- err
 					return
@@ -249,15 +244,10 @@ func TestLargeMessagesRoundTrip(t *testing.T) {
 					n = sizes[(i+g)%len(sizes)]
 				}
 				want := pattern(g+i, n)
-				f, rel := e.Echo(ctx, func(p schema.Echo_echo_Params) error { return p.SetEcho(want) })
-				r, err := f.Struct()
-				if err == nil {
-					var got string
-					if got, err = r.Result(); err == nil && got != want {
-						err = fmt.Errorf("echo of %d bytes: %d bytes back, different", n, len(got))
-					}
+				got, err := echo(ctx, e, want)
+				if err == nil && got != want {
+					err = fmt.Errorf("echo of %d bytes: %d bytes back, different", n, len(got))
 				}
-				rel()
 				if err != nil {
 					errs <- err
 					return
