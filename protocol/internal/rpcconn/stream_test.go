@@ -84,15 +84,7 @@ func TestStreamingFlowControl(t *testing.T) {
 // ours.
 func TestNoGoroutinePerCall(t *testing.T) {
 	ts := newTestServer()
-	a, b := socketPair(t)
-	srv := NewConn(b, &Options{BootstrapClient: ts.client()})
-	cl := NewConn(a, nil)
-	defer func() {
-		cl.Close()
-		srv.Close()
-		<-cl.Done()
-		<-srv.Done()
-	}()
+	cl, _ := connPair(t, nil, &Options{BootstrapClient: ts.client()})
 	ctx := testCtx(t)
 	boot := cl.Bootstrap(ctx)
 	defer boot.Release()
@@ -157,21 +149,15 @@ func TestStreamWindow(t *testing.T) {
 		},
 	}}, nil, nil))
 	var received atomic.Int64
-	a, b := socketPair(t)
-	srv := NewConn(b, &Options{BootstrapClient: srvHook, Observe: func(sent bool, m rpccp.Message) {
+	cl, _ := connPair(t, nil, &Options{BootstrapClient: srvHook, Observe: func(sent bool, m rpccp.Message) {
 		if !sent && m.Which() == rpccp.Message_Which_call {
 			received.Add(1)
 		}
 	}})
-	cl := NewConn(a, nil)
 	var openGate sync.Once
-	defer func() {
-		openGate.Do(func() { close(gate) })
-		cl.Close()
-		srv.Close()
-		<-cl.Done()
-		<-srv.Done()
-	}()
+	// Before connPair's cleanup closes the connections: the server's
+	// calls wait for the gate.
+	defer openGate.Do(func() { close(gate) })
 	ctx := testCtx(t)
 	boot := cl.Bootstrap(ctx)
 	defer boot.Release()
