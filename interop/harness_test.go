@@ -19,6 +19,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
 	"github.com/gomultiprocess/multiprocess/interop/internal/ischema"
 	"github.com/gomultiprocess/multiprocess/protocol"
 )
@@ -209,27 +210,9 @@ func (c *child) wait(t *testing.T) error {
 	}
 }
 
-// logBuffer collects a connection's log lines, shown if the test fails.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func connOptions(t *testing.T) *protocol.Options {
 	t.Helper()
-	var logs logBuffer
+	var logs syncbuf.Buffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("connection log:\n%s", logs.String())
