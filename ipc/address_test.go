@@ -1,7 +1,6 @@
 package ipc_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -12,48 +11,25 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
 
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
+	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/process"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
 
 // addrLog collects an Ipc's log lines for assertions.
-type addrLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *addrLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
+type addrLog struct{ syncbuf.Buffer }
 
 func (l *addrLog) has(parts ...string) bool { return l.count(parts...) > 0 }
 
 // count returns how many lines contain every one of parts.
-func (l *addrLog) count(parts ...string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, line := range strings.Split(l.buf.String(), "\n") {
-		ok := line != ""
-		for _, p := range parts {
-			ok = ok && strings.Contains(line, p)
-		}
-		if ok {
-			n++
-		}
-	}
-	return n
-}
+func (l *addrLog) count(parts ...string) int { return len(l.Lines(parts...)) }
 
 // newListeningIpc returns the Ipc of an executable called "node" that
 // serves BaseInit, logging at Debug into the returned log (and to t.Log),

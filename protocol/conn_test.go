@@ -10,6 +10,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
 	"github.com/gomultiprocess/multiprocess/schema"
@@ -55,18 +56,18 @@ func TestEcho(t *testing.T) {
 
 	// A normal session and close log nothing at Error, and the
 	// connection's opening and end at Info with the reason.
-	for name, b := range map[string]*logBuffer{"client": clogBuf, "server": slogBuf} {
-		if l := b.lines("level=ERROR"); len(l) > 0 {
+	for name, b := range map[string]*syncbuf.Buffer{"client": clogBuf, "server": slogBuf} {
+		if l := b.Lines("level=ERROR"); len(l) > 0 {
 			t.Errorf("%s logged errors: %q", name, l)
 		}
-		if len(b.lines("level=INFO", "connection opened", "conn.id=")) != 1 {
+		if len(b.Lines("level=INFO", "connection opened", "conn.id=")) != 1 {
 			t.Errorf("%s: no 'connection opened' line with conn.id", name)
 		}
 	}
-	if len(clogBuf.lines("level=INFO", "connection closed", `reason="we closed"`, "process=client")) != 1 {
+	if len(clogBuf.Lines("level=INFO", "connection closed", `reason="we closed"`, "process=client")) != 1 {
 		t.Errorf("client: no 'connection closed' line with reason=we closed")
 	}
-	if len(slogBuf.lines("level=INFO", "connection closed", `reason="peer closed"`)) != 1 {
+	if len(slogBuf.Lines("level=INFO", "connection closed", `reason="peer closed"`)) != 1 {
 		t.Errorf("server: no 'connection closed' line with reason=peer closed")
 	}
 }
@@ -313,10 +314,10 @@ func TestPanicInMethod(t *testing.T) {
 	if got, err := callEcho(ctx, otherEcho, "still there"); err != nil || got != "still there" {
 		t.Fatalf("echo on another connection = %q, %v", got, err)
 	}
-	if lines := logBuf.lines("level=ERROR", "panic in method", "method=Echo.echo", "echo asked to panic", "stack=", "conn.id="); len(lines) != 1 {
+	if lines := logBuf.Lines("level=ERROR", "panic in method", "method=Echo.echo", "echo asked to panic", "stack=", "conn.id="); len(lines) != 1 {
 		t.Errorf("want 1 panic line with method, value, stack and conn; got %d", len(lines))
 	}
-	if lines := logBuf.lines("closing the connection after a panic", "method=Echo.echo"); len(lines) != 1 {
+	if lines := logBuf.Lines("closing the connection after a panic", "method=Echo.echo"); len(lines) != 1 {
 		t.Errorf("want 1 line saying the connection closes; got %d", len(lines))
 	}
 }
@@ -340,9 +341,9 @@ func TestDebugCalls(t *testing.T) {
 	}
 
 	eventually(t, "call lines", func() bool {
-		return len(slogBuf.lines("level=DEBUG", "call served", "method=Echo.echo", "duration=")) == 2 &&
-			len(slogBuf.lines("level=DEBUG", "call run", "method=Echo.echo", "duration=")) == 2 &&
-			len(clogBuf.lines("level=DEBUG", "call made", "method=Echo.echo", "duration=", "conn.id=")) == 2
+		return len(slogBuf.Lines("level=DEBUG", "call served", "method=Echo.echo", "duration=")) == 2 &&
+			len(slogBuf.Lines("level=DEBUG", "call run", "method=Echo.echo", "duration=")) == 2 &&
+			len(clogBuf.Lines("level=DEBUG", "call made", "method=Echo.echo", "duration=", "conn.id=")) == 2
 	})
 	// Names of interfaces that are not registered come from NewServer.
 	slow := newSlow()
@@ -356,22 +357,22 @@ func TestDebugCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "Slow.echo line", func() bool {
-		return len(slogBuf.lines("call served", "method=Slow.echo")) == 1
+		return len(slogBuf.Lines("call served", "method=Slow.echo")) == 1
 	})
 
 	for name, lines := range map[string][]string{
-		"made":   clogBuf.lines("call made", "method=Init.makeEcho"),
-		"served": slogBuf.lines("call served", "method=Init.makeEcho"),
-		"run":    slogBuf.lines("call run", "method=Init.makeEcho"),
+		"made":   clogBuf.Lines("call made", "method=Init.makeEcho"),
+		"served": slogBuf.Lines("call served", "method=Init.makeEcho"),
+		"run":    slogBuf.Lines("call run", "method=Init.makeEcho"),
 	} {
 		if len(lines) != 1 {
 			t.Errorf("want one %q line for Init.makeEcho, got %q", name, lines)
 		}
 	}
 	for name, lines := range map[string][]string{
-		"made":   clogBuf.lines("call made", "method=Echo.echo", "err=", "echo asked to fail"),
-		"served": slogBuf.lines("call served", "method=Echo.echo", "err=", "echo asked to fail"),
-		"run":    slogBuf.lines("call run", "method=Echo.echo", "err=", "echo asked to fail"),
+		"made":   clogBuf.Lines("call made", "method=Echo.echo", "err=", "echo asked to fail"),
+		"served": slogBuf.Lines("call served", "method=Echo.echo", "err=", "echo asked to fail"),
+		"run":    slogBuf.Lines("call run", "method=Echo.echo", "err=", "echo asked to fail"),
 	} {
 		if len(lines) != 1 {
 			t.Errorf("want one %q line for the failed echo with its error, got %q", name, lines)

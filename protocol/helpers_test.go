@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -66,29 +65,11 @@ func socketpair(t *testing.T) (net.Conn, net.Conn) {
 	return conns[0], conns[1]
 }
 
-// logBuffer collects log output from several goroutines.
-type logBuffer struct{ syncbuf.Buffer }
-
-// lines returns the lines that contain every one of parts.
-func (b *logBuffer) lines(parts ...string) []string {
-	var out []string
-	for _, l := range strings.Split(b.String(), "\n") {
-		ok := l != ""
-		for _, p := range parts {
-			ok = ok && strings.Contains(l, p)
-		}
-		if ok {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
 // newLogger returns a Debug-level logger into a buffer that is printed
 // if the test fails.
-func newLogger(t *testing.T, name string) (*slog.Logger, *logBuffer) {
+func newLogger(t *testing.T, name string) (*slog.Logger, *syncbuf.Buffer) {
 	t.Helper()
-	b := &logBuffer{}
+	b := &syncbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("%s log:\n%s", name, b.String())

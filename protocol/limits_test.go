@@ -71,7 +71,7 @@ func TestMessageTimeoutDropsIncompleteMessage(t *testing.T) {
 	if !errors.Is(err, protocol.ErrDisconnected) || !errors.Is(err, protocol.ErrMessageTimeout) {
 		t.Errorf("Serve = %v, want an error wrapping ErrDisconnected and ErrMessageTimeout", err)
 	}
-	if len(logBuf.lines("connection closed", "reason=error", "left a message incomplete", "200ms")) != 1 {
+	if len(logBuf.Lines("connection closed", "reason=error", "left a message incomplete", "200ms")) != 1 {
 		t.Errorf("no 'connection closed' line with the timeout as reason")
 	}
 }
@@ -113,7 +113,7 @@ func TestMessageTimeoutSparesIdleAndSlowPeers(t *testing.T) {
 			if err := conn.Err(); err != nil {
 				t.Errorf("client connection ended: %v", err)
 			}
-			if lines := logBuf.lines("connection closed"); len(lines) != 0 {
+			if lines := logBuf.Lines("connection closed"); len(lines) != 0 {
 				t.Errorf("server closed the connection: %q", lines)
 			}
 		})
@@ -138,7 +138,7 @@ func TestMessageTimeoutDropsTooSlowPeer(t *testing.T) {
 	if err := waitErr(t, "Serve", served); !errors.Is(err, protocol.ErrMessageTimeout) {
 		t.Errorf("Serve = %v, want an error wrapping ErrMessageTimeout", err)
 	}
-	if len(logBuf.lines("connection closed", "reason=error", "left a message incomplete")) != 1 {
+	if len(logBuf.Lines("connection closed", "reason=error", "left a message incomplete")) != 1 {
 		t.Errorf("no 'connection closed' line with the timeout as reason")
 	}
 }
@@ -157,7 +157,7 @@ func TestListenMaxConnections(t *testing.T) {
 		}
 	}
 	eventually(t, "the limit's log line", func() bool {
-		return len(logBuf.lines("level=WARN", "connection limit reached", "max_connections=2")) == 1
+		return len(logBuf.Lines("level=WARN", "connection limit reached", "max_connections=2")) == 1
 	})
 
 	third, c := connectSlow(t, path, nil)
@@ -182,7 +182,7 @@ func TestListenMaxConnections(t *testing.T) {
 	if _, err := slowEcho(ctx, b, "still in"); err != nil {
 		t.Errorf("second client's echo: %v", err)
 	}
-	if n := len(logBuf.lines("connection opened")); n != 3 {
+	if n := len(logBuf.Lines("connection opened")); n != 3 {
 		t.Errorf("%d connections opened, want 3", n)
 	}
 }
@@ -198,7 +198,7 @@ func TestListenNoConnectionLimit(t *testing.T) {
 			t.Fatalf("echo on connection %d: %v", i, err)
 		}
 	}
-	if lines := logBuf.lines("connection limit reached"); len(lines) != 0 {
+	if lines := logBuf.Lines("connection limit reached"); len(lines) != 0 {
 		t.Errorf("limit reached without a limit: %q", lines)
 	}
 }

@@ -236,7 +236,7 @@ func TestLimitsTrip(t *testing.T) {
 				readUntilHangUp(t, nc)
 			}
 			eventually(t, "the connection closed with the reason", func() bool {
-				return len(logBuf.lines("level=INFO", `msg="connection closed"`, "reason=error", tc.want)) == 1
+				return len(logBuf.Lines("level=INFO", `msg="connection closed"`, "reason=error", tc.want)) == 1
 			})
 			if !tc.reading {
 				// The server hung up: what it had sent, then the end.
@@ -402,7 +402,7 @@ func TestDepthLimitFailsTheCall(t *testing.T) {
 			if got, err := slowEcho(ctx, other, "other"); err != nil || got != "other" {
 				t.Errorf("other client's echo = %q, %v", got, err)
 			}
-			if lines := logBuf.lines("connection closed"); len(lines) != 0 {
+			if lines := logBuf.Lines("connection closed"); len(lines) != 0 {
 				t.Errorf("a connection closed: %q", lines)
 			}
 		})

@@ -128,7 +128,7 @@ func TestMaxMessageSize(t *testing.T) {
 		t.Errorf("client Err = %v, want ErrDisconnected with the peer's reason", err)
 	}
 	eventually(t, "log line", func() bool {
-		return len(logBuf.lines("level=INFO", "connection closed", "reason=error", "message too large")) == 1
+		return len(logBuf.Lines("level=INFO", "connection closed", "reason=error", "message too large")) == 1
 	})
 
 	// The limit is on messages received: replies may be larger.
@@ -178,7 +178,7 @@ func TestGarbageEndsConnection(t *testing.T) {
 			if !errors.Is(err, protocol.ErrDisconnected) {
 				t.Errorf("Serve = %v, want an error wrapping ErrDisconnected", err)
 			}
-			if len(logBuf.lines("connection closed", "reason=error", c.want)) != 1 {
+			if len(logBuf.Lines("connection closed", "reason=error", c.want)) != 1 {
 				t.Errorf("no 'connection closed' line with reason=error and %q", c.want)
 			}
 		})

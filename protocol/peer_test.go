@@ -35,10 +35,10 @@ func TestGoCapnpPeerCloses(t *testing.T) {
 	if err := waitErr(t, "Serve", served); err != nil {
 		t.Errorf("Serve = %v, want nil", err)
 	}
-	if l := logBuf.lines("level=ERROR"); len(l) > 0 {
+	if l := logBuf.Lines("level=ERROR"); len(l) > 0 {
 		t.Errorf("logged errors: %q", l)
 	}
-	if len(logBuf.lines("connection closed", `reason="peer closed"`, "peer aborted: connection closed")) != 1 {
+	if len(logBuf.Lines("connection closed", `reason="peer closed"`, "peer aborted: connection closed")) != 1 {
 		t.Errorf("no 'connection closed' line for the peer's abort")
 	}
 }
