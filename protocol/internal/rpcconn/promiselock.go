@@ -55,10 +55,11 @@ func promiseLock(p *capnp.Promise) *sync.Mutex {
 // promiseLockPatience; it waits only while the lock is held.
 func promiseLockStuck(p *capnp.Promise) bool {
 	mu := promiseLock(p)
-	if mu == nil || mu.TryLock() {
-		if mu != nil {
-			mu.Unlock()
-		}
+	if mu == nil {
+		return false
+	}
+	if mu.TryLock() {
+		mu.Unlock()
 		return false
 	}
 	deadline := time.Now().Add(promiseLockPatience)
