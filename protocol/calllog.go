@@ -10,7 +10,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
-	"github.com/gomultiprocess/multiprocess/protocol/internal/rpcconn"
+	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 )
 
 // callLog times the calls on one connection from the Call message to its

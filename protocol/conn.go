@@ -12,7 +12,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
-	"github.com/gomultiprocess/multiprocess/protocol/internal/rpcconn"
+	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 )
 
 // A Conn is one RPC connection on a socket. It is safe to use from

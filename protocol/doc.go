@@ -31,7 +31,7 @@
 // # The RPC connection
 //
 // The connection is this package's own implementation of the Cap'n Proto
-// RPC protocol, Level 1 (package protocol/internal/rpcconn), on go-capnp's
+// RPC protocol, Level 1 (package internal/rpcconn), on go-capnp's
 // message layer, generated code and capnp.Client/server interfaces; no
 // go-capnp rpc type appears in this package's API. No input from the
 // peer can panic the process: a malformed or out-of-protocol message

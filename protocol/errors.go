@@ -9,7 +9,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/exc"
 
-	"github.com/gomultiprocess/multiprocess/protocol/internal/rpcconn"
+	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 )
 
 var (

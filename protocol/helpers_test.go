@@ -15,7 +15,7 @@ import (
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
 

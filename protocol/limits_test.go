@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
 

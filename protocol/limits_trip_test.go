@@ -18,8 +18,8 @@ import (
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/protocol/internal/rpcconn"
-	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
 )
 
 // Each limit that a peer can trip, through Listen: the offending

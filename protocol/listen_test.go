@@ -17,7 +17,7 @@ import (
 
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
 )
 
 // listen runs protocol.Listen on a fresh unix socket and returns its

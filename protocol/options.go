@@ -4,7 +4,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/gomultiprocess/multiprocess/protocol/internal/rpcconn"
+	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 )
 
 // DefaultMaxMessageSize is the largest message a connection accepts when

@@ -4,7 +4,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 
 	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
-	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
 )
 
 // Hand-built RPC messages, for peers that do what protocol's own client

@@ -10,7 +10,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/server"
 
-	"github.com/gomultiprocess/multiprocess/protocol/internal/rpcconn"
+	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 )
 
 // ServerOptions configures NewServer. The zero value, and nil, are usable.

@@ -6,7 +6,7 @@
 //
 // It is built on go-capnp's capnp and std/capnp/rpc packages only, and
 // knows nothing of this module's own RPC: it must not import protocol or
-// protocol/internal/rpcconn, so that rpcconn's in-package tests can use it
+// internal/rpcconn, so that rpcconn's in-package tests can use it
 // without an import cycle. Sending the bytes, timing and the assertions
 // are left to the tests.
 //

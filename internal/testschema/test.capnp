@@ -4,7 +4,7 @@
 
 using Go = import "/go.capnp";
 $Go.package("testschema");
-$Go.import("github.com/gomultiprocess/multiprocess/protocol/internal/testschema");
+$Go.import("github.com/gomultiprocess/multiprocess/internal/testschema");
 
 interface Callback {
   call @0 (depth :UInt32, back :Callback) -> (depth :UInt32);

@@ -12,7 +12,7 @@ import (
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
 	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
-	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
 

@@ -9,7 +9,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
-	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
 

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/gomultiprocess/multiprocess/protocol/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
 
