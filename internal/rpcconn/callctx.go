@@ -2,6 +2,7 @@ package rpcconn
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -13,7 +14,8 @@ import (
 // contexts derived from it by server methods start no goroutine to watch
 // it (the context package uses AfterFunc when a parent has it).
 type callCtx struct {
-	owner any // Options.Owner of the delivering connection; set once
+	owner any   // Options.Owner of the delivering connection; set once
+	conn  *Conn // the delivering connection; set once
 	mu    sync.Mutex
 	done  chan struct{} // made on demand
 	err   error
@@ -26,11 +28,30 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 
 func (x *callCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
 func (x *callCtx) Value(key any) any {
-	if key == (ownerKey{}) {
+	switch key {
+	case ownerKey{}:
 		return x.owner
+	case connKey{}:
+		return x.conn
 	}
 	return nil
 }
+
+// connKey is the context key under which a delivered call's context
+// carries its connection.
+type connKey struct{}
+
+// ConnFromContext returns the connection that delivered the call whose
+// context is ctx (or a context derived from it), and nil for any other
+// context.
+func ConnFromContext(ctx context.Context) *Conn {
+	c, _ := ctx.Value(connKey{}).(*Conn)
+	return c
+}
+
+// Logger returns the connection's logger (a discarding one if none was
+// given).
+func (c *Conn) Logger() *slog.Logger { return c.log }
 
 // ownerKey is the context key under which a delivered call's context
 // carries Options.Owner.

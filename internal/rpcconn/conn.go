@@ -37,6 +37,7 @@ type Conn struct {
 	log     *slog.Logger
 	owner   any // Options.Owner, for the contexts of delivered calls
 	observe func(sent bool, m rpccp.Message)
+	icept   Interceptor
 	rwc     io.ReadWriteCloser
 	closer  sync.Once
 	done    chan struct{}
@@ -151,6 +152,7 @@ func NewConn(rwc io.ReadWriteCloser, opts *Options) *Conn {
 		}
 		c.boot = opts.BootstrapClient
 		c.observe = opts.Observe
+		c.icept = opts.Interceptor
 		c.owner = opts.Owner
 	}
 	if _, ok := rwc.(net.Conn); ok {

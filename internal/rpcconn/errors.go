@@ -48,22 +48,43 @@ func (e *discError) Error() string {
 }
 func (e *discError) Unwrap() []error { return []error{ErrDisconnected, e.cause} }
 
-// fromException turns a received exception into an error.
+// fromException turns a received exception into an error: a
+// *RemoteError, which carries the exception's type and, if the peer sent
+// one, the code of a declared error (see RegisterCode).
 func fromException(e rpccp.Exception) error {
 	reason, _ := e.Reason()
 	t := exc.Type(e.Type())
 	switch t {
-	case exc.Failed, exc.Overloaded, exc.Unimplemented:
-	case exc.Disconnected:
-		return disconnected(errors.New("remote: " + reason))
+	case exc.Failed, exc.Overloaded, exc.Unimplemented, exc.Disconnected:
 	default:
 		t = exc.Failed
 	}
-	return &exc.Exception{Type: t, Prefix: "remote", Cause: errors.New(reason)}
+	re := &RemoteError{Type: t, Reason: reason}
+	if e.HasDetails() {
+		if ds, err := e.Details(); err == nil {
+			for i := 0; i < ds.Len(); i++ {
+				d := ds.At(i)
+				if d.DetailId() != ErrorCodeDetailID {
+					continue
+				}
+				if b, err := d.Data(); err == nil && len(b) <= maxCodeLen {
+					re.Code = string(b)
+				}
+			}
+		}
+	}
+	return re
 }
 
-// toException fills e from err.
+// toException fills e from err: its type, its text, and the code of the
+// declared error it wraps, if any, as a detail.
 func toException(e rpccp.Exception, err error) error {
-	e.SetType(rpccp.Exception_Type(exc.TypeOf(err)))
+	e.SetType(rpccp.Exception_Type(TypeOf(err)))
+	if code := CodeOf(err); code != "" {
+		if ds, derr := e.NewDetails(1); derr == nil {
+			ds.At(0).SetDetailId(ErrorCodeDetailID)
+			ds.At(0).SetData([]byte(code))
+		}
+	}
 	return e.SetReason(err.Error())
 }

@@ -319,6 +319,7 @@ func (c *Conn) newAnswer(id uint32, size uint64, args *capnp.Message) *answer {
 	a := &answer{c: c, id: id, size: size}
 	a.args.Store(args)
 	a.ctx.owner = c.owner
+	a.ctx.conn = c
 	c.answers[id] = a
 	c.aBytes += size
 	c.active++

@@ -193,3 +193,41 @@ func orFailed(pc capnp.PipelineCaller) capnp.PipelineCaller {
 	}
 	return pc
 }
+
+// HeldCall is the PipelineCaller of a call that waits to be delivered,
+// for servers outside this package (package mp) that queue the calls
+// pipelined on a running call: Hold makes one, Settle hands on what was
+// pipelined on it.
+type HeldCall = heldCall
+
+// Hold returns the HeldCall of the call r, whose Returner it wraps.
+func Hold(r *capnp.Recv) *HeldCall { return hold(r) }
+
+// Settle records where the held call went (pc), or why it failed (err),
+// and hands on the calls pipelined on it, in order.
+func (h *heldCall) Settle(pc capnp.PipelineCaller, err error) { h.settle(pc, err) }
+
+// FailedCaller returns a PipelineCaller that fails every call pipelined
+// on it with err.
+func FailedCaller(err error) capnp.PipelineCaller { return failedCaller{err} }
+
+// ResultTarget returns the capability at transform in the results of
+// the call whose Returner is ret, once the call has returned: a new
+// reference, or the error a call on it fails with. It works for the
+// calls a Conn delivers; for other Returners it fails.
+func ResultTarget(ret capnp.Returner, transform []capnp.PipelineOp) (capnp.Client, error) {
+	if h, ok := ret.(heldReturner); ok {
+		ret = h.Returner
+	}
+	a, ok := ret.(*answer)
+	if !ok {
+		return capnp.Client{}, exc.New(exc.Failed, "rpcconn", "pipelined call after its target returned, on a call not delivered by a connection")
+	}
+	c := a.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !a.returned && !a.draining {
+		return capnp.Client{}, exc.New(exc.Failed, "rpcconn", "pipelined call on an answer that has not returned")
+	}
+	return a.target(transform)
+}

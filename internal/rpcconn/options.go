@@ -1,6 +1,7 @@
 package rpcconn
 
 import (
+	"context"
 	"log/slog"
 
 	"capnproto.org/go/capnp/v3"
@@ -64,6 +65,10 @@ type Options struct {
 	// answers it may leave unfinished. Default DefaultMaxTableSize.
 	MaxTableSize int
 
+	// Interceptor, if set, runs around every call that package mp's
+	// generated code makes or serves through this connection.
+	Interceptor Interceptor
+
 	// Observe, if set, sees every message: received ones (sent=false)
 	// before they are handled, on the reader goroutine, and sent ones
 	// (sent=true) just before they are written, one at a time, on the
@@ -110,3 +115,32 @@ func (o *Options) limits() limits {
 	}
 	return l
 }
+
+// CallInfo describes a call to an interceptor.
+type CallInfo struct {
+	// Method is the method called.
+	Method capnp.Method
+	// Server says that the call is being served in this process (it came
+	// from the peer); otherwise this process makes it.
+	Server bool
+	// Conn is the connection the call goes through.
+	Conn *Conn
+}
+
+// Peer returns the Options.Owner of the call's connection (package
+// protocol's *Conn for its connections), or nil.
+func (i *CallInfo) Peer() any {
+	if i.Conn == nil {
+		return nil
+	}
+	return i.Conn.owner
+}
+
+// An Interceptor runs around every call made or served through a
+// connection by package mp's generated code: it calls next to make or
+// serve the call, and returns its error (or one of its own). It may time
+// the call, count it, log it, or refuse it without calling next.
+type Interceptor func(ctx context.Context, info *CallInfo, next func(context.Context) error) error
+
+// Interceptor returns the connection's interceptor (Options.Interceptor).
+func (c *Conn) Interceptor() Interceptor { return c.icept }

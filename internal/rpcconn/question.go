@@ -2,6 +2,7 @@ package rpcconn
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
@@ -14,7 +15,8 @@ import (
 type question struct {
 	c      *Conn
 	id     uint32
-	p      *capnp.Promise
+	p      *capnp.Promise // nil for a direct call
+	dc     *Call          // the direct call, or nil
 	size   uint64         // bytes counted in c.qBytes
 	result *capnp.Message // the Return message, kept for the results
 
@@ -82,7 +84,7 @@ func (c *Conn) Bootstrap(ctx context.Context) capnp.Client {
 		c.mu.Unlock()
 		return capnp.ErrorClient(err)
 	}
-	q := c.newQuestion(capnp.Method{InterfaceName: "bootstrap"}, 0)
+	q := c.newQuestion(capnp.Method{InterfaceName: "bootstrap"}, 0, nil)
 	msg, root := newMessage()
 	b, _ := root.NewBootstrap()
 	b.SetQuestionId(q.id)
@@ -105,8 +107,8 @@ func (c *Conn) Bootstrap(ctx context.Context) capnp.Client {
 }
 
 // newQuestion adds a question to the table; the caller holds c.mu.
-func (c *Conn) newQuestion(m capnp.Method, size uint64) *question {
-	q := &question{c: c, size: size}
+func (c *Conn) newQuestion(m capnp.Method, size uint64, dc *Call) *question {
+	q := &question{c: c, size: size, dc: dc}
 	if n := len(c.freeQ); n > 0 {
 		q.id = c.freeQ[n-1]
 		c.freeQ = c.freeQ[:n-1]
@@ -119,7 +121,9 @@ func (c *Conn) newQuestion(m capnp.Method, size uint64) *question {
 	c.qBytes += size
 	q.open = true
 	c.qOpen++
-	q.p = capnp.NewPromise(m, q, nil)
+	if dc == nil {
+		q.p = capnp.NewPromise(m, q, nil)
+	}
 	return q
 }
 
@@ -178,7 +182,7 @@ func (c *Conn) freeQuestion(q *question) {
 // caller holds c.mu.
 func (c *Conn) questionFor(ans *capnp.Answer) *question {
 	for _, q := range c.questions {
-		if q != nil && !q.returned && q.p.Answer() == ans {
+		if q != nil && !q.returned && q.p != nil && q.p.Answer() == ans {
 			return q
 		}
 	}
@@ -192,6 +196,10 @@ func (q *question) resolve(p capnp.Ptr, err error) { q.settle(p, err, false) }
 // settle is resolve; free also takes q out of the table (freeQuestion) in
 // the same critical section, for a Return that needs no Finish.
 func (q *question) settle(p capnp.Ptr, err error, free bool) {
+	if q.dc != nil {
+		q.settleDirect(p, err, free)
+		return
+	}
 	if promiseLockStuck(q.p) {
 		// See promiselock.go: the program broke this promise; the
 		// connection must not wait for it.
@@ -336,21 +344,54 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 		msg.Release()
 		return nil, capnp.ErrorAnswer(s.Method, exc.WrapError("rpcconn: build call", err)), func() {}
 	}
+	q, err := c.sendMsg(ctx, t, s.Method, msg, call, params, block, nil)
+	if err == errRedirect {
+		// The Return (or a cancellation) won the race: the promise is
+		// (being) settled, and the peer may have forgotten the answer,
+		// so the call goes to what the promise settled to.
+		if !block {
+			msg.Release()
+			return nil, nil, nil // forward redirects the Recv itself
+		}
+		ans, rel := c.resend(ctx, t, s.Method, msg)
+		return nil, ans, rel
+	}
+	if err != nil {
+		return nil, capnp.ErrorAnswer(s.Method, err), func() {}
+	}
+	return q, q.p.Answer(), q.releaseFunc
+}
+
+// errRedirect is sendMsg's answer for a call to a promised answer whose
+// Return (or cancellation) came first: the caller sends it on to what the
+// answer settled to, and still owns msg.
+var errRedirect = errors.New("rpcconn: promised answer settled")
+
+// sendMsg sends msg, a Call message built for t (call is its Call, params
+// its params) without its question ID, and returns its question. block
+// says whether it may wait for the calls-in-flight limits (not when
+// called from the reader). dc is the direct call the question settles,
+// or nil for a question with a go-capnp Promise. On an error other than
+// errRedirect, msg has been released.
+func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *capnp.Message, call rpccp.Call, params rpccp.Payload, block bool, dc *Call) (*question, error) {
 	size := msgSize(msg)
 	var release []capnp.Client
 	c.mu.Lock()
 	// Whether the method streams matters only with many calls in
 	// flight; its first lookup decodes a schema file (a few hundred
-	// microseconds), which a program's first calls need not pay.
+	// microseconds), which a program's first calls need not pay. A
+	// direct call knows.
 	stream := false
-	if block && c.qCount >= streamLookupMin {
-		k := methodKey{s.Method.InterfaceID, s.Method.MethodID}
+	if dc != nil {
+		stream = dc.stream
+	} else if block && c.qCount >= streamLookupMin {
+		k := methodKey{m.InterfaceID, m.MethodID}
 		if c.lastMethod.ok && c.lastMethod.k == k {
 			// The same method as the last call: a stream's calls.
 			stream = c.lastMethod.stream
 		} else {
 			c.mu.Unlock()
-			stream = isStreamMethod(s.Method)
+			stream = isStreamMethod(m)
 			c.mu.Lock()
 			c.lastMethod.k, c.lastMethod.stream, c.lastMethod.ok = k, stream, true
 		}
@@ -391,7 +432,7 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 			c.mu.Unlock()
 		case <-ctx.Done():
 			msg.Release()
-			return nil, capnp.ErrorAnswer(s.Method, ctx.Err()), func() {}
+			return nil, ctx.Err()
 		}
 		c.mu.Lock()
 	}
@@ -399,31 +440,23 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 		err := c.discErr
 		c.mu.Unlock()
 		msg.Release()
-		return nil, capnp.ErrorAnswer(s.Method, err), func() {}
+		return nil, err
 	}
 	if t.imp != nil && t.imp.gone {
 		c.mu.Unlock()
 		msg.Release()
-		return nil, capnp.ErrorAnswer(s.Method, exc.New(exc.Failed, "rpcconn", "call on a released capability")), func() {}
+		return nil, exc.New(exc.Failed, "rpcconn", "call on a released capability")
 	}
 	if t.q != nil && (t.q.returned || t.q.freed || t.q.finishSent) {
-		// The Return (or a cancellation) won the race: the promise is
-		// (being) settled, and the peer may have forgotten the answer,
-		// so the call goes to what the promise settled to.
 		c.mu.Unlock()
-		if !block {
-			msg.Release()
-			return nil, nil, nil // forward redirects the Recv itself
-		}
-		ans, rel := c.resend(ctx, t, s.Method, msg)
-		return nil, ans, rel
+		return nil, errRedirect
 	}
 	if t.q != nil {
 		t.q.addPath(t.transform)
 	} else {
 		t.imp.called = true
 	}
-	q := c.newQuestion(s.Method, size)
+	q := c.newQuestion(m, size, dc)
 	if stream {
 		q.stream = true
 		c.streamOpen++
@@ -440,7 +473,7 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 		c.releaseBudget(q)
 		c.mu.Unlock()
 		msg.Release()
-		return nil, capnp.ErrorAnswer(s.Method, err), func() {}
+		return nil, err
 	}
 	if ctx.Done() != nil {
 		c.watch(q, ctx)
@@ -456,8 +489,7 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 			c.wakeWriter()
 		}
 	}
-	ans := q.p.Answer()
-	return q, ans, q.releaseFunc
+	return q, nil
 }
 
 func (q *question) releaseFunc() {

@@ -1,0 +1,238 @@
+package rpcconn
+
+import (
+	"context"
+	"errors"
+
+	"capnproto.org/go/capnp/v3"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+)
+
+// Import is a capability hosted by the peer, as this package imports it:
+// the hook of the capnp.Clients that stand for it. Package mp calls it
+// directly (NewCall), without go-capnp's Promise.
+type Import = importClient
+
+// ImportOf returns the import behind cl, if cl is a capability that the
+// peer of a Conn of this package hosts and is not a promise that may
+// still resolve elsewhere: calls to it may then be made with
+// Import.NewCall. It returns nil otherwise.
+func ImportOf(cl capnp.Client) *Import {
+	if !cl.IsValid() {
+		return nil
+	}
+	snap := cl.Snapshot()
+	defer snap.Release()
+	if snap.IsPromise() {
+		return nil
+	}
+	h, _ := snap.Brand().Value.(*importClient)
+	return h
+}
+
+// A Call is a call to an import made without go-capnp's Promise: the
+// caller builds the parameters in the Call message itself (Params),
+// sends it (Send, or SendStream for a `-> stream` method), reads the
+// results (Results) and then releases them (Release). The question is
+// settled by the reader into the Call; nothing of go-capnp's Answer is
+// involved.
+type Call struct {
+	c      *Conn
+	imp    *importClient
+	method capnp.Method
+	stream bool
+	msg    *capnp.Message // the Call message, until sent
+	call   rpccp.Call
+	pay    rpccp.Payload
+	params capnp.Struct
+
+	q       *question
+	done    chan struct{} // closed once settled (not for stream calls)
+	content capnp.Ptr
+	err     error
+
+	// onReturn, for a stream call, gets its result; it runs on the
+	// goroutine that settles the call and must not block.
+	onReturn func(error)
+}
+
+// NewCall starts a call to method m of h, with parameters of size. The
+// parameters are in Params until Send. If stream, the method is declared
+// `-> stream`: it counts against the connection's stream window.
+func (h *importClient) NewCall(m capnp.Method, size capnp.ObjectSize, stream bool) (*Call, error) {
+	msg, root := newMessage()
+	call, err := root.NewCall()
+	if err != nil {
+		msg.Release()
+		return nil, err
+	}
+	call.SetInterfaceId(m.InterfaceID)
+	call.SetMethodId(m.MethodID)
+	tgt, err := call.NewTarget()
+	if err != nil {
+		msg.Release()
+		return nil, err
+	}
+	tgt.SetImportedCap(h.id)
+	pay, err := call.NewParams()
+	if err != nil {
+		msg.Release()
+		return nil, err
+	}
+	params, err := capnp.NewStruct(pay.Segment(), size)
+	if err != nil {
+		msg.Release()
+		return nil, err
+	}
+	if err := pay.SetContent(params.ToPtr()); err != nil {
+		msg.Release()
+		return nil, err
+	}
+	return &Call{c: h.c, imp: h, method: m, stream: stream, msg: msg, call: call, pay: pay, params: params}, nil
+}
+
+// Conn returns the connection the call goes through.
+func (dc *Call) Conn() *Conn { return dc.c }
+
+// Params returns the parameters to fill, until Send.
+func (dc *Call) Params() capnp.Struct { return dc.params }
+
+// Send sends the call and waits for its Return, or for ctx to end (the
+// call is then canceled). It returns the call's error; on success the
+// results are in Results until Release. Call Release in either case.
+func (dc *Call) Send(ctx context.Context) error {
+	if dc.stream {
+		return errors.New("rpcconn: Send on a stream call")
+	}
+	dc.done = make(chan struct{})
+	msg := dc.msg
+	dc.msg = nil
+	q, err := dc.c.sendMsg(ctx, callTarget{imp: dc.imp}, dc.method, msg, dc.call, dc.pay, true, dc)
+	if err != nil {
+		return err
+	}
+	dc.q = q
+	<-dc.done
+	return dc.err
+}
+
+// SendStream sends the call without waiting for its Return, once the
+// connection's limits and stream window allow (or ctx ends: the error
+// is then ctx's). onReturn gets the call's result when it comes; it runs
+// on the connection's reader (or the goroutine ending the connection)
+// and must not block. The call releases itself: do not call Release.
+func (dc *Call) SendStream(ctx context.Context, onReturn func(error)) error {
+	if !dc.stream {
+		return errors.New("rpcconn: SendStream on a call that does not stream")
+	}
+	dc.onReturn = onReturn
+	msg := dc.msg
+	dc.msg = nil
+	_, err := dc.c.sendMsg(ctx, callTarget{imp: dc.imp}, dc.method, msg, dc.call, dc.pay, true, dc)
+	return err
+}
+
+// Results returns the results struct, after a Send that returned nil;
+// it is valid until Release.
+func (dc *Call) Results() capnp.Struct { return dc.content.Struct() }
+
+// ResultsSize returns the size of the message holding the results.
+func (dc *Call) ResultsSize() uint64 {
+	if dc.q == nil || dc.q.result == nil {
+		return 0
+	}
+	return msgSize(dc.q.result)
+}
+
+// Release gives back what the call holds: its message if it was never
+// sent, else its results and its place among the calls in flight.
+func (dc *Call) Release() {
+	if dc.msg != nil {
+		dc.msg.Release()
+		dc.msg = nil
+	}
+	q := dc.q
+	if q == nil {
+		return
+	}
+	dc.q = nil
+	c := q.c
+	c.mu.Lock()
+	m := q.result
+	q.result = nil
+	c.releaseBudget(q)
+	c.mu.Unlock()
+	if m != nil {
+		recycleRecv(m)
+	}
+}
+
+// settleDirect is settle for a direct call. The caller holds no lock.
+func (q *question) settleDirect(p capnp.Ptr, err error, free bool) {
+	c := q.c
+	dc := q.dc
+	c.mu.Lock()
+	c.unwatch(q)
+	if free {
+		c.freeQuestion(q)
+	}
+	fns := q.onReturn
+	q.onReturn = nil
+	q.settled = true
+	var m *capnp.Message
+	if dc.stream {
+		// Nobody reads a stream call's results: release them, and its
+		// place in flight, now.
+		m = q.result
+		q.result = nil
+		c.releaseBudget(q)
+	}
+	c.mu.Unlock()
+	if dc.stream {
+		if m != nil {
+			recycleRecv(m)
+		}
+		if dc.onReturn != nil {
+			dc.onReturn(err)
+		}
+	} else {
+		dc.content, dc.err = p, err
+		close(dc.done)
+	}
+	for _, f := range fns {
+		f()
+	}
+}
+
+// Conn returns the connection of the import.
+func (h *importClient) Conn() *Conn { return h.c }
+
+// SendPipelined sends the call as one whose results calls may be
+// pipelined on before it returns: the Answer gives clients for the
+// capabilities in its results at once (Answer.Field(...).Client()). The
+// returned release gives the answer back; it does not wait for the
+// Return (the answer is released once it has come). Do not call
+// Release.
+func (dc *Call) SendPipelined(ctx context.Context) (*capnp.Answer, func()) {
+	msg := dc.msg
+	dc.msg = nil
+	q, err := dc.c.sendMsg(ctx, callTarget{imp: dc.imp}, dc.method, msg, dc.call, dc.pay, true, nil)
+	if err != nil {
+		return capnp.ErrorAnswer(dc.method, err), func() {}
+	}
+	return q.p.Answer(), q.releaseWhenDone
+}
+
+// releaseWhenDone is releaseFunc without the wait: if q has not been
+// settled, its release runs once it is.
+func (q *question) releaseWhenDone() {
+	c := q.c
+	c.mu.Lock()
+	if !q.settled {
+		q.onReturn = append(q.onReturn, q.releaseFunc)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	q.releaseFunc()
+}

@@ -1,0 +1,39 @@
+# Interfaces for package mp's own tests: the runtime's mechanisms (calls,
+# callbacks, pipelining, streams, ordering, errors) on small interfaces.
+@0xd4c9e3a5b8f17a02;
+
+interface Echo {
+  echo @0 (echo :Text) -> (result :Text);
+  # echo returns its argument unchanged.
+}
+
+interface Callback {
+  call @0 (depth :UInt32, back :Callback) -> (depth :UInt32);
+  # call returns depth once it reaches zero; above zero it calls
+  # back.call(depth - 1, self) and returns what that returns.
+}
+
+interface Maker {
+  makeEcho @0 () -> (echo :Echo);
+  # makeEcho returns a new Echo.
+
+  callback @1 () -> (callback :Callback);
+  # callback returns the maker's Callback.
+
+  sink @2 () -> (sink :Sink);
+  # sink returns a new Sink.
+
+  identity @3 (cap :Echo) -> (cap :Echo);
+  # identity returns its argument.
+
+  fail @4 (code :Text) -> ();
+  # fail returns the declared error with the given code.
+}
+
+interface Sink {
+  push @0 (n :UInt32) -> stream;
+  # push records n.
+
+  total @1 () -> (total :UInt64, count :UInt32);
+  # total returns the sum and the number of the values pushed.
+}
