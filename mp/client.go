@@ -100,9 +100,6 @@ func (c *Client) target() *rpcconn.Import {
 	imp := rpcconn.ImportOf(c.cl)
 	if imp != nil {
 		c.imp.Store(imp)
-		if c.conn == nil {
-			c.conn = imp.Conn()
-		}
 	}
 	c.settled.Store(true)
 	return imp
@@ -194,7 +191,7 @@ func (call *Call) Send() (capnp.Struct, error) {
 	}
 	var err error
 	if ic := call.client.interceptor(); ic != nil {
-		err = ic(ctx, &rpcconn.CallInfo{Method: call.m.capnp(), Conn: call.client.conn}, call.sendFn)
+		err = ic(ctx, &rpcconn.CallInfo{Method: call.m.capnp(), Conn: call.client.connection()}, call.sendFn)
 	} else {
 		err = call.send(ctx)
 	}
@@ -208,15 +205,19 @@ func (call *Call) Send() (capnp.Struct, error) {
 }
 
 func (c *Client) interceptor() rpcconn.Interceptor {
-	if c.conn == nil {
-		if c.target() == nil {
-			return nil
-		}
+	if conn := c.connection(); conn != nil {
+		return conn.Interceptor()
 	}
-	if c.conn == nil {
-		return nil
+	return nil
+}
+
+// connection returns the connection the capability is reached through,
+// if known.
+func (c *Client) connection() *rpcconn.Conn {
+	if imp := c.imp.Load(); imp != nil {
+		return imp.Conn()
 	}
-	return c.conn.Interceptor()
+	return c.conn
 }
 
 func (call *Call) send(ctx context.Context) error {
@@ -225,7 +226,7 @@ func (call *Call) send(ctx context.Context) error {
 			return err
 		}
 		call.results = dc.Results()
-		call.dec.reset(DecodeBudget(dc.ResultsSize()), false, call.client.conn)
+		call.dec.reset(DecodeBudget(dc.ResultsSize()), false, call.client.connection())
 		return nil
 	}
 	ans, rel := call.client.cl.SendCall(ctx, capnp.Send{Method: call.m.capnp(), ArgsSize: call.m.ParamsSize, PlaceArgs: call.place})
@@ -236,7 +237,7 @@ func (call *Call) send(ctx context.Context) error {
 	}
 	call.results = st
 	size, _ := st.Message().TotalSize()
-	call.dec.reset(DecodeBudget(size), false, call.client.conn)
+	call.dec.reset(DecodeBudget(size), false, call.client.connection())
 	return nil
 }
 
@@ -321,7 +322,7 @@ type Pipeline struct {
 // finishes the call.
 func (call *Call) Pipeline() *Pipeline {
 	defer call.Finish()
-	p := &Pipeline{conn: call.client.conn}
+	p := &Pipeline{conn: call.client.connection()}
 	p.refs.Store(1)
 	if dc := call.dc; dc != nil {
 		call.dc = nil

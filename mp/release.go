@@ -35,9 +35,9 @@ func Retain[I any](x I) I {
 		return x
 	}
 	if d := InterfaceFor[I](); d != nil {
-		return d.newProxy(newClient(c.ref(), c.conn))
+		return d.newProxy(newClient(c.ref(), c.connection()))
 	}
-	if y, ok := any(newClient(c.ref(), c.conn)).(I); ok {
+	if y, ok := any(newClient(c.ref(), c.connection())).(I); ok {
 		return y // I is *Client, or an interface it satisfies
 	}
 	panic(fmt.Sprintf("mp: Retain of %T: no generated interface of that type", x))
