@@ -48,9 +48,11 @@ func (e *discError) Error() string {
 }
 func (e *discError) Unwrap() []error { return []error{ErrDisconnected, e.cause} }
 
-// fromException turns a received exception into an error: a
-// *RemoteError, which carries the exception's type and, if the peer sent
-// one, the code of a declared error (see RegisterCode).
+// fromException turns a received exception into an error: a go-capnp
+// *exc.Exception of the exception's type (which go-capnp's own code
+// keeps when it annotates the error), wrapping a *RemoteError that
+// carries the type and, if the peer sent one, the code of a declared
+// error (see RegisterCode).
 func fromException(e rpccp.Exception) error {
 	reason, _ := e.Reason()
 	t := exc.Type(e.Type())
@@ -73,7 +75,7 @@ func fromException(e rpccp.Exception) error {
 			}
 		}
 	}
-	return re
+	return &exc.Exception{Type: t, Cause: re}
 }
 
 // toException fills e from err: its type, its text, and the code of the

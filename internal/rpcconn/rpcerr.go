@@ -30,15 +30,8 @@ type RemoteError struct {
 func (e *RemoteError) Error() string { return e.Reason }
 
 // Unwrap returns the declared error registered for e.Code in this
-// process, if any, so that errors.Is matches it on both sides; and an
-// *exc.Exception of e.Type for go-capnp's exc.IsType.
-func (e *RemoteError) Unwrap() []error {
-	x := &exc.Exception{Type: e.Type, Cause: errors.New(e.Reason)}
-	if d := declared(e.Code); d != nil {
-		return []error{d, x}
-	}
-	return []error{x}
-}
+// process, if any, so that errors.Is matches it on both sides.
+func (e *RemoteError) Unwrap() error { return declared(e.Code) }
 
 // CapnpExceptionType reports e.Type, so that a server relaying e keeps
 // its type.
