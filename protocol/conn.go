@@ -237,8 +237,8 @@ func (c *Conn) setEnd(why endReason, cause error) {
 
 // noteEndLocked records why the RPC connection ended on its own, if it
 // has and no cause was recorded before: the peer closed the stream,
-// reset it, or aborted with go-capnp's "connection closed" (a normal
-// close), or anything else (the peer aborted for another reason, broke
+// reset it, or aborted in a way that means a normal close (type
+// disconnected, or go-capnp's "connection closed"), or anything else (the peer aborted for another reason, broke
 // the protocol, left a message incomplete...).
 func (c *Conn) noteEndLocked() {
 	if c.why != stillOpen || c.rc == nil {
@@ -251,7 +251,7 @@ func (c *Conn) noteEndLocked() {
 	c.why, c.cause = failed, err
 	var pe *rpcconn.ProtocolError
 	if errors.As(err, &pe) {
-		if pe.Remote && pe.Reason == "connection closed" {
+		if pe.NormalClose() {
 			c.why = peerClosed
 		}
 	} else if IsDisconnected(err) {

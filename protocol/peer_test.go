@@ -7,6 +7,9 @@ import (
 
 	"capnproto.org/go/capnp/v3/rpc"
 	"capnproto.org/go/capnp/v3/rpc/transport"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+
+	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/schema"
@@ -40,6 +43,42 @@ func TestGoCapnpPeerCloses(t *testing.T) {
 	}
 	if len(logBuf.Lines("connection closed", `reason="peer closed"`, "peer aborted: connection closed")) != 1 {
 		t.Errorf("no 'connection closed' line for the peer's abort")
+	}
+}
+
+// A peer that ends the connection with an Abort of type disconnected (as
+// some implementations always close) has closed normally: Serve returns
+// nil and the log says "peer closed". Another Abort is an error.
+func TestAbortOfTypeDisconnectedIsANormalClose(t *testing.T) {
+	for _, tc := range []struct {
+		typ    rpccp.Exception_Type
+		reason string
+		want   string
+		err    bool
+	}{
+		{rpccp.Exception_Type_disconnected, "client requested disconnect", `reason="peer closed"`, false},
+		{rpccp.Exception_Type_failed, "something broke", `reason=error`, true},
+	} {
+		ctx := testContext(t)
+		log, logBuf := newLogger(t, "server")
+		a, b := socketpair(t)
+		served := serve(t, ctx, b, newInit(false), &protocol.Options{Logger: log})
+		abort := rpcmsg.Frame(func(m rpccp.Message) {
+			e, _ := m.NewAbort()
+			e.SetType(tc.typ)
+			e.SetReason(tc.reason)
+		})
+		if _, err := a.Write(abort); err != nil {
+			t.Fatal(err)
+		}
+		err := waitErr(t, "Serve", served)
+		if (err != nil) != tc.err {
+			t.Errorf("Abort %v: Serve = %v, want error %v", tc.typ, err, tc.err)
+		}
+		if len(logBuf.Lines("connection closed", tc.want, tc.reason)) != 1 {
+			t.Errorf("Abort %v: no 'connection closed' line with %s", tc.typ, tc.want)
+		}
+		a.Close()
 	}
 }
 

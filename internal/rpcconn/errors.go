@@ -22,6 +22,17 @@ func IsDisconnected(err error) bool { return errors.Is(err, ErrDisconnected) }
 type ProtocolError struct {
 	Remote bool   // the peer sent an Abort
 	Reason string // what was wrong
+	// Type is the type of the peer's Abort: Disconnected is how some
+	// implementations close a connection normally.
+	Type exc.Type
+}
+
+// NormalClose reports whether the peer ended the connection with an
+// Abort that means an ordinary close: of type disconnected (the C++
+// reference and others close that way), or go-capnp's "connection
+// closed".
+func (e *ProtocolError) NormalClose() bool {
+	return e.Remote && (e.Type == exc.Disconnected || e.Reason == "connection closed")
 }
 
 func (e *ProtocolError) Error() string {

@@ -39,14 +39,16 @@ func (c *Conn) handle(msg *capnp.Message, size uint64) error {
 	case rpccp.Message_Which_abort:
 		defer msg.Release()
 		reason := "(no reason given)"
+		typ := exc.Failed
 		if root.HasAbort() {
 			if e, err := root.Abort(); err == nil {
+				typ = exc.Type(e.Type())
 				if r, err := e.Reason(); err == nil {
 					reason = r
 				}
 			}
 		}
-		return &ProtocolError{Remote: true, Reason: reason}
+		return &ProtocolError{Remote: true, Reason: reason, Type: typ}
 	case rpccp.Message_Which_unimplemented:
 		defer msg.Release()
 		return c.handleUnimplemented(root)
