@@ -1,10 +1,12 @@
 package mp_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
 
+	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 	"github.com/gomultiprocess/multiprocess/mp"
 	"github.com/gomultiprocess/multiprocess/mp/internal/mptestschema"
 )
@@ -184,4 +186,36 @@ func TestPanicFailsTheCallAndClosesTheConnection(t *testing.T) {
 		t.Fatalf("Fail(panic) = %v", err)
 	}
 	<-p.server.Done()
+}
+
+// One capability answers two interfaces, told apart by type ID; a peer
+// that does not know the second answers "unimplemented".
+func TestServeWithFacets(t *testing.T) {
+	ctx := testCtx(t)
+	a, b := socketPair(t)
+	boot := mptestschema.MakerInterface.ServeWith(&maker{}, mptestschema.EchoInterface.Facet(echo{}))
+	server := rpcconn.NewConn(a, &rpcconn.Options{BootstrapClient: boot})
+	client := rpcconn.NewConn(b, nil)
+	defer func() {
+		client.Close()
+		server.Close()
+		<-client.Done()
+		<-server.Done()
+	}()
+	cl := client.Bootstrap(context.Background())
+	m := mptestschema.MakerInterface.FromCapnp(cl.AddRef())
+	e := mptestschema.EchoInterface.FromCapnp(cl.AddRef())
+	cb := mptestschema.CallbackInterface.FromCapnp(cl)
+	defer mp.Release(m)
+	defer mp.Release(e)
+	defer mp.Release(cb)
+	if err := m.Fail(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.Echo(ctx, "facet"); err != nil || got != "facet" {
+		t.Fatalf("echo on the facet = %q, %v", got, err)
+	}
+	if _, err := cb.Call(ctx, 0, nil); !errors.Is(err, mp.ErrUnimplemented) {
+		t.Fatalf("call of an interface the capability does not answer = %v, want ErrUnimplemented", err)
+	}
 }

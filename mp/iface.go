@@ -212,8 +212,15 @@ func localValue[I any](cl capnp.Client) (I, bool) {
 	if !ok {
 		return zero, false
 	}
-	v, ok := h.impl.(I)
-	return v, ok
+	if v, ok := h.impl.(I); ok {
+		return v, true
+	}
+	for _, f := range h.facets {
+		if v, ok := f.impl.(I); ok {
+			return v, true
+		}
+	}
+	return zero, false
 }
 
 // interfaces maps the Go types of generated interfaces to their

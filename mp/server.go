@@ -74,6 +74,33 @@ func serve(impl any, d *dispatch) capnp.Client {
 	return cl
 }
 
+// A Facet is one more interface that a capability answers, with the value
+// that serves it: see Interface.ServeWith.
+type Facet struct {
+	disp *dispatch
+	impl any
+}
+
+// Facet returns impl as a facet of another capability.
+func (x *Interface[I]) Facet(impl I) Facet { return Facet{disp: x.disp, impl: impl} }
+
+// ServeWith returns a new capability that answers I's methods with impl
+// and the methods of each facet's interface with the facet's value: one
+// capability, several interfaces, told apart by their type IDs (as a
+// framework's control interface beside an application's own Init). A
+// method of I's is looked for first, then the facets' in order. Calls on
+// any of them share one turn (see the package's ordering rule). The
+// capability is the caller's: a new reference.
+func (x *Interface[I]) ServeWith(impl I, facets ...Facet) capnp.Client {
+	h := &serverHook{impl: impl, disp: x.disp, facets: facets}
+	if c, ok := any(impl).(Concurrent); ok && c.TakesConcurrentCalls() {
+		h.concurrent = true
+	}
+	cl := capnp.NewClient(h)
+	h.weak = cl.WeakRef()
+	return cl
+}
+
 // A serverHook serves one local value as a capability: it delivers the
 // calls that reach it (from a connection, or from go-capnp code in this
 // process) in arrival order, one at a time (see the package's ordering
@@ -81,6 +108,7 @@ func serve(impl any, d *dispatch) capnp.Client {
 type serverHook struct {
 	impl       any
 	disp       *dispatch
+	facets     []Facet // more interfaces the capability answers
 	concurrent bool
 	weak       capnp.WeakClient
 	key        *hookKey
@@ -103,13 +131,20 @@ func (h *serverHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, cap
 }
 
 func (h *serverHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
+	impl := h.impl
 	m := h.disp.lookup(r.Method.InterfaceID, r.Method.MethodID)
+	for i := 0; m == nil && i < len(h.facets); i++ {
+		f := h.facets[i]
+		if m = f.disp.lookup(r.Method.InterfaceID, r.Method.MethodID); m != nil {
+			impl = f.impl
+		}
+	}
 	if m == nil {
 		err := NotImplemented(fmt.Sprintf("%s: method @%d of interface @%#x", h.disp.name, r.Method.MethodID, r.Method.InterfaceID))
 		r.Reject(err)
 		return rpcconn.FailedCaller(err)
 	}
-	sc := &ServerCall{h: h, m: m, r: r}
+	sc := &ServerCall{h: h, m: m, r: r, impl: impl}
 	sc.ctx = handlerCtx{Context: ctx, sc: sc}
 	h.enter(sc)
 	return sc
@@ -177,8 +212,9 @@ func (h *serverHook) passLocked() {
 // Params (with Decoder) and writes its Results (with Encoder). It is the
 // PipelineCaller of the call, for calls pipelined on it while it runs.
 type ServerCall struct {
-	h   *serverHook
-	m   *ServerMethod
+	h    *serverHook
+	m    *ServerMethod
+	impl any // the value whose method it is
 	r   capnp.Recv
 	ctx handlerCtx
 	enc Encoder
@@ -272,11 +308,11 @@ func (sc *ServerCall) serve() (err error) {
 	if conn != nil {
 		if ic := conn.Interceptor(); ic != nil {
 			return ic(ctx, &rpcconn.CallInfo{Method: sc.m.Method.capnp(), Server: true, Conn: conn}, func(ctx context.Context) error {
-				return sc.m.Serve(ctx, sc.h.impl, sc)
+				return sc.m.Serve(ctx, sc.impl, sc)
 			})
 		}
 	}
-	return sc.m.Serve(ctx, sc.h.impl, sc)
+	return sc.m.Serve(ctx, sc.impl, sc)
 }
 
 // recovered deals with a panic in a method: it is logged with its stack,
