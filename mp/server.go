@@ -215,10 +215,10 @@ type ServerCall struct {
 	h    *serverHook
 	m    *ServerMethod
 	impl any // the value whose method it is
-	r   capnp.Recv
-	ctx handlerCtx
-	enc Encoder
-	dec Decoder
+	r    capnp.Recv
+	ctx  handlerCtx
+	enc  Encoder
+	dec  Decoder
 
 	results capnp.Struct
 	alloced bool
