@@ -15,7 +15,7 @@ import (
 	"github.com/gomultiprocess/multiprocess/bench/internal/benchschema"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // childExe is the name under which the ipc child is spawned: a symlink to

@@ -17,7 +17,7 @@ import (
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
 	"github.com/gomultiprocess/multiprocess/internal/walletdb"
 	"github.com/gomultiprocess/multiprocess/ipc"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // Blocks produced on request reach the wallet through its blockConnected

@@ -18,7 +18,7 @@ import (
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
 	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // maxNodeHWMKiB bounds the node's peak resident memory through the hostile

@@ -21,7 +21,7 @@ import (
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/ipc"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // The test binary doubles as a client process that a test can kill in the

@@ -8,7 +8,7 @@ import (
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
 	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // Node.generateBlocks makes at most nodeinit.MaxGenerate blocks per call:

@@ -130,7 +130,7 @@ func buildPeer(dir string) (path string, missing, failed error) {
 	schemas := []string{
 		filepath.Join(root, "interop/internal/ischema/interop.capnp"),
 		filepath.Join(root, "schema/echo.capnp"),
-		filepath.Join(root, "schema/lifetime.capnp"),
+		filepath.Join(root, "ipc/control/lifetime.capnp"),
 		filepath.Join(std, "go.capnp"),
 	}
 	args := []string{"compile", "-oc++:" + gen, "--src-prefix=" + root, "--src-prefix=" + std, "-I", std, "-I", root}
@@ -138,7 +138,7 @@ func buildPeer(dir string) (path string, missing, failed error) {
 		return "", nil, err
 	}
 	sources := []string{filepath.Join(root, "interop/cpp/peer.c++")}
-	for _, s := range []string{"interop/internal/ischema/interop", "schema/echo", "schema/lifetime", "go"} {
+	for _, s := range []string{"interop/internal/ischema/interop", "schema/echo", "ipc/control/lifetime", "go"} {
 		sources = append(sources, filepath.Join(gen, s+".capnp.c++"))
 	}
 	path = filepath.Join(dir, "peer")

@@ -13,7 +13,7 @@ import (
 
 	"github.com/gomultiprocess/multiprocess/interop/internal/ischema"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // goPeer is the Go side's Peer, the mirror of PeerImpl in cpp/peer.c++.

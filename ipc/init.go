@@ -12,7 +12,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 
 	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // BaseInit implements the Init methods that every executable serves the

@@ -10,7 +10,7 @@ import (
 
 	"capnproto.org/go/capnp/v3/flowcontrol"
 
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // Event is one lifetime event of a process.

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // BenchmarkLifetimeStream streams 100k lifetime events per iteration to a

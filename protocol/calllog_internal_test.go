@@ -3,7 +3,7 @@ package protocol
 import (
 	"testing"
 
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // A call log names a method that no server or proxy of this process has

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // The protocol tests serve Init only for makeEcho and hello.

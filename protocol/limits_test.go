@@ -11,7 +11,7 @@ import (
 
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/internal/testschema"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // trickleConn delivers every Write in two parts, pause apart: the first

@@ -8,7 +8,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 
 	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // choosyInit's makeEcho waits for gate, then answers with what result

@@ -8,7 +8,7 @@ import (
 	// Registers the schema's names, as it does in a program, so that call
 	// lines name what this process only calls. testschema stays
 	// unregistered: its names come from NewServer.
-	_ "github.com/gomultiprocess/multiprocess/schema"
+	_ "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 func TestMain(m *testing.M) {

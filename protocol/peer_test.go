@@ -12,7 +12,7 @@ import (
 	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 
 	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // A peer on go-capnp's own rpc.Conn ends the connection with an Abort

@@ -7,7 +7,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 
 	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // gatedInit's makeEcho returns an Echo served through NewServer once

@@ -4,8 +4,8 @@
 @0xb31d84b39669dc06;
 
 using Go = import "/go.capnp";
-$Go.package("schema");
-$Go.import("github.com/gomultiprocess/multiprocess/schema");
+$Go.package("capnpschema");
+$Go.import("github.com/gomultiprocess/multiprocess/internal/capnpschema");
 
 struct Payout {
   # One output of a block: amount, in the smallest unit, paid to address.

@@ -3,8 +3,8 @@
 @0xc15bc3d93fdf6ca9;
 
 using Go = import "/go.capnp";
-$Go.package("schema");
-$Go.import("github.com/gomultiprocess/multiprocess/schema");
+$Go.package("capnpschema");
+$Go.import("github.com/gomultiprocess/multiprocess/internal/capnpschema");
 
 interface Echo {
   # echo returns its argument unchanged.

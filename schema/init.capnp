@@ -5,12 +5,12 @@
 @0xcaa0a91c028b018b;
 
 using Go = import "/go.capnp";
-$Go.package("schema");
-$Go.import("github.com/gomultiprocess/multiprocess/schema");
+$Go.package("capnpschema");
+$Go.import("github.com/gomultiprocess/multiprocess/internal/capnpschema");
 
 using import "echo.capnp".Echo;
-using import "lifetime.capnp".LifetimeListener;
-using import "lifetime.capnp".LifetimeSubscription;
+using import "/ipc/control/lifetime.capnp".LifetimeListener;
+using import "/ipc/control/lifetime.capnp".LifetimeSubscription;
 using import "chain.capnp".Chain;
 using import "node.capnp".Node;
 using import "wallet.capnp".WalletLoader;

@@ -3,8 +3,8 @@
 @0xc45d705d56d704fe;
 
 using Go = import "/go.capnp";
-$Go.package("schema");
-$Go.import("github.com/gomultiprocess/multiprocess/schema");
+$Go.package("capnpschema");
+$Go.import("github.com/gomultiprocess/multiprocess/internal/capnpschema");
 
 using import "wallet.capnp".WalletLoader;
 

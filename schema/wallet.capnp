@@ -3,8 +3,8 @@
 @0xc0a2187528cd7e82;
 
 using Go = import "/go.capnp";
-$Go.package("schema");
-$Go.import("github.com/gomultiprocess/multiprocess/schema");
+$Go.package("capnpschema");
+$Go.import("github.com/gomultiprocess/multiprocess/internal/capnpschema");
 
 struct WalletSettings {
   # What the node tells the wallet process about where it runs.

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gomultiprocess/multiprocess/bench/internal/benchschema"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

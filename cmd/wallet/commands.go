@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/gomultiprocess/multiprocess/internal/chain"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // commandTimeout bounds one command, connection included.

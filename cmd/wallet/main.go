@@ -15,7 +15,7 @@ import (
 	walletinit "github.com/gomultiprocess/multiprocess/init/wallet"
 	"github.com/gomultiprocess/multiprocess/internal/cli"
 	"github.com/gomultiprocess/multiprocess/ipc"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 const usage = `Usage: wallet -ipcfd N

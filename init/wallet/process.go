@@ -16,7 +16,7 @@ import (
 	"github.com/gomultiprocess/multiprocess/internal/walletdb"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // syncTimeout bounds how long getBalance and listTransactions wait for

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/gomultiprocess/multiprocess/internal/chain"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // MaxPayouts bounds the payouts a received block may carry.

@@ -218,10 +218,9 @@ func (c *Conn) reader() {
 			c.shutdown(protoErr("internal error: %v", r), true)
 		}
 	}()
-	br := bufio.NewReaderSize(c.rwc, 64<<10)
-	hdr := make([]byte, frameHeaderSize)
+	fr := newFrameReader(bufio.NewReaderSize(c.rwc, 64<<10), &c.lim)
 	for {
-		msg, size, err := readFrame(br, hdr, &c.lim)
+		msg, size, err := fr.next()
 		if err != nil {
 			var pe *ProtocolError
 			c.shutdown(err, errors.As(err, &pe))

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/gomultiprocess/multiprocess/internal/testschema"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // TestCtxWatch: calls under one context share a watch, which cancels

@@ -13,7 +13,7 @@ import (
 	"capnproto.org/go/capnp/v3/server"
 
 	"github.com/gomultiprocess/multiprocess/internal/testschema"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // mirrorMethod returns the capability it is given: a test-only method on

@@ -14,7 +14,7 @@ import (
 
 	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 	"github.com/gomultiprocess/multiprocess/internal/testschema"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // validSession is a well-behaved client's side of a session: bootstrap,

@@ -16,7 +16,7 @@ import (
 	"capnproto.org/go/capnp/v3/server"
 
 	"github.com/gomultiprocess/multiprocess/internal/testschema"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // socketPair returns the two ends of a unix stream socketpair.

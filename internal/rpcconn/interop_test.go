@@ -10,7 +10,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 
 	"github.com/gomultiprocess/multiprocess/internal/testschema"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 func forEachPair(t *testing.T, fn func(t *testing.T, ts *testServer, boot capnp.Client, client, srv peer)) {

@@ -14,7 +14,7 @@ import (
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
 	"github.com/gomultiprocess/multiprocess/internal/testschema"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // Every call that fails because the connection went away fails with

@@ -15,7 +15,7 @@ import (
 	"capnproto.org/go/capnp/v3/rpc/transport"
 
 	"github.com/gomultiprocess/multiprocess/internal/testschema"
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 type tableSizes struct{ exports, imports, questions, answers int }

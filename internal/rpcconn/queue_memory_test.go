@@ -9,7 +9,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
-	"github.com/gomultiprocess/multiprocess/schema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // A peer that sends calls and never reads its replies makes this side

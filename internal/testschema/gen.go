@@ -2,4 +2,4 @@
 // protocol's tests, and the Go code capnpc-go generates from them.
 package testschema
 
-//go:generate sh ../../schema/gen.sh
+//go:generate sh ../capnpc-go.sh

@@ -24,7 +24,7 @@
 
 #include "interop/internal/ischema/interop.capnp.h"
 #include "schema/echo.capnp.h"
-#include "schema/lifetime.capnp.h"
+#include "ipc/control/lifetime.capnp.h"
 
 namespace {
 

@@ -3,4 +3,4 @@
 // them.
 package benchschema
 
-//go:generate sh ../../../schema/gen.sh
+//go:generate sh ../../../internal/capnpc-go.sh

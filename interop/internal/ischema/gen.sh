@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerates interop.capnp.go as ../../../schema/gen.sh does, with the
+# Regenerates interop.capnp.go as internal/capnpc-go.sh does, with the
 # module root on the import path: interop.capnp imports /schema/*.capnp.
 set -eu
 std=$(go list -m -f '{{.Dir}}' capnproto.org/go/capnp/v3)/std

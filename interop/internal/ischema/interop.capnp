@@ -9,7 +9,7 @@ $Go.package("ischema");
 $Go.import("github.com/gomultiprocess/multiprocess/interop/internal/ischema");
 
 using import "/schema/echo.capnp".Echo;
-using import "/schema/lifetime.capnp".LifetimeListener;
+using import "/ipc/control/lifetime.capnp".LifetimeListener;
 
 enum ErrorType {
   # The exception types of rpc.capnp's Exception.Type, in the same order.

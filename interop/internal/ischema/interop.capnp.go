@@ -9,7 +9,7 @@ import (
 	schemas "capnproto.org/go/capnp/v3/schemas"
 	server "capnproto.org/go/capnp/v3/server"
 	context "context"
-	schema "github.com/gomultiprocess/multiprocess/schema"
+	capnpschema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 type ErrorType uint16
@@ -798,16 +798,16 @@ func (s Peer_makeEcho_Results) Message() *capnp.Message {
 func (s Peer_makeEcho_Results) Segment() *capnp.Segment {
 	return capnp.Struct(s).Segment()
 }
-func (s Peer_makeEcho_Results) Echo() schema.Echo {
+func (s Peer_makeEcho_Results) Echo() capnpschema.Echo {
 	p, _ := capnp.Struct(s).Ptr(0)
-	return schema.Echo(p.Interface().Client())
+	return capnpschema.Echo(p.Interface().Client())
 }
 
 func (s Peer_makeEcho_Results) HasEcho() bool {
 	return capnp.Struct(s).HasPtr(0)
 }
 
-func (s Peer_makeEcho_Results) SetEcho(v schema.Echo) error {
+func (s Peer_makeEcho_Results) SetEcho(v capnpschema.Echo) error {
 	if !v.IsValid() {
 		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
 	}
@@ -832,8 +832,8 @@ func (f Peer_makeEcho_Results_Future) Struct() (Peer_makeEcho_Results, error) {
 	p, err := f.Future.Ptr()
 	return Peer_makeEcho_Results(p.Struct()), err
 }
-func (p Peer_makeEcho_Results_Future) Echo() schema.Echo {
-	return schema.Echo(p.Future.Field(0, nil).Client())
+func (p Peer_makeEcho_Results_Future) Echo() capnpschema.Echo {
+	return capnpschema.Echo(p.Future.Field(0, nil).Client())
 }
 
 type Peer_makeCallback_Params capnp.Struct
@@ -1888,16 +1888,16 @@ func (s Peer_makeListener_Results) Message() *capnp.Message {
 func (s Peer_makeListener_Results) Segment() *capnp.Segment {
 	return capnp.Struct(s).Segment()
 }
-func (s Peer_makeListener_Results) Listener() schema.LifetimeListener {
+func (s Peer_makeListener_Results) Listener() capnpschema.LifetimeListener {
 	p, _ := capnp.Struct(s).Ptr(0)
-	return schema.LifetimeListener(p.Interface().Client())
+	return capnpschema.LifetimeListener(p.Interface().Client())
 }
 
 func (s Peer_makeListener_Results) HasListener() bool {
 	return capnp.Struct(s).HasPtr(0)
 }
 
-func (s Peer_makeListener_Results) SetListener(v schema.LifetimeListener) error {
+func (s Peer_makeListener_Results) SetListener(v capnpschema.LifetimeListener) error {
 	if !v.IsValid() {
 		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
 	}
@@ -1922,8 +1922,8 @@ func (f Peer_makeListener_Results_Future) Struct() (Peer_makeListener_Results, e
 	p, err := f.Future.Ptr()
 	return Peer_makeListener_Results(p.Struct()), err
 }
-func (p Peer_makeListener_Results_Future) Listener() schema.LifetimeListener {
-	return schema.LifetimeListener(p.Future.Field(0, nil).Client())
+func (p Peer_makeListener_Results_Future) Listener() capnpschema.LifetimeListener {
+	return capnpschema.LifetimeListener(p.Future.Field(0, nil).Client())
 }
 
 type Peer_received_Params capnp.Struct
@@ -2118,16 +2118,16 @@ func (s Peer_streamTo_Params) Message() *capnp.Message {
 func (s Peer_streamTo_Params) Segment() *capnp.Segment {
 	return capnp.Struct(s).Segment()
 }
-func (s Peer_streamTo_Params) Listener() schema.LifetimeListener {
+func (s Peer_streamTo_Params) Listener() capnpschema.LifetimeListener {
 	p, _ := capnp.Struct(s).Ptr(0)
-	return schema.LifetimeListener(p.Interface().Client())
+	return capnpschema.LifetimeListener(p.Interface().Client())
 }
 
 func (s Peer_streamTo_Params) HasListener() bool {
 	return capnp.Struct(s).HasPtr(0)
 }
 
-func (s Peer_streamTo_Params) SetListener(v schema.LifetimeListener) error {
+func (s Peer_streamTo_Params) SetListener(v capnpschema.LifetimeListener) error {
 	if !v.IsValid() {
 		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
 	}
@@ -2160,8 +2160,8 @@ func (f Peer_streamTo_Params_Future) Struct() (Peer_streamTo_Params, error) {
 	p, err := f.Future.Ptr()
 	return Peer_streamTo_Params(p.Struct()), err
 }
-func (p Peer_streamTo_Params_Future) Listener() schema.LifetimeListener {
-	return schema.LifetimeListener(p.Future.Field(0, nil).Client())
+func (p Peer_streamTo_Params_Future) Listener() capnpschema.LifetimeListener {
+	return capnpschema.LifetimeListener(p.Future.Field(0, nil).Client())
 }
 
 type Peer_streamTo_Results capnp.Struct

@@ -4,8 +4,8 @@
 @0x9a15f0815d512e40;
 
 using Go = import "/go.capnp";
-$Go.package("schema");
-$Go.import("github.com/gomultiprocess/multiprocess/schema");
+$Go.package("capnpschema");
+$Go.import("github.com/gomultiprocess/multiprocess/internal/capnpschema");
 
 enum Subsystem {
   # The parts of the executables that start and stop in order. Values are

@@ -1,4 +1,4 @@
-package schema
+package capnpschema
 
 import "capnproto.org/go/capnp/v3/schemas"
 

@@ -1,0 +1,3 @@
+package capnpschema
+
+//go:generate sh gen.sh
