@@ -91,12 +91,12 @@ type LifetimeEvent capnp.Struct
 const LifetimeEvent_TypeID = 0xbef9d04f22efd0dd
 
 func NewLifetimeEvent(s *capnp.Segment) (LifetimeEvent, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 1})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 2})
 	return LifetimeEvent(st), err
 }
 
 func NewRootLifetimeEvent(s *capnp.Segment) (LifetimeEvent, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 1})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 2})
 	return LifetimeEvent(st), err
 }
 
@@ -190,12 +190,30 @@ func (s LifetimeEvent) SetSequence(v uint64) {
 	capnp.Struct(s).SetUint64(16, v)
 }
 
+func (s LifetimeEvent) SubsystemName() (string, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return p.Text(), err
+}
+
+func (s LifetimeEvent) HasSubsystemName() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s LifetimeEvent) SubsystemNameBytes() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return p.TextBytes(), err
+}
+
+func (s LifetimeEvent) SetSubsystemName(v string) error {
+	return capnp.Struct(s).SetText(1, v)
+}
+
 // LifetimeEvent_List is a list of LifetimeEvent.
 type LifetimeEvent_List = capnp.StructList[LifetimeEvent]
 
 // NewLifetimeEvent creates a new list of LifetimeEvent.
 func NewLifetimeEvent_List(s *capnp.Segment, sz int32) (LifetimeEvent_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 24, PointerCount: 1}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 24, PointerCount: 2}, sz)
 	return capnp.StructList[LifetimeEvent](l), err
 }
 

@@ -8,8 +8,10 @@ $Go.package("capnpschema");
 $Go.import("github.com/gomultiprocess/multiprocess/internal/capnpschema");
 
 enum Subsystem {
-  # The parts of the executables that start and stop in order. Values are
-  # only ever appended.
+  # The parts of the reference program's executables that start and stop
+  # in order, for peers that predate LifetimeEvent.subsystemName; values
+  # are only ever appended. Other programs name their subsystems in
+  # subsystemName and leave this at "process".
   process @0;            # the process as a whole
   ipcListener @1;        # accepting -ipcbind connections
   walletProcess @2;      # the node's wallet child
@@ -34,6 +36,9 @@ struct LifetimeEvent {
   pid @3 :Int32;
   timeUnixNano @4 :Int64;
   sequence @5 :UInt64;  # 1 for a process's first event, then counting up
+  subsystemName @6 :Text;
+  # The subsystem's name, chosen by the application ("database",
+  # "walletProcess"); empty for the process as a whole.
 }
 
 interface LifetimeListener {
