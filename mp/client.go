@@ -91,18 +91,35 @@ func (c *Client) target() *rpcconn.Import {
 	if c.settled.Load() {
 		return nil
 	}
-	snap := c.cl.Snapshot()
-	promise := snap.IsPromise()
-	snap.Release()
-	if promise {
-		return nil
+	cl := c.cl
+	for range 8 {
+		snap := cl.Snapshot()
+		promise := snap.IsPromise()
+		f, forwards := snap.Brand().Value.(forwarder)
+		snap.Release()
+		if promise {
+			return nil
+		}
+		if !forwards {
+			break
+		}
+		cl = f.ForwardsTo()
 	}
-	imp := rpcconn.ImportOf(c.cl)
+	imp := rpcconn.ImportOf(cl)
 	if imp != nil {
 		c.imp.Store(imp)
 	}
 	c.settled.Store(true)
 	return imp
+}
+
+// forwarder is implemented by capnp.ClientHooks that forward every call
+// to another capability and add nothing to the call itself (package
+// protocol's proxies, which run cleanups when they are released): the
+// runtime calls that capability directly, and the hook's lifetime stays
+// the proxy's.
+type forwarder interface {
+	ForwardsTo() capnp.Client
 }
 
 // A Call is one call being made by a generated proxy: NewCall, fill

@@ -42,6 +42,10 @@ func (p *proxyHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller
 
 func (p *proxyHook) Brand() capnp.Brand { return capnp.Brand{Value: p} }
 
+// ForwardsTo returns the capability p forwards to, for package mp, which
+// calls it directly (p's lifetime stays the proxy's).
+func (p *proxyHook) ForwardsTo() capnp.Client { return p.inner }
+
 func (p *proxyHook) Shutdown() {
 	p.inner.Release()
 	p.mu.Lock()
