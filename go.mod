@@ -15,4 +15,7 @@ require (
 	golang.org/x/sync v0.20.0 // indirect
 )
 
-tool capnproto.org/go/capnp/v3/capnpc-go
+tool (
+	capnproto.org/go/capnp/v3/capnpc-go
+	github.com/gomultiprocess/multiprocess/cmd/mpgen
+)
