@@ -23,6 +23,12 @@ import (
 //
 // Received buffers need no zeroing: a segment is exactly the bytes read
 // into it.
+//
+// A buffer goes back to its pool only if a frame's bytes filled it at
+// some time (frameReader hands out buffers as bytes arrive): a burst of
+// peers that claim large frames and stop short leaves nothing in the
+// pools, and what the pools keep is memory that whole frames needed
+// (sync.Pool lets it go after two garbage collections without use).
 
 const (
 	minBufShift = 8  // smallest pooled buffer: 256 bytes
@@ -33,8 +39,9 @@ const (
 
 // A recvBuf is a pooled buffer; class is its pool, -1 for none.
 type recvBuf struct {
-	b     []byte
-	class int
+	b      []byte
+	class  int
+	filled bool // a frame's bytes filled b once (not only the ones now)
 }
 
 var recvPools [numClasses]sync.Pool
@@ -70,11 +77,13 @@ func getRecvBuf(n int) *recvBuf {
 	return &recvBuf{b: make([]byte, n, size), class: class}
 }
 
+// putRecvBuf puts b back in its pool if it was ever filled, and else
+// leaves it to the collector.
 func putRecvBuf(b *recvBuf) {
 	if raceEnabled {
 		poison(b.b[:cap(b.b)])
 	}
-	if b.class >= 0 {
+	if b.class >= 0 && b.filled {
 		recvPools[b.class].Put(b)
 	}
 }

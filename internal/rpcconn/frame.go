@@ -9,11 +9,56 @@ import (
 	"capnproto.org/go/capnp/v3"
 )
 
-// readFrame reads one message in the standard stream framing, refusing
-// more than MaxSegments segments or more than maxSize bytes before
-// allocating for them, and sets the read limits on it.
-func readFrame(r io.Reader, hdr []byte, l *limits) (*capnp.Message, uint64, error) {
-	if _, err := io.ReadFull(r, hdr[:4]); err != nil {
+// A frameReader reads one connection's messages in the standard stream
+// framing. Memory follows the bytes the peer sends, not the sizes it
+// claims: a frame's buffer starts at a few times what has arrived (about
+// minFrameChunk before anything has) and, each time it is full while more
+// is claimed,
+// is replaced by one frameGrowth times larger, into which its bytes are
+// copied. The sizes are the claim divided by powers of frameGrowth, so
+// that the last buffer before the whole frame holds a quarter of it.
+// So a peer that claims 64 MiB and sends 8 bytes costs about
+// minFrameChunk, one that stops part way at most 5 times what it sent
+// (a buffer returns to the pool only once filled: see putRecvBuf), and a
+// whole frame has at most a third of its bytes copied once more.
+//
+// Only the first frame of its size on a connection pays for the growth:
+// a frame no larger than the largest one read whole on the connection
+// gets its buffer at once and is read in one pass (for the 1 MiB calls
+// of a steady stream, the buffer the previous one released to the pool).
+// What a peer has made us hold for one whole frame, it may make us hold
+// again; never more than that before its bytes arrive.
+type frameReader struct {
+	r     io.Reader
+	br    *bufio.Reader // r, if it is one: what it has buffered has arrived
+	lim   *limits
+	trust int // the largest buffer a frame filled whole on this connection
+	hdr   [frameHeaderSize]byte
+}
+
+const (
+	// minFrameChunk is the buffer a frame gets before its bytes arrive
+	// (all of it for frames up to this size, the common case): the
+	// constant cost of a claim, beside the connection's 64 KiB read
+	// buffer.
+	minFrameChunk = 8 << 10
+	// frameGrowth is how many times larger a frame's next buffer is.
+	frameGrowth = 4
+)
+
+// newFrameReader reads frames from r, within the limits l.
+func newFrameReader(r io.Reader, l *limits) *frameReader {
+	fr := &frameReader{r: r, lim: l}
+	fr.br, _ = r.(*bufio.Reader)
+	return fr
+}
+
+// next reads one message, refusing more than MaxSegments segments or
+// more than the size limit before allocating for them, and sets the read
+// limits on it. It returns the frame's size in bytes.
+func (fr *frameReader) next() (*capnp.Message, uint64, error) {
+	hdr, l := fr.hdr[:], fr.lim
+	if _, err := io.ReadFull(fr.r, hdr[:4]); err != nil {
 		return nil, 0, err
 	}
 	nseg := uint64(binary.LittleEndian.Uint32(hdr[:4])) + 1
@@ -24,7 +69,7 @@ func readFrame(r io.Reader, hdr []byte, l *limits) (*capnp.Message, uint64, erro
 	if hlen%8 != 0 {
 		hlen += 4
 	}
-	if _, err := io.ReadFull(r, hdr[4:hlen]); err != nil {
+	if _, err := io.ReadFull(fr.r, hdr[4:hlen]); err != nil {
 		return nil, 0, unexpectedEOF(err)
 	}
 	total := hlen
@@ -38,10 +83,9 @@ func readFrame(r io.Reader, hdr []byte, l *limits) (*capnp.Message, uint64, erro
 	var err error
 	if nseg == 1 {
 		// The common case, with fewer allocations than Unmarshal.
-		buf := getRecvBuf(int(total - hlen))
-		if _, err := io.ReadFull(r, buf.b); err != nil {
-			putRecvBuf(buf)
-			return nil, 0, unexpectedEOF(err)
+		buf, err := fr.readBody(nil, int(total-hlen))
+		if err != nil {
+			return nil, 0, err
 		}
 		// The message and its arena in one allocation.
 		rm := newRecvMsg()
@@ -50,11 +94,9 @@ func readFrame(r io.Reader, hdr []byte, l *limits) (*capnp.Message, uint64, erro
 		msg = &rm.msg
 		_, err = msg.Reset(&rm.arena)
 	} else {
-		buf := getRecvBuf(int(total))
-		copy(buf.b, hdr[:hlen])
-		if _, err := io.ReadFull(r, buf.b[hlen:]); err != nil {
-			putRecvBuf(buf)
-			return nil, 0, unexpectedEOF(err)
+		buf, err := fr.readBody(hdr[:hlen], int(total))
+		if err != nil {
+			return nil, 0, err
 		}
 		msg, err = capnp.Unmarshal(buf.b)
 		if err == nil {
@@ -70,6 +112,53 @@ func readFrame(r io.Reader, hdr []byte, l *limits) (*capnp.Message, uint64, erro
 	msg.DepthLimit = l.depth
 	msg.ResetReadLimit(l.traverse)
 	return msg, total, nil
+}
+
+// readBody reads n bytes of a frame, prefix (the header, for a frame of
+// several segments) in hand and the rest from the reader, into a pooled
+// buffer that grows as they arrive (see frameReader).
+func (fr *frameReader) readBody(prefix []byte, n int) (*recvBuf, error) {
+	size := n
+	if n > fr.trust {
+		arrived := len(prefix)
+		if fr.br != nil {
+			arrived += fr.br.Buffered()
+		}
+		size = chunkSize(n, max(minFrameChunk, frameGrowth*arrived))
+	}
+	buf := getRecvBuf(size)
+	got := copy(buf.b, prefix)
+	for {
+		k, err := io.ReadFull(fr.r, buf.b[got:])
+		got += k
+		if err != nil {
+			putRecvBuf(buf)
+			return nil, unexpectedEOF(err)
+		}
+		buf.filled = true
+		if got == n {
+			break
+		}
+		// Every byte of buf has arrived, and more is claimed.
+		next := getRecvBuf(chunkSize(n, frameGrowth*got))
+		copy(next.b, buf.b[:got])
+		putRecvBuf(buf)
+		buf = next
+	}
+	fr.trust = max(fr.trust, n)
+	return buf, nil
+}
+
+// chunkSize is the size of the next buffer for a frame of n bytes, given
+// the size that the bytes received allow: n divided by frameGrowth until
+// within that size (give or take a quarter, so that a frame just larger
+// than a step is not copied once more for its last few bytes).
+func chunkSize(n, allowed int) int {
+	s := n
+	for s > allowed+allowed/4 {
+		s = (s + frameGrowth - 1) / frameGrowth
+	}
+	return s
 }
 
 func unexpectedEOF(err error) error {
@@ -152,7 +241,8 @@ func appendFrame(dst []byte, msg *capnp.Message) ([]byte, error) {
 	return dst, nil
 }
 
-// frameHeaderSize is the buffer readFrame needs for a header.
+// frameHeaderSize is the largest frame header: a segment count and
+// MaxSegments sizes, padded to a word.
 const frameHeaderSize = 8 + 4*MaxSegments
 
 func msgSize(m *capnp.Message) uint64 {

@@ -54,32 +54,39 @@ func frameSeeds() [][]byte {
 		append(header(4), 1, 2, 3, 4),    // truncated
 		[]byte("GET / HTTP/1.1\r\n\r\n"), // not Cap'n Proto
 		append(header(0, 2), make([]byte, 16)...),
+		append(header(fuzzFrameMax/8-2), 1, 2, 3, 4, 5, 6, 7, 8),       // claims the limit, sends 8 bytes
+		append(header(1000, 2000, 4000, 1000), 1, 2, 3, 4, 5, 6, 7, 8), // the same in segments
 	}
 }
 
-// FuzzFrame feeds arbitrary bytes to readFrame. It must never panic; it
-// must refuse more than MaxSegments segments or more than the size limit
-// having read no more than the header and allocated nothing of the size
-// claimed; and on a frame within the limits it must agree with
-// capnp.Unmarshal, segment for segment.
+// FuzzFrame feeds arbitrary bytes to a frameReader. It must never panic;
+// it must refuse more than MaxSegments segments or more than the size
+// limit having read no more than the header and allocated nothing of the
+// size claimed; on a frame cut short it must allocate for the bytes sent,
+// not the size claimed; and on a frame within the limits it must agree
+// with capnp.Unmarshal, segment for segment.
 func FuzzFrame(f *testing.F) {
 	for _, s := range frameSeeds() {
 		f.Add(s)
 	}
 	l := (&Options{MaxMessageSize: fuzzFrameMax}).limits()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		hdr := make([]byte, frameHeaderSize)
 		r := bytes.NewReader(data)
+		fr := newFrameReader(r, &l)
 		nseg, hlen, total, complete := parseHeader(data)
 
 		var before, after runtime.MemStats
 		oversize := complete && nseg <= MaxSegments && total > fuzzFrameMax
-		if oversize {
+		// A claim far beyond the bytes sent may cost a few times those
+		// bytes, and minFrameChunk, but not the claim.
+		allowance := 16*uint64(len(data)) + 4*minFrameChunk
+		overclaim := complete && nseg <= MaxSegments && !oversize && total > allowance
+		if oversize || overclaim {
 			runtime.ReadMemStats(&before)
 		}
-		msg, size, err := readFrame(r, hdr, &l)
+		msg, size, err := fr.next()
 		read := uint64(len(data) - r.Len())
-		if oversize {
+		if oversize || overclaim {
 			runtime.ReadMemStats(&after)
 		}
 
@@ -110,19 +117,22 @@ func FuzzFrame(f *testing.F) {
 			if len(data) > 0 && errors.Is(err, io.EOF) {
 				t.Fatalf("a partial frame gave io.EOF, which means a clean end")
 			}
+			if grew := after.TotalAlloc - before.TotalAlloc; overclaim && grew >= allowance {
+				t.Fatalf("%d bytes claimed, %d sent: allocated %d bytes", total, len(data), grew)
+			}
 		default:
 			want, werr := capnp.Unmarshal(data[:total])
 			if (err == nil) != (werr == nil) {
-				t.Fatalf("readFrame: %v; capnp.Unmarshal: %v", err, werr)
+				t.Fatalf("frameReader: %v; capnp.Unmarshal: %v", err, werr)
 			}
 			if err != nil {
 				return
 			}
 			if size != total || read != total {
-				t.Fatalf("frame of %d bytes: readFrame reported %d and read %d", total, size, read)
+				t.Fatalf("frame of %d bytes: frameReader reported %d and read %d", total, size, read)
 			}
 			if msg.NumSegments() != want.NumSegments() {
-				t.Fatalf("readFrame: %d segments; capnp.Unmarshal: %d", msg.NumSegments(), want.NumSegments())
+				t.Fatalf("frameReader: %d segments; capnp.Unmarshal: %d", msg.NumSegments(), want.NumSegments())
 			}
 			for i := int64(0); i < msg.NumSegments(); i++ {
 				a, aerr := msg.Segment(capnp.SegmentID(i))
@@ -138,7 +148,7 @@ func FuzzFrame(f *testing.F) {
 	})
 }
 
-// parseHeader reads a stream frame header independently of readFrame:
+// parseHeader reads a stream frame header independently of frameReader:
 // the segment count, the header's length, the frame's total length, and
 // whether data holds the whole header (the count alone when it is over
 // MaxSegments).
