@@ -83,9 +83,9 @@ func (fr *frameReader) next() (*capnp.Message, uint64, error) {
 	var err error
 	if nseg == 1 {
 		// The common case, with fewer allocations than Unmarshal.
-		buf, err := fr.readBody(nil, int(total-hlen))
-		if err != nil {
-			return nil, 0, err
+		buf, rerr := fr.readBody(nil, int(total-hlen))
+		if rerr != nil {
+			return nil, 0, rerr
 		}
 		// The message and its arena in one allocation.
 		rm := newRecvMsg()
@@ -94,9 +94,9 @@ func (fr *frameReader) next() (*capnp.Message, uint64, error) {
 		msg = &rm.msg
 		_, err = msg.Reset(&rm.arena)
 	} else {
-		buf, err := fr.readBody(hdr[:hlen], int(total))
-		if err != nil {
-			return nil, 0, err
+		buf, rerr := fr.readBody(hdr[:hlen], int(total))
+		if rerr != nil {
+			return nil, 0, rerr
 		}
 		msg, err = capnp.Unmarshal(buf.b)
 		if err == nil {
