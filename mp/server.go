@@ -326,10 +326,11 @@ func (sc *ServerCall) recovered(ctx context.Context, conn *rpcconn.Conn, v any) 
 		log = conn.Logger()
 	}
 	log.Error("panic in method", "method", name, "panic", v, "stack", string(debug.Stack()))
-	if o, ok := rpcconn.OwnerFromContext(ctx).(interface{ CloseAfterPanic(string) }); ok {
-		o.CloseAfterPanic(name)
+	cause := fmt.Errorf("panic in %s: the connection's state is unknown", name)
+	if o, ok := rpcconn.OwnerFromContext(ctx).(interface{ CloseWithError(error) }); ok {
+		o.CloseWithError(cause)
 	} else if conn != nil {
-		conn.Close()
+		conn.CloseWithError(cause)
 	}
 	return fmt.Errorf("%s: internal error (panic)", name)
 }

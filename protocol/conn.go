@@ -272,6 +272,17 @@ func (c *Conn) Close() error {
 	return nil
 }
 
+// CloseWithError ends the connection as Close does, for a reason of this
+// side's (a peer that failed a check): pending and later calls on it fail
+// with an error that wraps both ErrDisconnected and err, the peer is
+// told why, and the connection's end is logged with err.
+func (c *Conn) CloseWithError(err error) {
+	c.setEnd(failed, err)
+	if rc := c.rpc(); rc != nil {
+		rc.CloseWithError(err)
+	}
+}
+
 // closeAfterPanic ends the connection on which a method panicked: what
 // the method left behind is unknown, so nothing more is served on it (a
 // spawned child then shuts down, as when its parent goes away).

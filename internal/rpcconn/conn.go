@@ -190,6 +190,13 @@ func (c *Conn) Close() error {
 	return nil
 }
 
+// CloseWithError ends the connection as Close does, for cause: pending
+// and later calls fail with an error that wraps both ErrDisconnected and
+// cause, Err returns cause, and the peer is sent an Abort saying why.
+func (c *Conn) CloseWithError(cause error) {
+	c.shutdown(cause, true)
+}
+
 func (c *Conn) closeRWC() { c.closer.Do(func() { c.rwc.Close() }) }
 
 // reader is the connection's reading goroutine; it also owns the end: it
