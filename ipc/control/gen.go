@@ -1,0 +1,3 @@
+package control
+
+//go:generate go tool mpgen -I ../.. control.capnp lifetime.capnp
