@@ -9,7 +9,6 @@ import (
 
 	"github.com/gomultiprocess/multiprocess/process"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // DefaultMaxConnections is how many connections a ListenAddress listener
@@ -43,7 +42,11 @@ type listener struct {
 // At most Options.MaxConnections connections are served at once; further
 // clients wait until one closes. A peer that leaves a message incomplete
 // for longer than Options.MessageTimeout is dropped.
-func (i *Ipc) ListenAddress(dataDir, address string) (string, error) {
+func (i *Ipc[I]) ListenAddress(dataDir, address string) (string, error) {
+	return i.core.listenAddress(dataDir, address)
+}
+
+func (i *core) listenAddress(dataDir, address string) (string, error) {
 	path, err := process.ParseAddress(dataDir, i.ctx.ExeName, address)
 	if err != nil {
 		return "", fmt.Errorf("ipc: listen on %q: %w", address, err)
@@ -76,7 +79,7 @@ func (i *Ipc) ListenAddress(dataDir, address string) (string, error) {
 		defer close(li.done)
 		// Listen stops accepting (closing l removes the socket file),
 		// then ends and waits for the connections, logging both steps.
-		err := protocol.Listen(ctx, l, i.serveInit, i.protocolOptions())
+		err := protocol.Listen(ctx, l, i.serve, i.protocolOptions())
 		if err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("listener failed", "err", err)
 		}
@@ -101,7 +104,9 @@ func (i *Ipc) ListenAddress(dataDir, address string) (string, error) {
 // ListenAddress, ends the connections accepted there and removes their
 // socket files. Connections this process made itself, to spawned children
 // or to other listeners, are left alone.
-func (i *Ipc) DisconnectIncoming() {
+func (i *Ipc[I]) DisconnectIncoming() { i.core.disconnectIncoming() }
+
+func (i *core) disconnectIncoming() {
 	i.mu.Lock()
 	ls := make([]*listener, 0, len(i.listeners))
 	for l := range i.listeners {
@@ -117,17 +122,20 @@ func (i *Ipc) DisconnectIncoming() {
 }
 
 // ConnectAddress connects to the process listening on address, as given to
-// -ipcconnect, and returns a proxy for its Init. "unix" and "unix:" mean
+// -ipcconnect, and returns its Init. "unix" and "unix:" mean
 // <dataDir>/<destName>.sock. "auto" connects to the default address if a
-// process listens there and otherwise returns an invalid Init and no error,
-// for callers that carry on alone; "0" and "" mean not to connect, and
-// return the same. When nothing listens at an explicit address, the error
-// wraps process.ErrNoListener and reads "no node is listening at
-// unix:/path: is it running with -ipcbind?". Releasing the proxy closes the
-// connection.
-func (i *Ipc) ConnectAddress(ctx context.Context, dataDir, destName, address string) (schema.Init, error) {
+// process listens there and otherwise returns the zero I (nil) and no
+// error, for callers that carry on alone; "0" and "" mean not to connect,
+// and return the same. When nothing listens at an explicit address, the
+// error wraps process.ErrNoListener and reads "no node is listening at
+// unix:/path: is it running with -ipcbind?". The handshake travels with
+// the first calls, as Spawn's does (Handshake waits for it); a listener of
+// another version of the application ends the connection. Releasing the
+// Init closes the connection.
+func (i *Ipc[I]) ConnectAddress(ctx context.Context, dataDir, destName, address string) (I, error) {
+	var zero I
 	if address == "0" || address == "" {
-		return schema.Init{}, nil
+		return zero, nil
 	}
 	auto := address == "auto"
 	if auto {
@@ -135,33 +143,28 @@ func (i *Ipc) ConnectAddress(ctx context.Context, dataDir, destName, address str
 	}
 	path, err := process.ParseAddress(dataDir, destName, address)
 	if err != nil {
-		return schema.Init{}, fmt.Errorf("ipc: connect to %q: %w", address, err)
+		return zero, fmt.Errorf("ipc: connect to %q: %w", address, err)
 	}
 	canonical := process.Address(path)
 	nc, err := process.Dial(ctx, path)
 	if err != nil {
 		if auto && errors.Is(err, process.ErrNoListener) {
-			return schema.Init{}, nil
+			return zero, nil
 		}
 		if errors.Is(err, process.ErrNoListener) {
-			return schema.Init{}, fmt.Errorf("ipc: %w: is it running with -ipcbind?", err)
+			return zero, fmt.Errorf("ipc: %w: is it running with -ipcbind?", err)
 		}
-		return schema.Init{}, fmt.Errorf("ipc: connect: %w", err)
+		return zero, fmt.Errorf("ipc: connect: %w", err)
 	}
 	conn, boot, err := protocol.Connect(ctx, nc, i.protocolOptions())
 	if err != nil {
 		_ = nc.Close()
-		return schema.Init{}, fmt.Errorf("ipc: connect to %s: %w", canonical, err)
+		return zero, fmt.Errorf("ipc: connect to %s: %w", canonical, err)
 	}
-	p, err := i.newPeer(nil, conn, i.ctx.Logger.With("address", canonical))
-	if err != nil {
+	if _, err := i.newPeer(destName, nil, conn, boot, i.ctx.Logger.With("address", canonical)); err != nil {
 		boot.Release()
 		_ = conn.Close()
-		return schema.Init{}, fmt.Errorf("ipc: connect to %s: %w", canonical, err)
+		return zero, fmt.Errorf("ipc: connect to %s: %w", canonical, err)
 	}
-	init, err := i.adopt(ctx, p, boot)
-	if err != nil {
-		return schema.Init{}, fmt.Errorf("ipc: connect to %s: %w", canonical, err)
-	}
-	return init, nil
+	return i.init.FromCapnp(boot), nil
 }

@@ -8,44 +8,74 @@ import (
 	"sync"
 	"time"
 
-	"capnproto.org/go/capnp/v3/flowcontrol"
-
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/ipc/control"
+	"github.com/gomultiprocess/multiprocess/mp"
 )
 
 // Event is one lifetime event of a process.
 type Event struct {
-	Kind       schema.LifetimeEvent_Kind
-	Subsystem  schema.Subsystem
+	Kind control.LifetimeEvent_Kind
+	// Subsystem names the subsystem, as the application chose; empty for
+	// the process as a whole.
+	Subsystem  string
 	Executable string
 	PID        int
 	Time       time.Time
 	Sequence   uint64 // 1 for the process's first event
 }
 
-func (e Event) write(w schema.LifetimeEvent) error {
-	w.SetKind(e.Kind)
-	w.SetSubsystem(e.Subsystem)
-	w.SetPid(int32(e.PID))
-	w.SetTimeUnixNano(e.Time.UnixNano())
-	w.SetSequence(e.Sequence)
-	return w.SetExecutable(e.Executable)
+// wire returns the event as sent, with the old Subsystem enum value
+// that legacy maps its name to (process if it does not).
+func (e Event) wire(legacy map[string]control.Subsystem) *control.LifetimeEvent {
+	old := control.Subsystem_Process
+	if v, ok := legacy[e.Subsystem]; ok {
+		old = v
+	} else if v, ok := frameworkSubsystems[e.Subsystem]; ok {
+		old = v
+	}
+	return &control.LifetimeEvent{
+		Kind:          e.Kind,
+		Subsystem:     old,
+		Executable:    e.Executable,
+		Pid:           int32(e.PID),
+		TimeUnixNano:  e.Time.UnixNano(),
+		Sequence:      e.Sequence,
+		SubsystemName: e.Subsystem,
+	}
 }
 
-// ReadEvent decodes an event received from another process.
-func ReadEvent(r schema.LifetimeEvent) (Event, error) {
-	exe, err := r.Executable()
-	if err != nil {
-		return Event{}, fmt.Errorf("read executable: %w", err)
-	}
+// EventFrom reads an event received from another process: its subsystem
+// is subsystemName, or the old enum's name for a peer that predates it.
+func EventFrom(ev *control.LifetimeEvent) Event {
 	return Event{
-		Kind:       r.Kind(),
-		Subsystem:  r.Subsystem(),
-		Executable: exe,
-		PID:        int(r.Pid()),
-		Time:       time.Unix(0, r.TimeUnixNano()),
-		Sequence:   r.Sequence(),
-	}, nil
+		Kind:       ev.Kind,
+		Subsystem:  subsystemName(ev),
+		Executable: ev.Executable,
+		PID:        int(ev.Pid),
+		Time:       time.Unix(0, ev.TimeUnixNano),
+		Sequence:   ev.Sequence,
+	}
+}
+
+func subsystemName(ev *control.LifetimeEvent) string {
+	if ev.SubsystemName != "" || ev.Subsystem == control.Subsystem_Process {
+		return ev.SubsystemName
+	}
+	return ev.Subsystem.String()
+}
+
+// The framework's own subsystems, and their values in the old enum.
+const (
+	// SubsystemIPCParent is a spawned process serving its parent.
+	SubsystemIPCParent = "ipcParent"
+	// SubsystemIPCListener is a process accepting connections on the
+	// addresses given to ListenAddress.
+	SubsystemIPCListener = "ipcListener"
+)
+
+var frameworkSubsystems = map[string]control.Subsystem{
+	SubsystemIPCParent:   control.Subsystem_IpcParent,
+	SubsystemIPCListener: control.Subsystem_IpcListener,
 }
 
 // Limits of a lifetime subscription.
@@ -53,9 +83,6 @@ const (
 	// MaxQueuedEvents is how many live events a subscriber may fall behind
 	// (on top of the history replayed to it) before it is dropped.
 	MaxQueuedEvents = 1024
-	// streamWindow bounds the bytes of streamed event calls in flight to
-	// one subscriber; each event is a few hundred bytes.
-	streamWindow = 4 << 10
 )
 
 // Lifetime records a process's lifetime events, as dcrd's lifetimeevent
@@ -67,8 +94,9 @@ const (
 // Subsystems start through Start and stop in reverse order through
 // Shutdown, with an event before each.
 type Lifetime struct {
-	exe string
-	log *slog.Logger
+	exe    string
+	log    *slog.Logger
+	legacy map[string]control.Subsystem
 
 	// subs owns the subscribers' sending goroutines.
 	subs sync.WaitGroup
@@ -82,25 +110,25 @@ type Lifetime struct {
 }
 
 type stage struct {
-	subsystem schema.Subsystem
+	subsystem string
 	stop      func()
 }
 
-func newLifetime(exe string, log *slog.Logger) *Lifetime {
-	l := &Lifetime{exe: exe, log: log, subscribers: make(map[*subscriber]struct{})}
-	l.record(schema.LifetimeEvent_Kind_startup, schema.Subsystem_process)
+func newLifetime(exe string, log *slog.Logger, legacy map[string]control.Subsystem) *Lifetime {
+	l := &Lifetime{exe: exe, log: log, legacy: legacy, subscribers: make(map[*subscriber]struct{})}
+	l.record(control.LifetimeEvent_Kind_Startup, "")
 	return l
 }
 
 // record appends an event to the history and queues it for every
 // subscriber.
-func (l *Lifetime) record(kind schema.LifetimeEvent_Kind, sub schema.Subsystem) {
+func (l *Lifetime) record(kind control.LifetimeEvent_Kind, sub string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.seq++
 	ev := Event{Kind: kind, Subsystem: sub, Executable: l.exe, PID: pid, Time: time.Now(), Sequence: l.seq}
 	l.history = append(l.history, ev)
-	l.log.Info("lifetime event", "kind", kind.String(), "subsystem", sub.String(), "seq", ev.Sequence)
+	l.log.Info("lifetime event", "kind", kind.String(), "subsystem", sub, "seq", ev.Sequence)
 	for s := range l.subscribers {
 		select {
 		case s.queue <- item{event: ev}:
@@ -118,14 +146,14 @@ func (l *Lifetime) record(kind schema.LifetimeEvent_Kind, sub schema.Subsystem) 
 // Once Shutdown has begun, Start refuses with ErrShuttingDown; a subsystem
 // whose start was under way when it began is stopped as soon as its start
 // returns.
-func (l *Lifetime) Start(subsystem schema.Subsystem, start func() (stop func(), err error)) error {
+func (l *Lifetime) Start(subsystem string, start func() (stop func(), err error)) error {
 	l.mu.Lock()
 	down := l.shutdown
 	l.mu.Unlock()
 	if down {
 		return fmt.Errorf("start %s: %w", subsystem, ErrShuttingDown)
 	}
-	l.record(schema.LifetimeEvent_Kind_startup, subsystem)
+	l.record(control.LifetimeEvent_Kind_Startup, subsystem)
 	stop, err := start()
 	if err != nil {
 		return fmt.Errorf("start %s: %w", subsystem, err)
@@ -137,7 +165,7 @@ func (l *Lifetime) Start(subsystem schema.Subsystem, start func() (stop func(), 
 	}
 	l.mu.Unlock()
 	if down {
-		l.record(schema.LifetimeEvent_Kind_shutdown, subsystem)
+		l.record(control.LifetimeEvent_Kind_Shutdown, subsystem)
 		if stop != nil {
 			stop()
 		}
@@ -151,7 +179,7 @@ var ErrShuttingDown = errors.New("ipc: process is shutting down")
 
 // StartupComplete records that every subsystem has started.
 func (l *Lifetime) StartupComplete() {
-	l.record(schema.LifetimeEvent_Kind_startupComplete, schema.Subsystem_process)
+	l.record(control.LifetimeEvent_Kind_StartupComplete, "")
 }
 
 // Shutdown stops the started subsystems in reverse order of start-up,
@@ -175,13 +203,13 @@ func (l *Lifetime) Shutdown() {
 		st := l.stages[n-1]
 		l.stages = l.stages[:n-1]
 		l.mu.Unlock()
-		l.record(schema.LifetimeEvent_Kind_shutdown, st.subsystem)
+		l.record(control.LifetimeEvent_Kind_Shutdown, st.subsystem)
 		if st.stop != nil {
 			st.stop()
 		}
 	}
-	l.record(schema.LifetimeEvent_Kind_shutdown, schema.Subsystem_process)
-	l.record(schema.LifetimeEvent_Kind_shutdownComplete, schema.Subsystem_process)
+	l.record(control.LifetimeEvent_Kind_Shutdown, "")
+	l.record(control.LifetimeEvent_Kind_ShutdownComplete, "")
 }
 
 // History returns a copy of every event recorded so far.
@@ -199,7 +227,7 @@ type item struct {
 }
 
 type subscriber struct {
-	listener schema.LifetimeListener
+	listener control.LifetimeListener
 	queue    chan item
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -208,9 +236,9 @@ type subscriber struct {
 
 // Subscribe streams events to listener, history first, and returns the
 // function that ends the subscription. Subscribe takes over listener's
-// reference. log receives the reason if the subscriber is dropped.
-func (l *Lifetime) Subscribe(listener schema.LifetimeListener) (unsubscribe func()) {
-	listener.SetFlowLimiter(flowcontrol.NewFixedLimiter(streamWindow))
+// reference (see mp.Retain). The reason a subscriber is dropped is
+// logged.
+func (l *Lifetime) Subscribe(listener control.LifetimeListener) (unsubscribe func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &subscriber{listener: listener, ctx: ctx, cancel: cancel, gone: make(chan struct{})}
 	l.mu.Lock()
@@ -224,7 +252,7 @@ func (l *Lifetime) Subscribe(listener schema.LifetimeListener) (unsubscribe func
 	go func() {
 		defer l.subs.Done()
 		defer close(s.gone)
-		defer listener.Release()
+		defer mp.Release(listener)
 		l.send(s)
 	}()
 	return func() {
@@ -239,7 +267,7 @@ func (l *Lifetime) Subscribe(listener schema.LifetimeListener) (unsubscribe func
 func (l *Lifetime) send(s *subscriber) {
 	for it := range s.queue {
 		if it.flushed != nil {
-			err := s.listener.WaitStreaming()
+			err := mp.Flush(s.ctx, s.listener)
 			close(it.flushed)
 			if err != nil {
 				l.drop(s, err)
@@ -247,15 +275,7 @@ func (l *Lifetime) send(s *subscriber) {
 			}
 			continue
 		}
-		ev := it.event
-		err := s.listener.Event(s.ctx, func(p schema.LifetimeListener_event_Params) error {
-			w, err := p.NewEvent()
-			if err != nil {
-				return err
-			}
-			return ev.write(w)
-		})
-		if err != nil {
+		if err := s.listener.Event(s.ctx, it.event.wire(l.legacy)); err != nil {
 			l.drop(s, err)
 			return
 		}

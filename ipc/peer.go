@@ -2,198 +2,101 @@ package ipc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/gomultiprocess/multiprocess/ipc/control"
+	"github.com/gomultiprocess/multiprocess/mp"
 	"github.com/gomultiprocess/multiprocess/process"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
-// PeerInfo is what an executable tells its peers about itself through
-// Init.hello.
-type PeerInfo struct {
-	ProtocolVersion uint32
-	Build           string // module version and VCS revision
-	Executable      string
-	PID             int
+// ChildExit says how and when a child process ended.
+type ChildExit struct {
+	// Name is the child's name (ChildSpec.Name) and PID its process ID.
+	Name string
+	PID  int
+	// Status is how the process ended: its exit code, or the signal
+	// that ended it.
+	Status process.ExitStatus
+	// Time is when this process learned that the child had ended.
+	Time time.Time
+	// Requested says that this process had asked the child to stop (its
+	// Init was released, or the Ipc closed): the exit was expected.
+	Requested bool
 }
 
-func (p PeerInfo) String() string {
-	return fmt.Sprintf("%s (pid %d, protocol %d, build %s)", p.Executable, p.PID, p.ProtocolVersion, p.Build)
-}
-
-func (p PeerInfo) write(w schema.PeerInfo) error {
-	w.SetProtocolVersion(p.ProtocolVersion)
-	w.SetPid(int32(p.PID))
-	if err := w.SetBuild(p.Build); err != nil {
-		return err
-	}
-	return w.SetExecutable(p.Executable)
-}
-
-func readPeerInfo(r schema.PeerInfo) (PeerInfo, error) {
-	build, err := r.Build()
-	if err != nil {
-		return PeerInfo{}, fmt.Errorf("read build: %w", err)
-	}
-	exe, err := r.Executable()
-	if err != nil {
-		return PeerInfo{}, fmt.Errorf("read executable: %w", err)
-	}
-	return PeerInfo{
-		ProtocolVersion: r.ProtocolVersion(),
-		Build:           build,
-		Executable:      exe,
-		PID:             int(r.Pid()),
-	}, nil
-}
-
-// checkVersions returns an error naming both sides when they speak
-// different protocol versions.
-func checkVersions(local, remote PeerInfo) error {
-	if local.ProtocolVersion == remote.ProtocolVersion {
-		return nil
-	}
-	return fmt.Errorf("%w: %s and %s", ErrVersionMismatch, local, remote)
-}
-
-// buildString describes this executable's build from its embedded build
-// information: the main module's version and VCS revision.
-var buildString = sync.OnceValue(func() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	s := bi.Main.Version
-	if s == "" {
-		s = "(devel)"
-	}
-	var rev, dirty string
-	for _, kv := range bi.Settings {
-		switch kv.Key {
-		case "vcs.revision":
-			rev = kv.Value
-			if len(rev) > 12 {
-				rev = rev[:12]
-			}
-		case "vcs.modified":
-			if kv.Value == "true" {
-				dirty = "-dirty"
-			}
-		}
-	}
-	if rev != "" {
-		s += " " + rev + dirty
-	}
-	return s
-})
-
-// LocalInfo is what this executable tells its peers about itself.
-func (c *Context) LocalInfo() PeerInfo {
-	return PeerInfo{
-		ProtocolVersion: schema.ProtocolVersion,
-		Build:           buildString(),
-		Executable:      c.ExeName,
-		PID:             pid,
-	}
-}
-
-// hello introduces this executable to the peer behind init and checks that
-// the two belong together.
-func (i *Ipc) hello(ctx context.Context, init schema.Init) (PeerInfo, error) {
-	local := i.ctx.LocalInfo()
-	fut, release := init.Hello(ctx, func(p schema.Init_hello_Params) error {
-		w, err := p.NewCaller()
-		if err != nil {
-			return err
-		}
-		return local.write(w)
-	})
-	defer release()
-	res, err := fut.Struct()
-	if err != nil {
-		return PeerInfo{}, fmt.Errorf("hello: %w", err)
-	}
-	r, err := res.Callee()
-	if err != nil {
-		return PeerInfo{}, fmt.Errorf("hello: read reply: %w", err)
-	}
-	remote, err := readPeerInfo(r)
-	if err != nil {
-		return PeerInfo{}, fmt.Errorf("hello: %w", err)
-	}
-	if err := checkVersions(local, remote); err != nil {
-		return remote, err
-	}
-	return remote, nil
+// String reads "the wallet process exited (killed by signal 9) at
+// 15:04:05".
+func (e ChildExit) String() string {
+	return fmt.Sprintf("the %s process exited (%s) at %s", e.Name, e.Status, e.Time.Format(time.TimeOnly))
 }
 
 // peer is one outgoing connection: to a spawned child (proc set) or to a
 // listening process. Its run goroutine, owned by the Ipc, ends the
 // connection, and stops and reaps the child, when the proxy is released,
 // the connection is lost or the child dies, whichever comes first; then it
-// runs the cleanups registered with Ipc.AddCleanup.
+// runs the cleanups registered with AddCleanup and OnExit.
 type peer struct {
-	ipc      *Ipc
+	c        *core
+	name     string
 	proc     *process.Child // nil for a connection to a listener
 	conn     *protocol.Conn
 	log      *slog.Logger
+	ctrl     control.Control // this side's own reference to the peer's control facet
 	stopOnce sync.Once
 	stopReq  chan struct{}
 	done     chan struct{}
 	abort    atomic.Bool // kill the child at once: it failed to start
 
-	mu sync.Mutex
-	// For a spawned child: this side's own reference to its Init, used
-	// to ask it to stop once the caller has released the proxy, and the
-	// subscription to its lifetime events. run takes them over when the
-	// peer starts ending (ending set).
-	control      schema.Init
-	subscription schema.LifetimeSubscription
-	ending       bool
-	cleanups     []func()
-	finished     bool
+	// The handshake's outcome, set before hsDone closes: the peer's
+	// PeerInfo, or why there is none (ErrNoControl for a peer without
+	// a control channel).
+	hsDone chan struct{}
+	info   *control.PeerInfo
+	hsErr  error
+
+	mu       sync.Mutex
+	sub      control.LifetimeSubscription // the subscription to a child's events
+	cleanups []func()
+	onExit   []func(ChildExit)
+	exit     *ChildExit
+	finished bool
 }
 
-// setControl hands the control references to run, or releases them if
-// the peer is already ending.
-func (p *peer) setControl(control schema.Init, subscription schema.LifetimeSubscription) {
-	p.mu.Lock()
-	if !p.ending {
-		p.control, p.subscription = control, subscription
-		p.mu.Unlock()
-		return
-	}
-	p.mu.Unlock()
-	subscription.Release()
-	control.Release()
-}
-
-func (i *Ipc) newPeer(proc *process.Child, conn *protocol.Conn, log *slog.Logger) (*peer, error) {
+// newPeer starts the peer of a new outgoing connection whose bootstrap
+// proxy is boot: releasing boot's last reference stops the peer.
+func (c *core) newPeer(name string, proc *process.Child, conn *protocol.Conn, boot capnp.Client, log *slog.Logger) (*peer, error) {
 	p := &peer{
-		ipc:     i,
+		c:       c,
+		name:    name,
 		proc:    proc,
 		conn:    conn,
 		log:     log,
 		stopReq: make(chan struct{}),
 		done:    make(chan struct{}),
+		hsDone:  make(chan struct{}),
 	}
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.closed {
+	if err := protocol.AddCleanup(boot, p.requestStop); err != nil {
+		return nil, err
+	}
+	p.ctrl = control.ControlInterface.FromCapnp(conn.Bootstrap(context.Background()))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		mp.Release(p.ctrl)
 		return nil, errClosed
 	}
-	i.peers[p] = struct{}{}
-	i.tasks.Add(1)
+	c.peers[p] = struct{}{}
+	c.tasks.Add(1)
 	go func() {
-		defer i.tasks.Done()
+		defer c.tasks.Done()
 		p.run()
 	}()
 	return p, nil
@@ -205,6 +108,15 @@ func (p *peer) requestStop() { p.stopOnce.Do(func() { close(p.stopReq) }) }
 func (p *peer) stop() {
 	p.requestStop()
 	<-p.done
+}
+
+// fail ends the peer at once for err: calls on the connection fail with
+// an error wrapping it, and a child is killed without a grace period.
+func (p *peer) fail(err error) {
+	p.log.Error("ending the connection", "err", err)
+	p.abort.Store(true)
+	p.conn.CloseWithError(err)
+	p.requestStop()
 }
 
 // addCleanup registers fn to run once the peer has ended, at once if it
@@ -220,8 +132,29 @@ func (p *peer) addCleanup(fn func()) {
 	fn()
 }
 
+// addOnExit registers fn to run with the child's exit once it has been
+// reaped, at once if it has.
+func (p *peer) addOnExit(fn func(ChildExit)) {
+	p.mu.Lock()
+	if !p.finished {
+		p.onExit = append(p.onExit, fn)
+		p.mu.Unlock()
+		return
+	}
+	exit := p.exit
+	p.mu.Unlock()
+	if exit != nil {
+		fn(*exit)
+	}
+}
+
 func (p *peer) run() {
 	defer close(p.done)
+	hs := make(chan struct{})
+	go func() {
+		defer close(hs)
+		p.handshake()
+	}()
 	var procDone <-chan struct{}
 	if p.proc != nil {
 		procDone = p.proc.Done()
@@ -233,129 +166,214 @@ func (p *peer) run() {
 	case <-p.conn.Done():
 	case <-procDone:
 	}
-	deadline := time.Now().Add(p.ipc.opts.ShutdownTimeout)
-	p.mu.Lock()
-	p.ending = true
-	control, subscription := p.control, p.subscription
-	p.control, p.subscription = schema.Init{}, schema.LifetimeSubscription{}
-	p.mu.Unlock()
-	if asked && p.proc != nil && control.IsValid() {
-		p.askToStop(control, deadline)
+	deadline := time.Now().Add(p.c.opts.ShutdownTimeout)
+	if asked && p.proc != nil && !p.abort.Load() {
+		p.askToStop(hs, deadline)
 	}
-	subscription.Release()
-	control.Release()
 	_ = p.conn.Close()
+	<-hs
+	p.mu.Lock()
+	sub := p.sub
+	p.sub = nil
+	p.mu.Unlock()
+	mp.Release(sub)
+	mp.Release(p.ctrl)
+	var exit *ChildExit
 	if p.proc != nil {
 		grace := time.Until(deadline)
 		if p.abort.Load() {
 			grace = 0
 		}
 		status := p.proc.Stop(grace)
-		if status.Success() {
+		exit = &ChildExit{Name: p.name, PID: p.proc.Pid(), Status: status, Time: time.Now(), Requested: asked}
+		switch {
+		case asked && status.Success():
 			p.log.Info("child process exited", "status", status.String())
-		} else {
+		case asked:
 			p.log.Warn("child process exited", "status", status.String())
+		default:
+			p.log.Error("child process exited unexpectedly", "status", status.String())
 		}
 	} else {
 		p.log.Info("connection ended", "reason", p.conn.Err())
 	}
-	p.ipc.mu.Lock()
-	delete(p.ipc.peers, p)
-	p.ipc.mu.Unlock()
+	p.c.mu.Lock()
+	delete(p.c.peers, p)
+	p.c.mu.Unlock()
 	p.mu.Lock()
 	p.finished = true
-	cleanups := p.cleanups
-	p.cleanups = nil
+	p.exit = exit
+	cleanups, onExit := p.cleanups, p.onExit
+	p.cleanups, p.onExit = nil, nil
 	p.mu.Unlock()
+	if exit != nil {
+		for _, fn := range onExit {
+			fn(*exit)
+		}
+	}
 	for _, fn := range cleanups {
 		fn()
 	}
 }
 
+// handshake introduces this process to the peer and, for a spawned
+// child, subscribes to its lifetime events: both calls go out at once,
+// with the first calls the program makes. A child that does not answer
+// within Options.StartTimeout, or speaks another version of the
+// application, is ended. A peer without a control channel is no failure.
+func (p *peer) handshake() {
+	defer close(p.hsDone)
+	if p.proc != nil {
+		if cl, ok := p.ctrl.(*control.ControlClient); ok {
+			// The subscription outlives this call: its context is
+			// not the handshake's.
+			sub := cl.SubscribeLifetimePipelined(context.Background(), &eventLogger{log: p.log})
+			p.mu.Lock()
+			if p.finished {
+				p.mu.Unlock()
+				mp.Release(sub)
+			} else {
+				p.sub = sub
+				p.mu.Unlock()
+			}
+		}
+	}
+	// The connection's end fails the call too.
+	ctx, cancel := context.WithTimeout(context.Background(), p.c.opts.StartTimeout)
+	defer cancel()
+	info, err := p.ctrl.Hello(ctx, p.c.ctx.LocalInfo())
+	switch {
+	case err == nil:
+		p.info = info
+		if err := checkPeer(p.c.ctx.LocalInfo(), info); err != nil {
+			p.hsErr = err
+			p.fail(err)
+			return
+		}
+		p.log.Info("connected", "peer", DescribePeer(info))
+	case errors.Is(err, mp.ErrUnimplemented):
+		p.hsErr = ErrNoControl
+		p.log.Info("connected to a peer without a control channel")
+	case errors.Is(err, ErrVersionMismatch):
+		p.hsErr = err
+		p.fail(err)
+	case ctx.Err() != nil && p.conn.Err() == nil:
+		p.hsErr = fmt.Errorf("ipc: %s did not answer its handshake within %s", p.name, p.c.opts.StartTimeout)
+		p.fail(p.hsErr)
+	default:
+		p.hsErr = fmt.Errorf("ipc: handshake with %s: %w", p.name, err)
+	}
+}
+
 // askToStop asks a spawned child to shut down and waits until it has
 // closed its end of the connection (its shutdown events arrive
-// meanwhile), or until deadline.
-func (p *peer) askToStop(control schema.Init, deadline time.Time) {
+// meanwhile), or until deadline. A child without a control channel is
+// stopped by closing the connection.
+func (p *peer) askToStop(hs <-chan struct{}, deadline time.Time) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	fut, release := control.Stop(ctx, nil)
-	_, err := fut.Struct()
-	release()
-	if err != nil && !protocol.IsDisconnected(err) {
+	select {
+	case <-hs:
+	case <-ctx.Done():
+	}
+	if errors.Is(p.hsErr, ErrNoControl) {
+		return
+	}
+	if err := p.ctrl.Stop(ctx); err != nil && !errors.Is(err, mp.ErrDisconnected) {
 		p.log.Warn("asking the child to stop failed", "err", err)
 	}
 	select {
 	case <-p.conn.Done():
 	case <-ctx.Done():
-		p.log.Warn("child did not shut down in time; killing it", "timeout", p.ipc.opts.ShutdownTimeout)
+		p.log.Warn("child did not shut down in time; killing it", "timeout", p.c.opts.ShutdownTimeout)
 	}
 }
 
-// adopt turns the bootstrap capability of a new outgoing connection into
-// the Init proxy handed to the caller: it checks that the peer belongs with
-// this executable and ties the peer's lifetime to the proxy. For a spawned
-// child it also keeps a reference of its own to the child's Init and
-// subscribes to the child's lifetime events, which it logs.
-func (i *Ipc) adopt(ctx context.Context, p *peer, boot capnp.Client) (schema.Init, error) {
-	init := schema.Init(boot)
-	fail := func(err error) (schema.Init, error) {
-		// Stop first: the child may never answer, and releasing a
-		// bootstrap capability that never resolved must not wait on it
-		// (go-capnp's did); ending the connection settles it.
-		p.abort.Store(true)
-		p.stop()
-		init.Release()
-		return schema.Init{}, err
-	}
-	if err := protocol.AddCleanup(boot, p.requestStop); err != nil {
-		return fail(err)
-	}
-	hctx, cancel := context.WithTimeout(ctx, i.opts.StartTimeout)
-	defer cancel()
-	// For a spawned child, ask for the control reference and the lifetime
-	// subscription before waiting for hello's reply: the three go out
-	// together and their replies come back in one round trip.
-	var control schema.Init
-	var subscribed schema.Init_subscribeLifetime_Results_Future
-	if p.proc != nil {
-		control = schema.Init(p.conn.Bootstrap(ctx))
-		listener := schema.LifetimeListener(protocol.NewServer(
-			schema.LifetimeListener_Methods(nil, eventLogger{p.log}), eventLogger{p.log}, i.ctx.serverOptions()))
-		var release capnp.ReleaseFunc
-		subscribed, release = control.SubscribeLifetime(hctx, func(ps schema.Init_subscribeLifetime_Params) error {
-			return ps.SetListener(listener)
-		})
-		defer release()
-	}
-	info, err := i.hello(hctx, init)
-	if err != nil {
-		control.Release()
-		return fail(err)
-	}
-	p.log.Info("connected", "peer", info.String())
-	if p.proc != nil {
-		res, err := subscribed.Struct()
-		if err != nil {
-			control.Release()
-			return fail(fmt.Errorf("subscribe to lifetime events: %w", err))
-		}
-		p.setControl(control, res.Subscription().AddRef())
-	}
-	return init, nil
-}
-
-// eventLogger logs the lifetime events a child streams to its parent.
+// eventLogger logs the lifetime events a child streams to its parent at
+// Debug: the child logs its own at Info, and a child spawned by this
+// process shares its standard error.
 type eventLogger struct{ log *slog.Logger }
 
-func (e eventLogger) Event(_ context.Context, call schema.LifetimeListener_event) error {
-	r, err := call.Args().Event()
-	if err != nil {
-		return err
+func (e *eventLogger) Event(_ context.Context, ev *control.LifetimeEvent) error {
+	if ev == nil {
+		return errors.New("no event")
 	}
-	ev, err := ReadEvent(r)
-	if err != nil {
-		return err
-	}
-	e.log.Info("child lifetime event", "kind", ev.Kind.String(), "subsystem", ev.Subsystem.String(), "seq", ev.Sequence)
+	e.log.Debug("child lifetime event", "kind", ev.Kind.String(), "subsystem", subsystemName(ev), "seq", ev.Sequence)
 	return nil
+}
+
+// peerOf returns the peer whose connection proxy (a value of a generated
+// interface returned by Spawn or ConnectAddress, or a copy) is on.
+func (c *core) peerOf(proxy any) (*peer, error) {
+	p, ok := proxy.(interface{ MPClient() *mp.Client })
+	if !ok || p.MPClient() == nil {
+		return nil, fmt.Errorf("ipc: %T is not a proxy from Spawn or ConnectAddress", proxy)
+	}
+	conn, ok := protocol.ConnOf(p.MPClient().Capnp())
+	if !ok {
+		return nil, fmt.Errorf("ipc: %T is not a proxy from Spawn or ConnectAddress", proxy)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for pe := range c.peers {
+		if pe.conn == conn {
+			return pe, nil
+		}
+	}
+	return nil, nil
+}
+
+// AddCleanup registers fn to run exactly once, when proxy (an Init
+// returned by Spawn or ConnectAddress, or a copy of one) is released or
+// its connection is lost, whichever comes first. For a spawned child, fn
+// runs after the child has been stopped and reaped, so a caller that
+// releases the proxy can wait for that.
+func (i *Ipc[I]) AddCleanup(proxy I, fn func()) error {
+	p, err := i.peerOf(proxy)
+	if err != nil {
+		return err
+	}
+	if p != nil {
+		p.addCleanup(fn)
+		return nil
+	}
+	if err := protocol.AddCleanup(any(proxy).(interface{ MPClient() *mp.Client }).MPClient().Capnp(), fn); err != nil {
+		return fmt.Errorf("ipc: add cleanup: %w", err)
+	}
+	return nil
+}
+
+// OnExit registers fn to run with the child's exit (status, signal, time,
+// whether it was asked to stop) once the child behind proxy, an Init
+// returned by Spawn, has ended and been reaped; at once if it has.
+func (i *Ipc[I]) OnExit(proxy I, fn func(ChildExit)) error {
+	p, err := i.peerOf(proxy)
+	if err != nil {
+		return err
+	}
+	if p == nil || p.proc == nil {
+		return errors.New("ipc: OnExit: not the Init of a spawned child, or the child has ended")
+	}
+	p.addOnExit(fn)
+	return nil
+}
+
+// Handshake waits for the handshake with the peer behind proxy and returns
+// the peer's PeerInfo, or an error: ErrNoControl for a peer without a
+// control channel (which is no failure), ErrVersionMismatch, or why the
+// peer did not answer.
+func (i *Ipc[I]) Handshake(ctx context.Context, proxy I) (*control.PeerInfo, error) {
+	p, err := i.peerOf(proxy)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil {
+		return nil, errors.New("ipc: Handshake: the connection has ended")
+	}
+	select {
+	case <-p.hsDone:
+		return p.info, p.hsErr
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
