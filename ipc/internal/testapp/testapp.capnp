@@ -16,4 +16,8 @@ interface Init {
   exit @3 (code :Int32) -> ();
   # exit ends the serving process at once with status code, as a crash
   # would: no shutdown, no reply.
+
+  getenv @4 (name :Text) -> (value :Text, found :Bool);
+  # getenv returns the serving process's environment variable name, and
+  # whether it is set.
 }

@@ -24,6 +24,37 @@ type Init interface {
 	// Exit ends the serving process at once with status code, as a crash
 	// would: no shutdown, no reply.
 	Exit(ctx context.Context, code int32) error
+	// Getenv returns the serving process's environment variable name, and
+	// whether it is set.
+	Getenv(ctx context.Context, name string) (Init_Getenv_Results, error)
+}
+
+// Init_Getenv_Results are the results of Init.getenv.
+type Init_Getenv_Results struct {
+	Value string
+	Found bool
+}
+
+// CapnpSize, EncodeCapnp and DecodeCapnp make *Init_Getenv_Results an mp.Struct.
+func (*Init_Getenv_Results) CapnpSize() capnp.ObjectSize {
+	return capnp.ObjectSize{DataSize: 8, PointerCount: 1}
+}
+
+func (v *Init_Getenv_Results) EncodeCapnp(e *mp.Encoder, s capnp.Struct) error {
+	if err := e.SetText(s, 0, v.Value); err != nil {
+		return err
+	}
+	s.SetBit(0, v.Found)
+	return nil
+}
+
+func (v *Init_Getenv_Results) DecodeCapnp(d *mp.Decoder, s capnp.Struct) error {
+	var err error
+	if v.Value, err = d.Text(s, 0); err != nil {
+		return err
+	}
+	v.Found = s.Bit(0)
+	return nil
 }
 
 // UnimplementedInit implements Init with methods that fail as not implemented:
@@ -47,6 +78,10 @@ func (UnimplementedInit) Exit(context.Context, int32) error {
 	return mp.NotImplemented("Init.exit")
 }
 
+func (UnimplementedInit) Getenv(context.Context, string) (Init_Getenv_Results, error) {
+	return Init_Getenv_Results{}, mp.NotImplemented("Init.getenv")
+}
+
 var (
 	init_echo = mp.Method{InterfaceID: 0xdb6c135e924f3012, MethodID: 0, InterfaceName: "Init", MethodName: "echo",
 		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}}
@@ -56,6 +91,8 @@ var (
 		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 0}, ResultsSize: capnp.ObjectSize{DataSize: 8, PointerCount: 0}}
 	init_exit = mp.Method{InterfaceID: 0xdb6c135e924f3012, MethodID: 3, InterfaceName: "Init", MethodName: "exit",
 		ParamsSize: capnp.ObjectSize{DataSize: 8, PointerCount: 0}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 0}}
+	init_getenv = mp.Method{InterfaceID: 0xdb6c135e924f3012, MethodID: 4, InterfaceName: "Init", MethodName: "getenv",
+		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}, ResultsSize: capnp.ObjectSize{DataSize: 8, PointerCount: 1}}
 )
 
 // InitMethods are the methods Init declares itself (not those it inherits).
@@ -64,6 +101,7 @@ var InitMethods = []mp.ServerMethod{
 	{Method: &init_echoAfter, Serve: serveInit_echoAfter},
 	{Method: &init_pid, Serve: serveInit_pid},
 	{Method: &init_exit, Serve: serveInit_exit},
+	{Method: &init_getenv, Serve: serveInit_getenv},
 }
 
 // InitInterface describes Init to the runtime.
@@ -146,6 +184,27 @@ func (p *InitClient) Exit(ctx context.Context, code int32) error {
 	return err
 }
 
+func (p *InitClient) Getenv(ctx context.Context, name string) (Init_Getenv_Results, error) {
+	call, err := (*mp.Client)(p).NewCall(ctx, &init_getenv)
+	if err != nil {
+		return Init_Getenv_Results{}, err
+	}
+	defer call.Finish()
+	params, e := call.Params(), call.Encoder()
+	if err := e.SetText(params, 0, name); err != nil {
+		return Init_Getenv_Results{}, err
+	}
+	res, err := call.Send()
+	if err != nil {
+		return Init_Getenv_Results{}, err
+	}
+	var r Init_Getenv_Results
+	if err := r.DecodeCapnp(call.Decoder(), res); err != nil {
+		return Init_Getenv_Results{}, err
+	}
+	return r, nil
+}
+
 func serveInit_echo(ctx context.Context, impl any, call *mp.ServerCall) error {
 	params, d := call.Params(), call.Decoder()
 	text, err := d.Text(params, 0)
@@ -198,4 +257,21 @@ func serveInit_exit(ctx context.Context, impl any, call *mp.ServerCall) error {
 	params := call.Params()
 	code := int32(params.Uint32(0))
 	return impl.(Init).Exit(ctx, code)
+}
+
+func serveInit_getenv(ctx context.Context, impl any, call *mp.ServerCall) error {
+	params, d := call.Params(), call.Decoder()
+	name, err := d.Text(params, 0)
+	if err != nil {
+		return err
+	}
+	r, err := impl.(Init).Getenv(ctx, name)
+	if err != nil {
+		return err
+	}
+	res, err := call.Results()
+	if err != nil {
+		return err
+	}
+	return r.EncodeCapnp(call.Encoder(), res)
 }
