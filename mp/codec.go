@@ -14,9 +14,19 @@ import (
 // An Encoder carries what writing Go values into one message needs.
 // Generated code gets one from a Call or ServerCall and passes it down.
 type Encoder struct {
-	// local: the message goes to a capability in this process; nothing
-	// in it needs to outlive the call. Reserved for lent bytes.
-	_ struct{}
+	// handed: proxies written into a method's results, which the method
+	// handed over (see the package's rule): the call releases them once
+	// the results are sent. Nil when encoding parameters, which the
+	// caller keeps.
+	handed *[]*Client
+}
+
+// handOver records c, a proxy written into the message, if the encoder
+// writes results.
+func (e *Encoder) handOver(c *Client) {
+	if e != nil && e.handed != nil {
+		*e.handed = append(*e.handed, c)
+	}
 }
 
 // A Decoder carries what reading one message into Go values needs: a

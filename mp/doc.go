@@ -25,17 +25,19 @@
 // value that implements it (local) or a proxy for one that lives
 // elsewhere. The rule:
 //
-//   - Results belong to the caller. A capability returned by a call is
-//     the caller's to release, with [Release] or the proxy's Close, once
-//     it is no longer needed. Release of a local value does nothing.
-//   - Parameters are borrowed for the call. A method that keeps a
-//     capability parameter past its return takes its own reference with
-//     [Retain], and releases that one later. Data parameters ([]byte)
-//     likewise: copy them to keep them.
-//   - Passing a capability as a parameter, or returning it as a result,
-//     does not give it away: the runtime takes a reference of its own.
-//     A method that creates a proxy only to return it releases its own
-//     reference (or returns a local value, which needs none).
+//   - Results are handed over. A capability returned by a method belongs
+//     to the caller, who releases it with [Release] (or the proxy's Close)
+//     once it is no longer needed; Release of a local value does nothing.
+//     So a method returns a reference it owns and gives away: a proxy it
+//     got for the purpose, or [Retain] of one it keeps (the runtime
+//     releases what a method returned once the results are sent).
+//   - Parameters are borrowed for the call. The caller keeps its
+//     capabilities; a method that keeps a capability parameter past its
+//     return takes its own reference with [Retain], and releases that one
+//     later. Data parameters ([]byte) likewise: copy them to keep them.
+//
+// The same holds whether the call goes through a connection or is a
+// direct Go call in one process.
 //
 // A proxy that becomes unreachable without being released is released by
 // the runtime (runtime.AddCleanup); with [SetDebug] it logs a warning

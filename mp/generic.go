@@ -83,10 +83,11 @@ func typed[T any](c *Codec[T]) rcodec {
 }
 
 var clientCodec = &Codec[*Client]{
-	Encode: func(_ *Encoder, seg *capnp.Segment, v *Client) (capnp.Ptr, error) {
+	Encode: func(e *Encoder, seg *capnp.Segment, v *Client) (capnp.Ptr, error) {
 		if v == nil {
 			return capnp.Ptr{}, nil
 		}
+		e.handOver(v)
 		cl := v.ref()
 		id := seg.Message().CapTable().Add(cl)
 		return capnp.NewInterface(seg, id).ToPtr(), nil

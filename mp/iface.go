@@ -122,7 +122,10 @@ func (x *Interface[I]) Get(d *Decoder, s capnp.Struct, i uint16) (I, error) {
 	return x.decode(d, p)
 }
 
-func (x *Interface[I]) encode(_ *Encoder, seg *capnp.Segment, v I) (capnp.Ptr, error) {
+func (x *Interface[I]) encode(e *Encoder, seg *capnp.Segment, v I) (capnp.Ptr, error) {
+	if p, ok := any(v).(proxy); ok && p.MPClient() != nil {
+		e.handOver(p.MPClient())
+	}
 	cl := x.Capnp(v)
 	if !cl.IsValid() {
 		return capnp.Ptr{}, nil

@@ -223,6 +223,7 @@ type ServerCall struct {
 	results capnp.Struct
 	alloced bool
 	lent    []*Client // proxies made for the parameters
+	handed  []*Client // proxies the method returned
 
 	// Guarded by h.mu: the call's turn. holding: it runs alone now;
 	// out: outgoing calls in flight, made with its context; over: it
@@ -280,6 +281,10 @@ func (sc *ServerCall) run() {
 	ret.PrepareReturn(err)
 	ret.Return()
 	ret.ReleaseResults()
+	for i, c := range sc.handed {
+		c.Close()
+		sc.handed[i] = nil
+	}
 
 	h := sc.h
 	h.mu.Lock()
@@ -300,6 +305,7 @@ func (sc *ServerCall) serve() (err error) {
 	}
 	sc.dec.reset(DecodeBudget(size), true, conn)
 	sc.dec.lent = &sc.lent
+	sc.enc.handed = &sc.handed
 	defer func() {
 		if v := recover(); v != nil {
 			err = sc.recovered(ctx, conn, v)
