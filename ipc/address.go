@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 
 	"github.com/gomultiprocess/multiprocess/process"
@@ -98,6 +99,14 @@ func (i *core) listenAddress(dataDir, address string) (string, error) {
 		i.mu.Unlock()
 	}()
 	return canonical, nil
+}
+
+// Serve serves this process's Init, with the control channel, on nc, a
+// connection this process accepted or was given by other means, until
+// the connection ends or ctx does; see protocol.Serve for what it
+// returns. nc is owned by Serve.
+func (i *Ipc[I]) Serve(ctx context.Context, nc net.Conn) error {
+	return protocol.Serve(ctx, nc, i.serve, i.protocolOptions())
 }
 
 // DisconnectIncoming stops accepting connections on every address given to

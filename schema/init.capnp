@@ -19,6 +19,8 @@ using import "wallet.capnp".WalletSettings;
 struct PeerInfo {
   # What one side of a connection tells the other about itself, so that
   # two executables that do not belong together fail early and clearly.
+  # Deprecated with Init.hello: the framework's control channel
+  # (/ipc/control/control.capnp) carries its own PeerInfo.
 
   protocolVersion @0 :UInt32;
   # The version of this schema's contract. Peers with different versions
@@ -39,19 +41,23 @@ interface Init {
   # makeEcho returns a new Echo served by this process.
 
   hello @1 (caller :PeerInfo) -> (callee :PeerInfo);
-  # hello exchanges PeerInfo. The callee refuses a caller whose protocol
-  # version differs from its own with an error naming both.
+  # Deprecated: the framework's Control.hello, which every process answers
+  # on the same capability, replaces it. hello exchanges PeerInfo; the
+  # callee refuses a caller whose protocol version differs from its own
+  # with an error naming both.
 
   subscribeLifetime @2 (listener :LifetimeListener) -> (subscription :LifetimeSubscription);
+  # Deprecated: Control.subscribeLifetime replaces it, and does the same.
   # subscribeLifetime streams this process's lifetime events to listener:
   # first every event recorded before the call, in order, then each new
   # one as it happens. A listener that falls too far behind is dropped.
 
   stop @3 () -> ();
-  # stop asks the process to shut down: it stops its subsystems in the
-  # reverse order of start-up, streaming a shutdown event for each to its
-  # subscribers, then closes its connections and exits. It returns as soon
-  # as the shutdown has begun.
+  # Deprecated: Control.stop replaces it, and does the same. stop asks the
+  # process to shut down: it stops its subsystems in the reverse order of
+  # start-up, streaming a shutdown event for each to its subscribers, then
+  # closes its connections and exits. It returns as soon as the shutdown
+  # has begun.
 
   makeNode @4 () -> (node :Node);
   # makeNode returns the node's control interface. Served by the node.
@@ -64,6 +70,6 @@ interface Init {
   # and returns their loader; the wallets follow chain, which the caller
   # serves, and call back into it. Served by the wallet, once per process.
   #
-  # A process answers the methods it does not serve with an error whose
-  # message contains "not served by this process".
+  # A process answers the methods it does not serve with an exception of
+  # type unimplemented.
 }

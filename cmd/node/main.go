@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gomultiprocess/multiprocess/init/node"
+	"github.com/gomultiprocess/multiprocess/init/wallet"
 	"github.com/gomultiprocess/multiprocess/internal/cli"
 	"github.com/gomultiprocess/multiprocess/ipc"
 )
@@ -23,7 +24,22 @@ block with the wallet's balance after it; the wallet keeps its data in
 Options:
 `
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() {
+	// Without a wallet executable next to it, the node spawns itself as
+	// its wallet: the child starts here in that role.
+	ipc.RunRole(map[string]func() int{wallet.ExeName: runWallet})
+	os.Exit(run(os.Args[1:]))
+}
+
+// runWallet is the node binary spawned as its own wallet.
+func runWallet() int {
+	status, handled := wallet.Spawned(os.Args)
+	if !handled {
+		fmt.Fprintf(os.Stderr, "node: the %s role runs only as a child of a node\n", wallet.ExeName)
+		return 2
+	}
+	return status
+}
 
 func run(args []string) int {
 	fs := cli.NewFlagSet("node", usage)

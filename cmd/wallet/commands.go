@@ -11,7 +11,8 @@ import (
 	"time"
 
 	"github.com/gomultiprocess/multiprocess/internal/chain"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/mp"
+	"github.com/gomultiprocess/multiprocess/schema"
 )
 
 // commandTimeout bounds one command, connection included.
@@ -54,29 +55,33 @@ func parseCommand(args []string, wallet string, asJSON bool) (command, error) {
 // run carries out c against the node behind init and writes the result
 // to out: one line per fact for people, or one JSON value with -json.
 func (c command) run(ctx context.Context, init schema.Init, out io.Writer) error {
-	node, err := makeNode(ctx, init)
+	node, err := init.MakeNode(ctx)
 	if err != nil {
 		return err
 	}
-	defer node.Release()
-	loader, err := walletLoader(ctx, node)
+	defer mp.Release(node)
+	loader, err := node.WalletLoader(ctx)
 	if err != nil {
 		return err
 	}
-	defer loader.Release()
+	defer mp.Release(loader)
 	if c.name == "listwallets" {
-		return c.listWallets(ctx, loader, out)
+		names, err := loader.ListWallets(ctx)
+		if err != nil {
+			return err
+		}
+		return c.print(out, names, names...)
 	}
-	wallet, err := loadWallet(ctx, loader, c.wallet)
+	wallet, err := loader.LoadWallet(ctx, c.wallet)
 	if err != nil {
 		return err
 	}
-	defer wallet.Release()
+	defer mp.Release(wallet)
 	switch c.name {
 	case "getbalance":
 		return c.getBalance(ctx, wallet, out)
 	case "getnewaddress":
-		addr, err := newAddress(ctx, wallet)
+		addr, err := wallet.GetNewAddress(ctx)
 		if err != nil {
 			return err
 		}
@@ -104,78 +109,8 @@ func (c command) print(out io.Writer, v any, lines ...string) error {
 	return nil
 }
 
-func makeNode(ctx context.Context, init schema.Init) (schema.Node, error) {
-	fut, release := init.MakeNode(ctx, nil)
-	defer release()
-	res, err := fut.Struct()
-	if err != nil {
-		return schema.Node{}, fmt.Errorf("makeNode: %w", err)
-	}
-	return res.Node().AddRef(), nil
-}
-
-// walletLoader returns the node's wallet loader: a capability of the
-// wallet process that the node forwards.
-func walletLoader(ctx context.Context, node schema.Node) (schema.WalletLoader, error) {
-	fut, release := node.WalletLoader(ctx, nil)
-	defer release()
-	res, err := fut.Struct()
-	if err != nil {
-		return schema.WalletLoader{}, fmt.Errorf("walletLoader: %w", err)
-	}
-	return res.Loader().AddRef(), nil
-}
-
-func loadWallet(ctx context.Context, loader schema.WalletLoader, name string) (schema.Wallet, error) {
-	fut, release := loader.LoadWallet(ctx, func(p schema.WalletLoader_loadWallet_Params) error { return p.SetName(name) })
-	defer release()
-	res, err := fut.Struct()
-	if err != nil {
-		return schema.Wallet{}, fmt.Errorf("loadWallet %q: %w", name, err)
-	}
-	return res.Wallet().AddRef(), nil
-}
-
-func newAddress(ctx context.Context, wallet schema.Wallet) (string, error) {
-	fut, release := wallet.GetNewAddress(ctx, nil)
-	defer release()
-	res, err := fut.Struct()
-	if err != nil {
-		return "", fmt.Errorf("getNewAddress: %w", err)
-	}
-	return res.Address()
-}
-
-func (c command) listWallets(ctx context.Context, loader schema.WalletLoader, out io.Writer) error {
-	fut, release := loader.ListWallets(ctx, nil)
-	defer release()
-	res, err := fut.Struct()
-	if err != nil {
-		return fmt.Errorf("listWallets: %w", err)
-	}
-	list, err := res.Names()
-	if err != nil {
-		return err
-	}
-	names := make([]string, 0, list.Len())
-	for i := 0; i < list.Len(); i++ {
-		n, err := list.At(i)
-		if err != nil {
-			return err
-		}
-		names = append(names, n)
-	}
-	return c.print(out, names, names...)
-}
-
 func (c command) getBalance(ctx context.Context, wallet schema.Wallet, out io.Writer) error {
-	fut, release := wallet.GetBalance(ctx, nil)
-	defer release()
-	res, err := fut.Struct()
-	if err != nil {
-		return fmt.Errorf("getBalance: %w", err)
-	}
-	hash, err := res.BlockHash()
+	res, err := wallet.GetBalance(ctx, 0)
 	if err != nil {
 		return err
 	}
@@ -184,20 +119,14 @@ func (c command) getBalance(ctx context.Context, wallet schema.Wallet, out io.Wr
 		Unit      string `json:"unit"`
 		Height    uint64 `json:"height"`
 		BlockHash string `json:"blockhash"`
-	}{res.Balance(), chain.Unit, res.Height(), hex.EncodeToString(hash)}
+	}{res.Balance, chain.Unit, res.Height, hex.EncodeToString(res.BlockHash)}
 	return c.print(out, v,
 		"balance: "+chain.FormatAmount(v.Balance),
 		fmt.Sprintf("as of block: %d %s", v.Height, v.BlockHash))
 }
 
 func (c command) listTransactions(ctx context.Context, wallet schema.Wallet, out io.Writer) error {
-	fut, release := wallet.ListTransactions(ctx, nil)
-	defer release()
-	res, err := fut.Struct()
-	if err != nil {
-		return fmt.Errorf("listTransactions: %w", err)
-	}
-	list, err := res.Transactions()
+	list, err := wallet.ListTransactions(ctx)
 	if err != nil {
 		return err
 	}
@@ -209,20 +138,11 @@ func (c command) listTransactions(ctx context.Context, wallet schema.Wallet, out
 		Unit      string `json:"unit"`
 		Time      string `json:"time"`
 	}
-	txs := make([]tx, 0, list.Len())
-	lines := make([]string, 0, list.Len())
-	for i := 0; i < list.Len(); i++ {
-		e := list.At(i)
-		hash, err := e.BlockHash()
-		if err != nil {
-			return err
-		}
-		addr, err := e.Address()
-		if err != nil {
-			return err
-		}
-		t := tx{e.Height(), hex.EncodeToString(hash), addr, e.Amount(), chain.Unit,
-			time.Unix(0, e.TimeUnixNano()).UTC().Format(time.RFC3339)}
+	txs := make([]tx, 0, len(list))
+	lines := make([]string, 0, len(list))
+	for _, e := range list {
+		t := tx{e.Height, hex.EncodeToString(e.BlockHash), e.Address, e.Amount, chain.Unit,
+			time.Unix(0, e.TimeUnixNano).UTC().Format(time.RFC3339)}
 		txs = append(txs, t)
 		lines = append(lines, fmt.Sprintf("block %d: received %s at %s", t.Height, chain.FormatAmount(t.Amount), t.Address))
 	}
@@ -232,34 +152,21 @@ func (c command) listTransactions(ctx context.Context, wallet schema.Wallet, out
 // generate asks the wallet for a new address and the node for count
 // blocks paying it.
 func (c command) generate(ctx context.Context, node schema.Node, wallet schema.Wallet, out io.Writer) error {
-	addr, err := newAddress(ctx, wallet)
+	addr, err := wallet.GetNewAddress(ctx)
 	if err != nil {
 		return err
 	}
-	fut, release := node.GenerateBlocks(ctx, func(p schema.Node_generateBlocks_Params) error {
-		p.SetCount(c.count)
-		return p.SetAddress(addr)
-	})
-	defer release()
-	res, err := fut.Struct()
-	if err != nil {
-		return fmt.Errorf("generateBlocks: %w", err)
-	}
-	list, err := res.Hashes()
+	list, err := node.GenerateBlocks(ctx, c.count, addr)
 	if err != nil {
 		return err
 	}
-	if list.Len() == 0 {
+	if len(list) == 0 {
 		return errors.New("generateBlocks returned no blocks")
 	}
-	hashes := make([]string, 0, list.Len())
+	hashes := make([]string, len(list))
 	lines := []string{fmt.Sprintf("paid %s per block to %s", chain.FormatAmount(chain.Reward), addr)}
-	for i := 0; i < list.Len(); i++ {
-		h, err := list.At(i)
-		if err != nil {
-			return err
-		}
-		hashes = append(hashes, hex.EncodeToString(h))
+	for i, h := range list {
+		hashes[i] = hex.EncodeToString(h)
 		lines = append(lines, "block "+hashes[i])
 	}
 	v := struct {

@@ -9,13 +9,12 @@ import (
 	"strings"
 	"syscall"
 
-	"capnproto.org/go/capnp/v3"
-
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
 	walletinit "github.com/gomultiprocess/multiprocess/init/wallet"
 	"github.com/gomultiprocess/multiprocess/internal/cli"
 	"github.com/gomultiprocess/multiprocess/ipc"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/mp"
+	"github.com/gomultiprocess/multiprocess/schema"
 )
 
 const usage = `Usage: wallet -ipcfd N
@@ -58,20 +57,11 @@ func run(args []string) int {
 // runSpawned is the wallet started by the node: its settings come from the
 // environment and over IPC, never from the command line.
 func runSpawned(args []string) int {
-	var debug cli.Debug
-	if err := debug.Set(os.Getenv(ipc.EnvDebug)); err != nil {
-		fmt.Fprintf(os.Stderr, "wallet: %s: %v\n", ipc.EnvDebug, err)
-		return 1
-	}
-	debugIPC := debug.Has("ipc")
-	log := cli.NewLogger(os.Stderr, walletinit.ExeName, debugIPC)
-	i := ipc.New(walletinit.ExeName, args[0], walletinit.NewProcess().NewInit, &ipc.Options{Logger: log, DebugIPC: debugIPC})
-	if handled, status := i.StartSpawnedProcess(args); handled {
+	if status, handled := walletinit.Spawned(args); handled {
 		return status
 	}
-	// StartSpawnedProcess reads -ipcfd as run does; should they ever
-	// disagree, the command line is a user's.
-	_ = i.Close()
+	// Spawned reads -ipcfd as run does; should they ever disagree, the
+	// command line is a user's.
 	return runByHand(args)
 }
 
@@ -116,7 +106,12 @@ func runByHand(args []string) int {
 		// progress would be noise.
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	i := ipc.New(walletinit.ExeName, args[0], walletinit.NewInit, &ipc.Options{Logger: log, DebugIPC: debugIPC})
+	i := ipc.New(walletinit.ExeName, args[0], schema.InitInterface, walletinit.NewInit, &ipc.Options{
+		Logger:             log,
+		DebugIPC:           debugIPC,
+		Application:        schema.Application,
+		ApplicationVersion: schema.ProtocolVersion,
+	})
 	defer i.Close()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -129,15 +124,15 @@ func runByHand(args []string) int {
 		log.Error("cannot connect to the node", "err", err)
 		return 1
 	}
-	if !node.IsValid() {
+	if node == nil {
 		<-ctx.Done()
 		log.Info("shutting down")
 		return 0
 	}
-	defer node.Release()
+	defer mp.Release(node)
 
 	lost := make(chan struct{})
-	if err := i.AddCleanup(capnp.Client(node), func() { close(lost) }); err != nil {
+	if err := i.AddCleanup(node, func() { close(lost) }); err != nil {
 		log.Error("cannot watch the connection to the node", "err", err)
 		return 1
 	}
@@ -159,10 +154,10 @@ func runByHand(args []string) int {
 
 // connectNode connects as -ipcconnect=connect says. It returns an invalid
 // Init and no error when the wallet is to run without a node.
-func connectNode(ctx context.Context, i *ipc.Ipc, log *slog.Logger, dataDir, connect string) (schema.Init, error) {
+func connectNode(ctx context.Context, i *ipc.Ipc[schema.Init], log *slog.Logger, dataDir, connect string) (schema.Init, error) {
 	if connect == "0" {
 		log.Info("running without a node (-ipcconnect=0)")
-		return schema.Init{}, nil
+		return nil, nil
 	}
 	log.Info("connecting to the node", "ipcconnect", connect)
 	// Bounds the connect when the node's backlog stays full; a node at
@@ -171,16 +166,16 @@ func connectNode(ctx context.Context, i *ipc.Ipc, log *slog.Logger, dataDir, con
 	defer cancel()
 	node, err := i.ConnectAddress(cctx, dataDir, nodeinit.ExeName, connect)
 	if err != nil {
-		return schema.Init{}, fmt.Errorf("-ipcconnect=%s: %w", connect, err)
+		return nil, fmt.Errorf("-ipcconnect=%s: %w", connect, err)
 	}
-	if !node.IsValid() {
+	if node == nil {
 		log.Info("no node is listening; running without one (-ipcconnect=auto)")
 	}
 	return node, nil
 }
 
 // runCommand connects to the node and carries out cmd.
-func runCommand(ctx context.Context, i *ipc.Ipc, log *slog.Logger, dataDir, connect string, cmd command) int {
+func runCommand(ctx context.Context, i *ipc.Ipc[schema.Init], log *slog.Logger, dataDir, connect string, cmd command) int {
 	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
 	if connect == "0" {
@@ -192,11 +187,11 @@ func runCommand(ctx context.Context, i *ipc.Ipc, log *slog.Logger, dataDir, conn
 		fmt.Fprintf(os.Stderr, "wallet: %v\n", err)
 		return 1
 	}
-	if !node.IsValid() {
+	if node == nil {
 		fmt.Fprintln(os.Stderr, "wallet: no node is listening at <datadir>/node.sock: start it with -ipcbind=unix")
 		return 1
 	}
-	defer node.Release()
+	defer mp.Release(node)
 	if err := cmd.run(ctx, node, os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "wallet: %s: %v\n", cmd.name, err)
 		return 1

@@ -6,16 +6,17 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
-	"capnproto.org/go/capnp/v3"
-
+	"github.com/gomultiprocess/multiprocess/init/wallet"
+	"github.com/gomultiprocess/multiprocess/internal/appinit"
 	"github.com/gomultiprocess/multiprocess/internal/chain"
+	"github.com/gomultiprocess/multiprocess/internal/walletdb"
 	"github.com/gomultiprocess/multiprocess/ipc"
+	"github.com/gomultiprocess/multiprocess/mp"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/schema"
 )
 
 // MaxGenerate is the most blocks one generateBlocks call produces.
@@ -28,67 +29,85 @@ const walletCallTimeout = 30 * time.Second
 // node is the state of a running node that its Inits share.
 type node struct {
 	log   *slog.Logger
-	ipc   *ipc.Ipc
+	cfg   Config
+	ipc   *ipc.Ipc[schema.Init]
 	chain *chainService // set by the database subsystem, before any connection is served
 
 	mu sync.Mutex
-	// The wallet child's loader and the wallet the node loaded from it;
-	// invalid when the node runs without a wallet.
-	walletLoader schema.WalletLoader
-	wallet       schema.Wallet
-	walletGone   bool // the wallet child has ended: never set the two above again
-	payTo        string
+	// The wallet child's supervision, and the loader and wallet the node
+	// got from the running child; nil while it is down, and for good
+	// with -disablewallet.
+	wallets *ipc.Supervised[schema.Init]
+	loader  schema.WalletLoader
+	wallet  schema.Wallet
+	payTo   string
 }
 
-func (n *node) newInit(ctx *ipc.Context, conn *protocol.Conn) schema.Init {
-	return ctx.Serve(&Init{BaseInit: ipc.BaseInit{Ctx: ctx, Conn: conn}, node: n})
+func (n *node) newInit(ctx *ipc.Context, _ *protocol.Conn) schema.Init {
+	return &Init{Base: appinit.Base{Ctx: ctx}, node: n}
 }
 
 // MakeNode returns the node's control interface.
-func (i *Init) MakeNode(ctx context.Context, call schema.Init_makeNode) error {
+func (i *Init) MakeNode(ctx context.Context) (schema.Node, error) {
 	if i.node == nil {
-		return i.BaseInit.MakeNode(ctx, call)
+		return i.Base.MakeNode(ctx)
 	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	srv := &nodeServer{n: i.node, ctx: i.Ctx}
-	return res.SetNode(schema.Node(protocol.NewServer(schema.Node_Methods(nil, srv), srv, i.node.chain.opts)))
+	return &nodeServer{n: i.node, ctx: i.Ctx}, nil
 }
 
 // MakeChain returns the node's chain.
-func (i *Init) MakeChain(ctx context.Context, call schema.Init_makeChain) error {
+func (i *Init) MakeChain(ctx context.Context) (schema.Chain, error) {
 	if i.node == nil {
-		return i.BaseInit.MakeChain(ctx, call)
+		return i.Base.MakeChain(ctx)
 	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	return res.SetChain(i.node.chain.capability())
+	return i.node.chain, nil
 }
 
-// walletRef returns a reference to the loaded wallet, invalid when there
-// is none; the caller releases it.
+// walletRef returns a reference to the loaded wallet, nil when there is
+// none; the caller releases it.
 func (n *node) walletRef() schema.Wallet {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !n.wallet.IsValid() {
-		return schema.Wallet{}
+	if n.wallet == nil {
+		return nil
 	}
-	return n.wallet.AddRef()
+	return mp.Retain(n.wallet)
 }
 
-// dropWallet lets go of the wallet child's capabilities for good.
-func (n *node) dropWallet(gone bool) {
+// loaderRef returns a reference to the wallet child's loader, which the
+// caller releases, or why there is none: schema.ErrNoWallet with
+// -disablewallet, the supervisor's *ipc.ChildDownError while the child is
+// down.
+func (n *node) loaderRef() (schema.WalletLoader, error) {
 	n.mu.Lock()
-	n.walletGone = n.walletGone || gone
-	loader, wallet := n.walletLoader, n.wallet
-	n.walletLoader, n.wallet = schema.WalletLoader{}, schema.Wallet{}
+	sup, loader := n.wallets, n.loader
+	if loader != nil {
+		loader = mp.Retain(loader)
+	}
 	n.mu.Unlock()
-	wallet.Release()
-	loader.Release()
+	if loader != nil {
+		return loader, nil
+	}
+	if sup == nil {
+		return nil, schema.ErrNoWallet
+	}
+	child, err := sup.Current()
+	if err != nil {
+		return nil, err
+	}
+	// Running, but its setup has not handed over the loader yet.
+	mp.Release(child)
+	return nil, fmt.Errorf("%w: the wallet process is starting", ipc.ErrChildRestarting)
+}
+
+// dropWallet lets go of the wallet child's capabilities.
+func (n *node) dropWallet() {
+	n.mu.Lock()
+	loader, wallet := n.loader, n.wallet
+	n.loader, n.wallet = nil, nil
+	n.mu.Unlock()
+	mp.Release(wallet)
+	mp.Release(loader)
 }
 
 func (n *node) payToAddress() string {
@@ -97,182 +116,114 @@ func (n *node) payToAddress() string {
 	return n.payTo
 }
 
-// startWallet spawns the wallet, hands it the chain, and loads (or
-// creates) the wallet cfg names. The function it returns releases the
-// wallet's capabilities, stops the child and waits until it is reaped.
-func (n *node) startWallet(ctx context.Context, cfg Config) (stop func(), err error) {
-	w, err := n.ipc.SpawnProcess(ctx, WalletExeName)
-	if err != nil {
-		return nil, err
+// startWallet spawns the wallet under supervision, hands it the chain, and
+// loads (or creates) the wallet cfg names; a wallet that exits by itself
+// is restarted and set up again under cfg.WalletRestarts. The function it
+// returns stops the child and waits until it is reaped.
+func (n *node) startWallet(ctx context.Context) (stop func(), err error) {
+	policy := DefaultWalletRestarts
+	if n.cfg.WalletRestarts != nil {
+		policy = *n.cfg.WalletRestarts
 	}
-	reaped := make(chan struct{})
-	// However the child ends, the node carries on without a wallet.
-	if err := n.ipc.AddCleanup(capnp.Client(w), func() { n.dropWallet(true); close(reaped) }); err != nil {
-		w.Release()
-		return nil, err
+	if policy.Permanent == nil {
+		policy.Permanent = func(e ipc.ChildExit) bool { return e.Status.Code == wallet.ExitDamaged }
 	}
-	stop = func() {
-		n.dropWallet(true)
-		w.Release()
-		<-reaped
-	}
-	reply, err := Echo(ctx, w, "hello from node")
-	if err != nil {
-		stop()
-		return nil, fmt.Errorf("call wallet: %w", err)
-	}
-	n.log.Info("wallet answered", "echo", reply)
-
-	// A signal during the rest of the start-up lets it finish, so that
-	// the shutdown that follows is the ordinary one.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ipc.DefaultStartTimeout)
+	// A signal during start-up lets it finish, so that the shutdown that
+	// follows is the ordinary one.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ipc.DefaultStartTimeout)
 	defer cancel()
-	loader, wallet, err := n.loadWallet(ctx, w, cfg)
+	sup, err := n.ipc.Supervise(sctx, ipc.ChildSpec{Name: WalletExeName}, policy, n.setUpWallet, n.walletExited)
 	if err != nil {
-		stop()
 		return nil, err
 	}
 	n.mu.Lock()
-	gone := n.walletGone
-	if !gone {
-		n.walletLoader, n.wallet = loader, wallet
-	}
+	n.wallets = sup
 	n.mu.Unlock()
-	if gone {
-		wallet.Release()
-		loader.Release()
-		stop()
-		return nil, errors.New("the wallet process ended during start-up")
+	n.log.Info("wallet loaded", "payto", n.payToAddress())
+	return func() {
+		sup.Stop()
+		n.dropWallet()
+	}, nil
+}
+
+// walletExited is told of each exit of the wallet child.
+func (n *node) walletExited(e ipc.ChildExit) {
+	n.dropWallet()
+	n.log.Error("the wallet process exited", "status", e.Status.String(), "pid", e.PID)
+}
+
+// setUpWallet hands a new wallet child the node's settings and chain,
+// then loads the wallet cfg names, creating it if it does not exist; the
+// wallet reloads the others it had loaded itself.
+func (n *node) setUpWallet(ctx context.Context, w schema.Init) error {
+	dataDir, err := filepath.Abs(n.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	name := n.cfg.WalletName
+	if name == "" {
+		name = "default"
+	}
+	loader, err := w.MakeWalletLoader(ctx, &schema.WalletSettings{DataDir: dataDir}, n.chain)
+	if err != nil {
+		return fmt.Errorf("make wallet loader: %w", err)
+	}
+	wallet, err := loader.LoadWallet(ctx, name)
+	if errors.Is(err, walletdb.ErrNotExist) {
+		n.log.Info("creating wallet", "wallet", name)
+		wallet, err = loader.CreateWallet(ctx, name)
+	}
+	if err != nil {
+		mp.Release(loader)
+		return fmt.Errorf("load wallet %q: %w", name, err)
 	}
 	if n.payToAddress() == "" {
-		addr, err := newAddress(ctx, wallet)
+		addr, err := wallet.GetNewAddress(ctx)
 		if err != nil {
-			stop()
-			return nil, fmt.Errorf("ask the wallet for an address: %w", err)
+			mp.Release(wallet)
+			mp.Release(loader)
+			return fmt.Errorf("ask the wallet for an address: %w", err)
 		}
 		n.mu.Lock()
 		n.payTo = addr
 		n.mu.Unlock()
 	}
-	n.log.Info("wallet loaded", "payto", n.payToAddress())
-	return stop, nil
-}
-
-// loadWallet hands the wallet child the node's settings and chain, then
-// loads the wallet cfg names, creating it if it does not exist.
-func (n *node) loadWallet(ctx context.Context, w schema.Init, cfg Config) (schema.WalletLoader, schema.Wallet, error) {
-	dataDir, err := filepath.Abs(cfg.DataDir)
-	if err != nil {
-		return schema.WalletLoader{}, schema.Wallet{}, err
-	}
-	name := cfg.WalletName
-	if name == "" {
-		name = "default"
-	}
-	made, release := w.MakeWalletLoader(ctx, func(p schema.Init_makeWalletLoader_Params) error {
-		s, err := p.NewSettings()
-		if err != nil {
-			return err
-		}
-		if err := s.SetDataDir(dataDir); err != nil {
-			return err
-		}
-		return p.SetChain(n.chain.capability())
-	})
-	defer release()
-	res, err := made.Struct()
-	if err != nil {
-		return schema.WalletLoader{}, schema.Wallet{}, fmt.Errorf("make wallet loader: %w", err)
-	}
-	loader := res.Loader().AddRef()
-	wallet, err := openWallet(ctx, loader, name, false)
-	if err != nil && strings.Contains(err.Error(), "no such wallet") {
-		n.log.Info("creating wallet", "wallet", name)
-		wallet, err = openWallet(ctx, loader, name, true)
-	}
-	if err != nil {
-		loader.Release()
-		return schema.WalletLoader{}, schema.Wallet{}, fmt.Errorf("load wallet %q: %w", name, err)
-	}
-	return loader, wallet, nil
-}
-
-// openWallet calls loadWallet, or createWallet when create is set, and
-// returns a reference of the caller's own to the wallet.
-func openWallet(ctx context.Context, loader schema.WalletLoader, name string, create bool) (schema.Wallet, error) {
-	if create {
-		fut, release := loader.CreateWallet(ctx, func(p schema.WalletLoader_createWallet_Params) error { return p.SetName(name) })
-		defer release()
-		res, err := fut.Struct()
-		if err != nil {
-			return schema.Wallet{}, err
-		}
-		return res.Wallet().AddRef(), nil
-	}
-	fut, release := loader.LoadWallet(ctx, func(p schema.WalletLoader_loadWallet_Params) error { return p.SetName(name) })
-	defer release()
-	res, err := fut.Struct()
-	if err != nil {
-		return schema.Wallet{}, err
-	}
-	return res.Wallet().AddRef(), nil
-}
-
-func newAddress(ctx context.Context, w schema.Wallet) (string, error) {
-	fut, release := w.GetNewAddress(ctx, nil)
-	defer release()
-	res, err := fut.Struct()
-	if err != nil {
-		return "", err
-	}
-	return res.Address()
+	n.mu.Lock()
+	old, oldLoader := n.wallet, n.loader
+	n.loader, n.wallet = loader, wallet
+	n.mu.Unlock()
+	mp.Release(old)
+	mp.Release(oldLoader)
+	return nil
 }
 
 // logBlocks logs each block appended from now on, with the wallet's
 // balance once the wallet has applied it: the node calls the wallet,
 // which calls back into the node's chain and waits for the node's
 // blockConnected call to reach it.
-func (s *chainService) logBlocks(n *node) {
+func (n *node) logBlocks() {
+	s := n.chain
 	from := s.store.Tip().Height + 1
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		_ = s.store.Follow(s.ctx, from, func(ctx context.Context, b chain.Block) error {
 			args := []any{"height", b.Height, "hash", b.Hash.String()}
-			if w := n.walletRef(); w.IsValid() {
-				bal, height, err := balance(ctx, w, b.Height)
-				w.Release()
+			if w := n.walletRef(); w != nil {
+				ctx, cancel := context.WithTimeout(ctx, walletCallTimeout)
+				res, err := w.GetBalance(ctx, b.Height)
+				cancel()
+				mp.Release(w)
 				if err != nil {
 					args = append(args, "wallet_err", err)
 				} else {
-					args = append(args, "wallet_balance", chain.FormatAmount(bal), "wallet_height", height)
+					args = append(args, "wallet_balance", chain.FormatAmount(res.Balance), "wallet_height", res.Height)
 				}
 			}
 			n.log.Info("block connected", args...)
 			return nil
 		})
 	}()
-}
-
-// balance returns the wallet's balance once it has caught up with the
-// chain's tip, and the height of the last block it has applied, which
-// is b's or, when more blocks followed quickly, a later one's.
-func balance(ctx context.Context, w schema.Wallet, atHeight uint64) (int64, uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, walletCallTimeout)
-	defer cancel()
-	fut, release := w.GetBalance(ctx, func(p schema.Wallet_getBalance_Params) error {
-		p.SetAtHeight(atHeight)
-		return nil
-	})
-	defer release()
-	if err := protocol.Await(ctx, fut.Future); err != nil {
-		return 0, 0, err
-	}
-	res, err := fut.Struct()
-	if err != nil {
-		return 0, 0, err
-	}
-	return res.Balance(), res.Height(), nil
 }
 
 // generate appends count blocks paying address, or the node's payto
@@ -321,70 +272,45 @@ func (n *node) startProducer(interval time.Duration) (stop func()) {
 	}
 }
 
-// nodeServer is schema.Node for one makeNode call.
+// nodeServer is schema.Node for one makeNode call. Its calls run
+// concurrently: generateBlocks may take a while.
 type nodeServer struct {
+	mp.ConcurrentCalls
 	n   *node
 	ctx *ipc.Context
 }
 
-func (s *nodeServer) BlockCount(_ context.Context, call schema.Node_blockCount) error {
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	res.SetCount(s.n.chain.store.Tip().Height)
-	return nil
+// BlockCount returns the height of the chain's tip.
+func (s *nodeServer) BlockCount(context.Context) (uint64, error) {
+	return s.n.chain.store.Tip().Height, nil
 }
 
-func (s *nodeServer) GenerateBlocks(_ context.Context, call schema.Node_generateBlocks) error {
-	call.Go()
-	count := int(call.Args().Count())
+// GenerateBlocks appends count blocks paying address and returns their
+// hashes.
+func (s *nodeServer) GenerateBlocks(_ context.Context, count uint32, address string) ([][]byte, error) {
 	if count < 1 || count > MaxGenerate {
-		return fmt.Errorf("count %d is out of range: 1 to %d", count, MaxGenerate)
+		return nil, fmt.Errorf("count %d is out of range: 1 to %d", count, MaxGenerate)
 	}
-	addr, err := call.Args().Address()
+	blocks, err := s.n.generate(int(count), address)
 	if err != nil {
-		return fmt.Errorf("read address: %w", err)
+		return nil, err
 	}
-	blocks, err := s.n.generate(count, addr)
-	if err != nil {
-		return err
-	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	hashes, err := res.NewHashes(int32(len(blocks)))
-	if err != nil {
-		return err
-	}
+	hashes := make([][]byte, len(blocks))
 	for i, b := range blocks {
-		if err := hashes.Set(i, b.Hash[:]); err != nil {
-			return err
-		}
+		hashes[i] = b.Hash[:]
 	}
-	return nil
+	return hashes, nil
 }
 
-func (s *nodeServer) WalletLoader(_ context.Context, call schema.Node_walletLoader) error {
-	s.n.mu.Lock()
-	var loader schema.WalletLoader
-	if s.n.walletLoader.IsValid() {
-		loader = s.n.walletLoader.AddRef()
-	}
-	s.n.mu.Unlock()
-	if !loader.IsValid() {
-		return errors.New("this node runs without a wallet")
-	}
-	res, err := call.AllocResults()
-	if err != nil {
-		loader.Release()
-		return err
-	}
-	return res.SetLoader(loader)
+// WalletLoader returns the wallet child's loader: a capability that lives
+// in the wallet process, forwarded by the node (a reference of the
+// caller's own).
+func (s *nodeServer) WalletLoader(context.Context) (schema.WalletLoader, error) {
+	return s.n.loaderRef()
 }
 
-func (s *nodeServer) Stop(context.Context, schema.Node_stop) error {
+// Stop asks the node to shut down, as SIGTERM does.
+func (s *nodeServer) Stop(context.Context) error {
 	s.n.log.Info("stop requested over IPC")
 	s.ctx.RequestStop()
 	return nil

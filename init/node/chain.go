@@ -9,16 +9,19 @@ import (
 
 	"github.com/gomultiprocess/multiprocess/internal/chain"
 	"github.com/gomultiprocess/multiprocess/internal/chainwire"
-	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/mp"
+	"github.com/gomultiprocess/multiprocess/schema"
 )
 
 // chainService serves the chain store over IPC and owns the goroutines
 // that deliver blocks to subscribers (Chain.handleNotifications).
 type chainService struct {
+	// One chain serves every connection: its calls run concurrently
+	// (see package mp's ordering rule); the store has its own locks.
+	mp.ConcurrentCalls
+
 	store *chain.Store
 	log   *slog.Logger
-	opts  *protocol.ServerOptions
 
 	// ctx ends every subscription when the service stops; wg owns their
 	// goroutines.
@@ -27,15 +30,11 @@ type chainService struct {
 	wg     sync.WaitGroup
 }
 
+var _ schema.Chain = (*chainService)(nil)
+
 func newChainService(store *chain.Store, log *slog.Logger) *chainService {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &chainService{
-		store:  store,
-		log:    log,
-		opts:   &protocol.ServerOptions{Logger: log},
-		ctx:    ctx,
-		cancel: cancel,
-	}
+	return &chainService{store: store, log: log, ctx: ctx, cancel: cancel}
 }
 
 // stop ends every subscription, waits for their goroutines and closes the
@@ -48,71 +47,43 @@ func (s *chainService) stop() {
 	}
 }
 
-// capability returns a new Chain capability served by s.
-func (s *chainService) capability() schema.Chain {
-	srv := chainServer{s}
-	return schema.Chain(protocol.NewServer(schema.Chain_Methods(nil, srv), srv, s.opts))
+// Height returns the height of the chain's tip.
+func (s *chainService) Height(context.Context) (uint64, error) {
+	return s.store.Tip().Height, nil
 }
 
-// chainServer is schema.Chain over the store.
-type chainServer struct{ s *chainService }
-
-func (c chainServer) Height(_ context.Context, call schema.Chain_height) error {
-	res, err := call.AllocResults()
+// BlockHash returns the hash of the block at height.
+func (s *chainService) BlockHash(_ context.Context, height uint64) ([]byte, error) {
+	b, err := s.store.BlockAt(height)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	res.SetHeight(c.s.store.Tip().Height)
-	return nil
+	return b.Hash[:], nil
 }
 
-func (c chainServer) BlockHash(_ context.Context, call schema.Chain_blockHash) error {
-	b, err := c.s.store.BlockAt(call.Args().Height())
+// Block returns the block with the given hash.
+func (s *chainService) Block(_ context.Context, hash []byte) (*schema.Block, error) {
+	h, err := chain.HashFromBytes(hash)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	res, err := call.AllocResults()
+	b, err := s.store.BlockByHash(h)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return res.SetHash(b.Hash[:])
+	return chainwire.ToWire(b), nil
 }
 
-func (c chainServer) Block(_ context.Context, call schema.Chain_block) error {
-	raw, err := call.Args().Hash()
-	if err != nil {
-		return fmt.Errorf("read hash: %w", err)
+// HandleNotifications delivers every block from fromHeight on to
+// listener, one blockConnected call at a time, until the returned handle
+// is released or disconnected.
+func (s *chainService) HandleNotifications(_ context.Context, listener schema.ChainNotifications, fromHeight uint64) (schema.NotificationHandle, error) {
+	if listener == nil {
+		return nil, errors.New("no listener given")
 	}
-	h, err := chain.HashFromBytes(raw)
-	if err != nil {
-		return err
-	}
-	b, err := c.s.store.BlockByHash(h)
-	if err != nil {
-		return err
-	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	w, err := res.NewBlock()
-	if err != nil {
-		return err
-	}
-	return chainwire.WriteBlock(w, b)
-}
-
-func (c chainServer) HandleNotifications(_ context.Context, call schema.Chain_handleNotifications) error {
-	listener := call.Args().Listener()
-	if !listener.IsValid() {
-		return errors.New("no listener given")
-	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	sub := c.s.subscribe(listener.AddRef(), call.Args().FromHeight())
-	return res.SetHandle(schema.NotificationHandle(protocol.NewServer(schema.NotificationHandle_Methods(nil, sub), sub, c.s.opts)))
+	// The listener is a parameter, borrowed for this call: the
+	// subscription keeps a reference of its own.
+	return s.subscribe(mp.Retain(listener), fromHeight), nil
 }
 
 // subscribe delivers blocks from height from on to listener, whose
@@ -124,29 +95,18 @@ func (s *chainService) subscribe(listener schema.ChainNotifications, from uint64
 	go func() {
 		defer s.wg.Done()
 		defer close(sub.done)
-		defer listener.Release()
-		s.log.Info("chain subscriber connected", "from_height", from)
+		defer mp.Release(listener)
+		s.log.Debug("chain subscriber connected", "from_height", from)
 		err := s.store.Follow(ctx, from, func(ctx context.Context, b chain.Block) error {
-			fut, release := listener.BlockConnected(ctx, func(p schema.ChainNotifications_blockConnected_Params) error {
-				w, err := p.NewBlock()
-				if err != nil {
-					return err
-				}
-				return chainwire.WriteBlock(w, b)
-			})
-			defer release()
-			if err := protocol.Await(ctx, fut.Future); err != nil {
-				return err
-			}
-			if _, err := fut.Struct(); err != nil {
+			if err := listener.BlockConnected(ctx, chainwire.ToWire(b)); err != nil {
 				return fmt.Errorf("blockConnected(%d): %w", b.Height, err)
 			}
 			return nil
 		})
 		switch {
 		case ctx.Err() != nil || errors.Is(err, chain.ErrClosed):
-			s.log.Info("chain subscriber disconnected")
-		case protocol.IsDisconnected(err):
+			s.log.Debug("chain subscriber disconnected")
+		case errors.Is(err, mp.ErrDisconnected):
 			s.log.Info("chain subscriber went away", "err", err)
 		default:
 			s.log.Warn("chain subscriber dropped", "err", err)
@@ -162,8 +122,9 @@ type subscription struct {
 	done   chan struct{} // closed when the delivering goroutine has ended
 }
 
-func (s *subscription) Disconnect(ctx context.Context, call schema.NotificationHandle_disconnect) error {
-	call.Go()
+// Disconnect ends the subscription and returns once no blockConnected
+// call is running for it.
+func (s *subscription) Disconnect(ctx context.Context) error {
 	s.cancel()
 	select {
 	case <-s.done:
@@ -173,4 +134,5 @@ func (s *subscription) Disconnect(ctx context.Context, call schema.NotificationH
 	}
 }
 
-func (s *subscription) Shutdown() { s.cancel() }
+// CapabilityReleased ends the subscription when its last reference goes.
+func (s *subscription) CapabilityReleased() { s.cancel() }

@@ -19,10 +19,12 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
+	cschema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 	"github.com/gomultiprocess/multiprocess/ipc"
+	"github.com/gomultiprocess/multiprocess/mp"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/schema"
 )
 
 // FuzzInitConn feeds arbitrary bytes, as a client would send them, to a
@@ -133,15 +135,13 @@ func wholeMessages(data []byte) bool {
 // one end of a socketpair. It returns the other end, the channel that
 // gets Serve's result, and the Ipc behind the Init, for the caller to
 // close (before its own leak checks).
-func serveInit(t testing.TB) (client *net.UnixConn, served chan error, i *ipc.Ipc) {
+func serveInit(t testing.TB) (client *net.UnixConn, served chan error, i *ipc.Ipc[schema.Init]) {
 	t.Helper()
 	server, client := socketPair(t)
-	i = ipc.New(ExeName, os.Args[0], NewInit, nil)
+	i = ipc.New(ExeName, os.Args[0], schema.InitInterface, NewInit, nil)
 	served = make(chan error, 1)
 	go func() {
-		served <- protocol.Serve(context.Background(), server, func(c *protocol.Conn) capnp.Client {
-			return capnp.Client(NewInit(i.Context(), c))
-		}, nil)
+		served <- i.Serve(context.Background(), server)
 	}()
 	return client, served, i
 }
@@ -191,26 +191,14 @@ func recordSession(t *testing.T) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	init := schema.Init(boot)
-	fut, release := init.Hello(ctx, func(p schema.Init_hello_Params) error {
-		w, err := p.NewCaller()
-		if err != nil {
-			return err
-		}
-		w.SetProtocolVersion(schema.ProtocolVersion)
-		if err := w.SetExecutable("fuzz"); err != nil {
-			return err
-		}
-		return w.SetBuild("fuzz")
-	})
-	if _, err := fut.Struct(); err != nil {
+	init := schema.InitInterface.FromCapnp(boot)
+	if _, err := init.Hello(ctx, &schema.PeerInfo{ProtocolVersion: schema.ProtocolVersion, Executable: "fuzz", Build: "fuzz"}); err != nil {
 		t.Fatalf("hello: %v", err)
 	}
-	release()
 	if got, err := Echo(ctx, init, "recorded"); err != nil || got != "recorded" {
 		t.Fatalf("echo = %q, %v", got, err)
 	}
-	init.Release()
+	mp.Release(init)
 	conn.Close()
 	<-conn.Done()
 	<-served
@@ -244,15 +232,15 @@ func recordSession(t *testing.T) []byte {
 func validSession() []byte {
 	return cat(
 		rpcmsg.Frame(rpcmsg.Bootstrap(0)),
-		rpcmsg.Frame(rpcmsg.Call(1, rpcmsg.PromisedAnswer(0), schema.Init_TypeID, 1, func(st capnp.Struct) {
-			w, _ := schema.Init_hello_Params(st).NewCaller()
-			w.SetProtocolVersion(schema.ProtocolVersion)
+		rpcmsg.Frame(rpcmsg.Call(1, rpcmsg.PromisedAnswer(0), cschema.Init_TypeID, 1, func(st capnp.Struct) {
+			w, _ := cschema.Init_hello_Params(st).NewCaller()
+			w.SetProtocolVersion(cschema.ProtocolVersion)
 			w.SetExecutable("fuzz")
 			w.SetBuild("fuzz")
 		})),
-		rpcmsg.Frame(rpcmsg.Call(2, rpcmsg.PromisedAnswer(0), schema.Init_TypeID, 0, nil)),
-		rpcmsg.Frame(rpcmsg.Call(3, rpcmsg.PromisedAnswer(2, 0), schema.Echo_TypeID, 0, func(st capnp.Struct) {
-			schema.Echo_echo_Params(st).SetEcho("replayed")
+		rpcmsg.Frame(rpcmsg.Call(2, rpcmsg.PromisedAnswer(0), cschema.Init_TypeID, 0, nil)),
+		rpcmsg.Frame(rpcmsg.Call(3, rpcmsg.PromisedAnswer(2, 0), cschema.Echo_TypeID, 0, func(st capnp.Struct) {
+			cschema.Echo_echo_Params(st).SetEcho("replayed")
 		})),
 		rpcmsg.Frame(rpcmsg.Finish(0)),
 	)
@@ -288,7 +276,7 @@ func TestValidSessionSeed(t *testing.T) {
 		if r.AnswerId() == 3 {
 			res, _ := r.Results()
 			content, _ := res.Content()
-			if s, _ := schema.Echo_echo_Results(content.Struct()).Result(); s != "replayed" {
+			if s, _ := cschema.Echo_echo_Results(content.Struct()).Result(); s != "replayed" {
 				t.Fatalf("echo = %q", s)
 			}
 		}
@@ -304,42 +292,42 @@ func TestValidSessionSeed(t *testing.T) {
 func initConnSeeds(t *testing.T) map[string][]byte {
 	session := recordSession(t)
 	bootstrap := rpcmsg.Frame(rpcmsg.Bootstrap(0))
-	makeEcho := rpcmsg.Frame(rpcmsg.Call(1, rpcmsg.ImportedCap(0), schema.Init_TypeID, 0, nil))
+	makeEcho := rpcmsg.Frame(rpcmsg.Call(1, rpcmsg.ImportedCap(0), cschema.Init_TypeID, 0, nil))
 	valid := validSession()
 	seeds := map[string][]byte{
 		"session":                 valid,
 		"session-cut":             valid[:len(valid)/2],
 		"session-recorded":        session,
 		"null-body-return":        cat(bootstrap, rpcmsg.NullBody(rpccp.Message_Which_return)),
-		"pipelined-on-null-cap":   cat(bootstrap, makeEcho, rpcmsg.Frame(rpcmsg.Call(2, rpcmsg.PromisedAnswer(1, 5), schema.Echo_TypeID, 0, nil))),
-		"pipelined-on-error-cap":  cat(bootstrap, rpcmsg.Frame(rpcmsg.Call(1, rpcmsg.ImportedCap(0), schema.Init_TypeID, 99, nil)), rpcmsg.Frame(rpcmsg.Call(2, rpcmsg.PromisedAnswer(1, 0), schema.Echo_TypeID, 0, nil))),
+		"pipelined-on-null-cap":   cat(bootstrap, makeEcho, rpcmsg.Frame(rpcmsg.Call(2, rpcmsg.PromisedAnswer(1, 5), cschema.Echo_TypeID, 0, nil))),
+		"pipelined-on-error-cap":  cat(bootstrap, rpcmsg.Frame(rpcmsg.Call(1, rpcmsg.ImportedCap(0), cschema.Init_TypeID, 99, nil)), rpcmsg.Frame(rpcmsg.Call(2, rpcmsg.PromisedAnswer(1, 0), cschema.Echo_TypeID, 0, nil))),
 		"http":                    []byte("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"),
 		"1gib-header":             rpcmsg.Header(1 << 27),
 		"segments-ffffffff":       {0xff, 0xff, 0xff, 0xff},
 		"513-segments":            rpcmsg.Header(make([]uint32, 513)...),
 		"return-unknown-question": rpcmsg.Frame(func(m rpccp.Message) { r, _ := m.NewReturn(); r.SetAnswerId(9); r.NewResults() }),
 		"duplicate-finish":        cat(bootstrap, rpcmsg.Frame(rpcmsg.Finish(0)), rpcmsg.Frame(rpcmsg.Finish(0))),
-		"call-unknown-cap":        rpcmsg.Frame(rpcmsg.Call(0, rpcmsg.ImportedCap(7), schema.Echo_TypeID, 0, nil)),
+		"call-unknown-cap":        rpcmsg.Frame(rpcmsg.Call(0, rpcmsg.ImportedCap(7), cschema.Echo_TypeID, 0, nil)),
 		"second-bootstrap":        cat(bootstrap, rpcmsg.Frame(rpcmsg.Bootstrap(1)), makeEcho),
 		"incomplete":              append(rpcmsg.Header(4), 1, 2, 3, 4, 5, 6, 7, 8),
 		"zero-size-list": cat(bootstrap, rpcmsg.Frame(func(m rpccp.Message) {
-			rpcmsg.Call(1, rpcmsg.ImportedCap(0), schema.Init_TypeID, 0, nil)(m)
+			rpcmsg.Call(1, rpcmsg.ImportedCap(0), cschema.Init_TypeID, 0, nil)(m)
 			c, _ := m.Call()
 			params, _ := c.Params()
 			capnp.Struct(params).SetPtr(1, capnp.NewVoidList(params.Segment(), 1<<29-1).ToPtr())
 		})),
-		"deep-nesting": cat(bootstrap, makeEcho, rpcmsg.Frame(rpcmsg.Call(2, rpcmsg.PromisedAnswer(1, 0), schema.Echo_TypeID, 0, func(st capnp.Struct) {
+		"deep-nesting": cat(bootstrap, makeEcho, rpcmsg.Frame(rpcmsg.Call(2, rpcmsg.PromisedAnswer(1, 0), cschema.Echo_TypeID, 0, func(st capnp.Struct) {
 			for range 100 {
 				next, _ := capnp.NewStruct(st.Segment(), capnp.ObjectSize{PointerCount: 1})
 				st.SetPtr(0, next.ToPtr())
 				st = next
 			}
 		}))),
-		"echo-after": cat(bootstrap, makeEcho, rpcmsg.Frame(rpcmsg.Call(2, rpcmsg.PromisedAnswer(1, 0), schema.Echo_TypeID, 1, func(st capnp.Struct) {
+		"echo-after": cat(bootstrap, makeEcho, rpcmsg.Frame(rpcmsg.Call(2, rpcmsg.PromisedAnswer(1, 0), cschema.Echo_TypeID, 1, func(st capnp.Struct) {
 			rpcmsg.Text("later")(st)
 			st.SetUint32(0, 60000)
 		}))),
-		"stop": cat(bootstrap, rpcmsg.Frame(rpcmsg.Call(1, rpcmsg.ImportedCap(0), schema.Init_TypeID, 3, nil))),
+		"stop": cat(bootstrap, rpcmsg.Frame(rpcmsg.Call(1, rpcmsg.ImportedCap(0), cschema.Init_TypeID, 3, nil))),
 	}
 	for w := byte(0); w < 16; w++ {
 		seeds[fmt.Sprintf("null-body-%02d", w)] = rpcmsg.NullBody(rpccp.Message_Which(w))

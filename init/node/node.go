@@ -9,48 +9,71 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/gomultiprocess/multiprocess/internal/appinit"
 	"github.com/gomultiprocess/multiprocess/internal/chain"
 	"github.com/gomultiprocess/multiprocess/ipc"
+	"github.com/gomultiprocess/multiprocess/mp"
 	"github.com/gomultiprocess/multiprocess/process"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/schema"
 )
 
 // ExeName is the node executable's name; -ipcbind=unix listens on
 // <datadir>/node.sock.
 const ExeName = "node"
 
-// WalletExeName is the executable the node spawns as its wallet.
+// WalletExeName is the executable the node spawns as its wallet, or the
+// role it spawns itself in when there is no such executable next to it.
 const WalletExeName = "wallet"
 
-// Init is the node's Init for one connection. It serves makeNode and
-// makeChain when it belongs to a running node (Run); one made by NewInit
-// serves only what every executable serves.
+// The node's subsystems, as its lifetime events name them.
+const (
+	SubsystemDatabase      = "database"
+	SubsystemWalletProcess = "walletProcess"
+	SubsystemBlockProducer = "blockProducer"
+)
+
+// Init is the node's Init for one connection: makeNode and makeChain
+// when it belongs to a running node (Run); only what every executable
+// serves when made by NewInit.
 type Init struct {
-	ipc.BaseInit
+	appinit.Base
 	node *node // nil outside Run
 }
 
-// NewInit is an ipc.InitFactory for an Init that serves only ipc.BaseInit's
-// methods, for processes that connect to a node without being one.
-func NewInit(ctx *ipc.Context, conn *protocol.Conn) schema.Init {
-	return ctx.Serve(&Init{BaseInit: ipc.BaseInit{Ctx: ctx, Conn: conn}})
+// NewInit is an ipc.InitFactory for an Init that serves only what every
+// executable serves, for processes that connect to a node without being
+// one.
+func NewInit(ctx *ipc.Context, _ *protocol.Conn) schema.Init {
+	return &Init{Base: appinit.Base{Ctx: ctx}}
 }
 
 // Config is what the node's command line sets.
 type Config struct {
-	DataDir         string        // created with mode 0700 and locked for the node's lifetime
-	DisableWallet   bool          // run without a wallet child
-	WalletName      string        // the wallet to load or create (-wallet); "" means "default"
-	BlockInterval   time.Duration // produce a block this often (-blockinterval); 0 means only on request
-	PayTo           string        // the address blocks pay (-payto); "" means a new address of the wallet, if any
-	IPCBind         []string      // addresses to accept IPC connections on (-ipcbind)
-	IPCMaxConns     int           // connections served at once per -ipcbind address; 0 means 16
-	IPCMsgTimeout   time.Duration // drop a peer that leaves a message incomplete this long; 0 means ipc's default, negative never
-	IPCWriteTimeout time.Duration // drop a peer that takes no byte of a write this long; 0 means ipc's default, negative never
-	ShutdownTimeout time.Duration // how long the wallet may take to exit; 0 means ipc's default
-	DebugIPC        bool          // log every IPC call
-	Logger          *slog.Logger  // nil means silent
+	DataDir         string             // created with mode 0700 and locked for the node's lifetime
+	DisableWallet   bool               // run without a wallet child
+	WalletName      string             // the wallet to load or create (-wallet); "" means "default"
+	BlockInterval   time.Duration      // produce a block this often (-blockinterval); 0 means only on request
+	PayTo           string             // the address blocks pay (-payto); "" means a new address of the wallet, if any
+	IPCBind         []string           // addresses to accept IPC connections on (-ipcbind)
+	IPCMaxConns     int                // connections served at once per -ipcbind address; 0 means 16
+	IPCMsgTimeout   time.Duration      // drop a peer that leaves a message incomplete this long; 0 means ipc's default, negative never
+	IPCWriteTimeout time.Duration      // drop a peer that takes no byte of a write this long; 0 means ipc's default, negative never
+	ShutdownTimeout time.Duration      // how long the wallet may take to exit; 0 means ipc's default
+	WalletRestarts  *ipc.RestartPolicy // how the wallet child is restarted; nil means DefaultWalletRestarts
+	DebugIPC        bool               // log every IPC call
+	Logger          *slog.Logger       // nil means silent
+}
+
+// DefaultWalletRestarts is how the node restarts a wallet child that
+// exits by itself: up to 5 times a minute, the first after 100 ms, then
+// backing off, and never for a wallet that exits because its data is
+// damaged.
+var DefaultWalletRestarts = ipc.RestartPolicy{
+	MaxRestarts: 5,
+	Window:      time.Minute,
+	Backoff:     100 * time.Millisecond,
+	MaxBackoff:  5 * time.Second,
 }
 
 // Run runs the node until ctx ends, then stops the wallet child and every
@@ -69,14 +92,18 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer lock.Unlock()
 
-	n := &node{log: log, payTo: cfg.PayTo}
-	i := ipc.New(ExeName, os.Args[0], n.newInit, &ipc.Options{
-		Logger:          log,
-		DebugIPC:        cfg.DebugIPC,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		MaxConnections:  cfg.IPCMaxConns,
-		MessageTimeout:  cfg.IPCMsgTimeout,
-		WriteTimeout:    cfg.IPCWriteTimeout,
+	n := &node{log: log, cfg: cfg, payTo: cfg.PayTo}
+	i := ipc.New(ExeName, os.Args[0], schema.InitInterface, n.newInit, &ipc.Options{
+		Logger:             log,
+		DebugIPC:           cfg.DebugIPC,
+		Application:        schema.Application,
+		ApplicationVersion: schema.ProtocolVersion,
+		SelfRoles:          []string{WalletExeName},
+		ShutdownTimeout:    cfg.ShutdownTimeout,
+		MaxConnections:     cfg.IPCMaxConns,
+		MessageTimeout:     cfg.IPCMsgTimeout,
+		WriteTimeout:       cfg.IPCWriteTimeout,
+		LegacySubsystems:   appinit.LegacySubsystems,
 	})
 	defer i.Close()
 
@@ -84,7 +111,7 @@ func Run(ctx context.Context, cfg Config) error {
 	n.ipc = i
 	// On a start-up failure, stop what did start, in reverse order.
 	defer lt.Shutdown()
-	if err := lt.Start(schema.Subsystem_database, func() (func(), error) {
+	if err := lt.Start(SubsystemDatabase, func() (func(), error) {
 		store, err := chain.Open(filepath.Join(cfg.DataDir, "chain.db"))
 		if err != nil {
 			return nil, err
@@ -92,13 +119,13 @@ func Run(ctx context.Context, cfg Config) error {
 		n.chain = newChainService(store, log)
 		tip := store.Tip()
 		log.Info("chain loaded", "height", tip.Height, "hash", tip.Hash.String())
-		n.chain.logBlocks(n)
+		n.logBlocks()
 		return n.chain.stop, nil
 	}); err != nil {
 		return err
 	}
 	if len(cfg.IPCBind) > 0 {
-		err := lt.Start(schema.Subsystem_ipcListener, func() (func(), error) {
+		err := lt.Start(ipc.SubsystemIPCListener, func() (func(), error) {
 			for _, addr := range cfg.IPCBind {
 				if _, err := i.ListenAddress(cfg.DataDir, addr); err != nil {
 					i.DisconnectIncoming()
@@ -121,14 +148,14 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	if !cfg.DisableWallet {
-		if err := lt.Start(schema.Subsystem_walletProcess, func() (func(), error) {
-			return n.startWallet(ctx, cfg)
+		if err := lt.Start(SubsystemWalletProcess, func() (func(), error) {
+			return n.startWallet(ctx)
 		}); err != nil {
 			return err
 		}
 	}
 	if cfg.BlockInterval > 0 {
-		if err := lt.Start(schema.Subsystem_blockProducer, func() (func(), error) {
+		if err := lt.Start(SubsystemBlockProducer, func() (func(), error) {
 			return n.startProducer(cfg.BlockInterval), nil
 		}); err != nil {
 			return err
@@ -150,18 +177,18 @@ func Run(ctx context.Context, cfg Config) error {
 // clients to receive its lifetime events.
 const flushTimeout = 5 * time.Second
 
-// Echo asks init for an Echo and has it echo msg: a pipelined call, so one
-// round trip.
+// Echo asks init for an Echo and has it echo msg. Through a proxy the
+// call is pipelined on makeEcho: one round trip for both.
 func Echo(ctx context.Context, init schema.Init, msg string) (string, error) {
-	made, release := init.MakeEcho(ctx, nil)
-	defer release()
-	fut, release2 := made.Result().Echo(ctx, func(p schema.Echo_echo_Params) error {
-		return p.SetEcho(msg)
-	})
-	defer release2()
-	res, err := fut.Struct()
-	if err != nil {
-		return "", err
+	var e schema.Echo
+	if p, ok := init.(*schema.InitClient); ok {
+		e = p.MakeEchoPipelined(ctx)
+	} else {
+		var err error
+		if e, err = init.MakeEcho(ctx); err != nil {
+			return "", err
+		}
 	}
-	return res.Result()
+	defer mp.Release(e)
+	return e.Echo(ctx, msg)
 }

@@ -1,6 +1,7 @@
 package wallet
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,14 +10,17 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/gomultiprocess/multiprocess/internal/appinit"
 	"github.com/gomultiprocess/multiprocess/internal/chainwire"
 	"github.com/gomultiprocess/multiprocess/internal/walletdb"
 	"github.com/gomultiprocess/multiprocess/ipc"
+	"github.com/gomultiprocess/multiprocess/mp"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/schema"
 )
 
 // syncTimeout bounds how long getBalance and listTransactions wait for
@@ -26,6 +30,17 @@ const syncTimeout = 20 * time.Second
 // disconnectTimeout bounds how long the wallet waits, when it stops, for
 // the node to confirm that a chain subscription has ended.
 const disconnectTimeout = 5 * time.Second
+
+// The wallet process's subsystems, as its lifetime events name them.
+const (
+	SubsystemWalletDatabase     = "walletDatabase"
+	SubsystemChainNotifications = "chainNotifications"
+)
+
+// loadedFile lists, one per line, the wallets loaded in <datadir>/wallets,
+// so that a wallet process started again (after a crash, or with the
+// node) loads them again.
+const loadedFile = "loaded"
 
 // Process is the state of a spawned wallet process that its Inits share:
 // the loader that makeWalletLoader creates, once per process.
@@ -38,133 +53,114 @@ type Process struct {
 func NewProcess() *Process { return &Process{} }
 
 // NewInit is the spawned wallet's ipc.InitFactory.
-func (p *Process) NewInit(ctx *ipc.Context, conn *protocol.Conn) schema.Init {
-	return ctx.Serve(&Init{BaseInit: ipc.BaseInit{Ctx: ctx, Conn: conn}, proc: p})
+func (p *Process) NewInit(ctx *ipc.Context, _ *protocol.Conn) schema.Init {
+	return &Init{Base: appinit.Base{Ctx: ctx}, proc: p}
 }
 
 // MakeWalletLoader starts the wallet's database and chain notification
-// subsystems with the caller's settings and chain, and returns the
-// loader. It succeeds once per process.
-func (i *Init) MakeWalletLoader(ctx context.Context, call schema.Init_makeWalletLoader) error {
+// subsystems with the caller's settings and chain, loads the wallets
+// that were loaded when the process last ran, and returns the loader.
+// It succeeds once per process.
+func (i *Init) MakeWalletLoader(ctx context.Context, settings *schema.WalletSettings, ch schema.Chain) (schema.WalletLoader, error) {
 	if i.proc == nil {
-		return i.BaseInit.MakeWalletLoader(ctx, call)
+		return i.Base.MakeWalletLoader(ctx, settings, ch)
 	}
-	call.Go()
-	settings, err := call.Args().Settings()
-	if err != nil {
-		return fmt.Errorf("read settings: %w", err)
+	if settings == nil {
+		return nil, errors.New("no settings given")
 	}
-	dataDir, err := settings.DataDir()
-	if err != nil {
-		return fmt.Errorf("read data dir: %w", err)
+	if !filepath.IsAbs(settings.DataDir) {
+		return nil, fmt.Errorf("data dir %q is not an absolute path", settings.DataDir)
 	}
-	if !filepath.IsAbs(dataDir) {
-		return fmt.Errorf("data dir %q is not an absolute path", dataDir)
-	}
-	ch := call.Args().Chain()
-	if !ch.IsValid() {
-		return errors.New("no chain given")
+	if ch == nil {
+		return nil, errors.New("no chain given")
 	}
 	log := i.Ctx.Logger
 	l := &loader{
-		dir:     filepath.Join(dataDir, "wallets"),
+		dir:     filepath.Join(settings.DataDir, "wallets"),
 		log:     log,
-		opts:    &protocol.ServerOptions{Logger: log},
 		wallets: make(map[string]*entry),
 	}
 	i.proc.mu.Lock()
 	if i.proc.loader != nil {
 		i.proc.mu.Unlock()
-		return errors.New("the wallet loader was made already: one per process")
+		return nil, errors.New("the wallet loader was made already: one per process")
 	}
 	i.proc.loader = l
 	i.proc.mu.Unlock()
 
 	lt := i.Ctx.Lifetime
-	if err := lt.Start(schema.Subsystem_walletDatabase, func() (func(), error) {
+	if err := lt.Start(SubsystemWalletDatabase, func() (func(), error) {
 		if err := os.MkdirAll(l.dir, 0o700); err != nil {
 			return nil, err
 		}
 		return l.closeDatabases, nil
 	}); err != nil {
-		return err
+		return nil, err
 	}
-	if err := lt.Start(schema.Subsystem_chainNotifications, func() (func(), error) {
+	if err := lt.Start(SubsystemChainNotifications, func() (func(), error) {
 		l.mu.Lock()
-		l.chain = ch.AddRef()
+		// A parameter, borrowed for this call: the loader keeps its own.
+		l.chain = mp.Retain(ch)
 		l.mu.Unlock()
 		return l.unsubscribe, nil
 	}); err != nil {
-		return err
+		return nil, err
 	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	return res.SetLoader(schema.WalletLoader(protocol.NewServer(schema.WalletLoader_Methods(nil, l), l, l.opts)))
+	l.reload(ctx)
+	return l, nil
 }
 
 // loader loads wallets from <datadir>/wallets and keeps them loaded
-// until the process stops.
+// until the process stops. Its calls run concurrently: it has locks of
+// its own (see package mp's ordering rule).
 type loader struct {
-	dir  string
-	log  *slog.Logger
-	opts *protocol.ServerOptions
+	mp.ConcurrentCalls
+
+	dir string
+	log *slog.Logger
 
 	// open serialises creating and loading, which open files and call the
 	// node.
 	open sync.Mutex
 
 	mu      sync.Mutex
-	chain   schema.Chain // invalid once unsubscribed
+	chain   schema.Chain // nil once unsubscribed
 	stopped bool
 	wallets map[string]*entry
 }
+
+var _ schema.WalletLoader = (*loader)(nil)
 
 // entry is one loaded wallet.
 type entry struct {
 	name   string
 	db     *walletdb.DB
-	handle schema.NotificationHandle // the chain subscription; invalid once ended
+	handle schema.NotificationHandle // the chain subscription; nil once ended
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-func (l *loader) CreateWallet(ctx context.Context, call schema.WalletLoader_createWallet) error {
-	call.Go()
-	name, err := call.Args().Name()
-	if err != nil {
-		return fmt.Errorf("read name: %w", err)
-	}
+// CreateWallet creates the wallet name and loads it.
+func (l *loader) CreateWallet(ctx context.Context, name string) (schema.Wallet, error) {
 	e, err := l.load(ctx, name, true)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	return res.SetWallet(l.capability(e))
+	return l.walletOf(e), nil
 }
 
-func (l *loader) LoadWallet(ctx context.Context, call schema.WalletLoader_loadWallet) error {
-	call.Go()
-	name, err := call.Args().Name()
-	if err != nil {
-		return fmt.Errorf("read name: %w", err)
-	}
+// LoadWallet loads the existing wallet name, or returns it if it is
+// loaded already.
+func (l *loader) LoadWallet(ctx context.Context, name string) (schema.Wallet, error) {
 	e, err := l.load(ctx, name, false)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	return res.SetWallet(l.capability(e))
+	return l.walletOf(e), nil
 }
 
-func (l *loader) ListWallets(_ context.Context, call schema.WalletLoader_listWallets) error {
+// ListWallets returns the names of the loaded wallets, sorted.
+func (l *loader) ListWallets(context.Context) ([]string, error) {
 	l.mu.Lock()
 	names := make([]string, 0, len(l.wallets))
 	for n := range l.wallets {
@@ -172,26 +168,10 @@ func (l *loader) ListWallets(_ context.Context, call schema.WalletLoader_listWal
 	}
 	l.mu.Unlock()
 	slices.Sort(names)
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	list, err := res.NewNames(int32(len(names)))
-	if err != nil {
-		return err
-	}
-	for i, n := range names {
-		if err := list.Set(i, n); err != nil {
-			return err
-		}
-	}
-	return nil
+	return names, nil
 }
 
-func (l *loader) capability(e *entry) schema.Wallet {
-	srv := &walletServer{l: l, e: e}
-	return schema.Wallet(protocol.NewServer(schema.Wallet_Methods(nil, srv), srv, l.opts))
-}
+func (l *loader) walletOf(e *entry) schema.Wallet { return &walletServer{l: l, e: e} }
 
 // load returns the loaded wallet name, or opens (or creates) it and
 // subscribes it to the chain from the block after the last one it
@@ -206,14 +186,14 @@ func (l *loader) load(ctx context.Context, name string, create bool) (*entry, er
 	e, loaded := l.wallets[name]
 	stopped := l.stopped
 	ch := l.chain
-	if ch.IsValid() {
-		ch = ch.AddRef()
+	if ch != nil {
+		ch = mp.Retain(ch)
 	}
 	l.mu.Unlock()
-	defer ch.Release()
+	defer mp.Release(ch)
 	switch {
-	case stopped || !ch.IsValid():
-		return nil, errors.New("the wallet process is shutting down")
+	case stopped || ch == nil:
+		return nil, schema.ErrShuttingDown
 	case loaded && create:
 		return nil, fmt.Errorf("wallet %q exists and is loaded", name)
 	case loaded:
@@ -233,34 +213,85 @@ func (l *loader) load(ctx context.Context, name string, create bool) (*entry, er
 		return nil, err
 	}
 	e = &entry{name: name, db: db}
-	listener := &notifications{e: e, log: l.log.With("wallet", name)}
 	st := db.State()
-	fut, release := ch.HandleNotifications(ctx, func(p schema.Chain_handleNotifications_Params) error {
-		p.SetFromHeight(st.Next)
-		return p.SetListener(schema.ChainNotifications(protocol.NewServer(schema.ChainNotifications_Methods(nil, listener), listener, l.opts)))
-	})
-	defer release()
-	err = protocol.Await(ctx, fut.Future)
-	var res schema.Chain_handleNotifications_Results
-	if err == nil {
-		res, err = fut.Struct()
-	}
+	handle, err := ch.HandleNotifications(ctx, &notifications{e: e, log: l.log.With("wallet", name)}, st.Next)
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("subscribe to the chain: %w", err)
 	}
-	e.handle = res.Handle().AddRef()
+	e.handle = handle
 	l.mu.Lock()
 	if l.stopped {
 		l.mu.Unlock()
-		e.handle.Release()
+		mp.Release(e.handle)
 		_ = db.Close()
-		return nil, errors.New("the wallet process is shutting down")
+		return nil, schema.ErrShuttingDown
 	}
 	l.wallets[name] = e
+	names := make([]string, 0, len(l.wallets))
+	for n := range l.wallets {
+		names = append(names, n)
+	}
 	l.mu.Unlock()
+	if err := l.saveLoaded(names); err != nil {
+		l.log.Warn("cannot record the loaded wallets", "err", err)
+	}
 	l.log.Info("wallet loaded", "wallet", name, "next_height", st.Next, "balance", st.Balance)
 	return e, nil
+}
+
+// reload loads the wallets that were loaded when the process last ran.
+// A wallet that cannot be loaded is logged and left out.
+func (l *loader) reload(ctx context.Context) {
+	names, err := l.readLoaded()
+	if err != nil {
+		l.log.Warn("cannot read which wallets were loaded", "err", err)
+		return
+	}
+	for _, name := range names {
+		if _, err := l.load(ctx, name, false); err != nil {
+			l.log.Warn("cannot load a wallet that was loaded before", "wallet", name, "err", err)
+		}
+	}
+}
+
+func (l *loader) readLoaded() ([]string, error) {
+	f, err := os.Open(filepath.Join(l.dir, loadedFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var names []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if n := strings.TrimSpace(sc.Text()); nameRE.MatchString(n) {
+			names = append(names, n)
+		}
+	}
+	return names, sc.Err()
+}
+
+// saveLoaded records names, replacing the file atomically.
+func (l *loader) saveLoaded(names []string) error {
+	slices.Sort(names)
+	tmp, err := os.CreateTemp(l.dir, loadedFile+".tmp*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.WriteString(strings.Join(names, "\n") + "\n")
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(l.dir, loadedFile))
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
+	return err
 }
 
 // unsubscribe ends every wallet's chain subscription, waiting (boundedly)
@@ -270,11 +301,11 @@ func (l *loader) unsubscribe() {
 	l.mu.Lock()
 	l.stopped = true
 	ch := l.chain
-	l.chain = schema.Chain{}
+	l.chain = nil
 	var handles []schema.NotificationHandle
 	for _, e := range l.wallets {
 		handles = append(handles, e.handle)
-		e.handle = schema.NotificationHandle{}
+		e.handle = nil
 	}
 	l.mu.Unlock()
 	// A load in flight (holding open) sees stopped when it is done and
@@ -285,19 +316,13 @@ func (l *loader) unsubscribe() {
 	l.open.Unlock()
 	for _, h := range handles {
 		ctx, cancel := context.WithTimeout(context.Background(), disconnectTimeout)
-		fut, release := h.Disconnect(ctx, nil)
-		err := protocol.Await(ctx, fut.Future)
-		if err == nil {
-			_, err = fut.Struct()
-		}
-		if err != nil && !protocol.IsDisconnected(err) {
+		if err := h.Disconnect(ctx); err != nil && !errors.Is(err, mp.ErrDisconnected) {
 			l.log.Warn("ending a chain subscription failed", "err", err)
 		}
-		release()
 		cancel()
-		h.Release()
+		mp.Release(h)
 	}
-	ch.Release()
+	mp.Release(ch)
 }
 
 // closeDatabases closes every loaded wallet's database. It is the
@@ -315,7 +340,8 @@ func (l *loader) closeDatabases() {
 	}
 }
 
-// notifications is the ChainNotifications listener of one wallet.
+// notifications is the ChainNotifications listener of one wallet. The
+// node calls it one block at a time.
 type notifications struct {
 	e   *entry
 	log *slog.Logger
@@ -323,12 +349,8 @@ type notifications struct {
 
 // BlockConnected applies the block to the wallet and returns once it is
 // committed: a returned call is a block on disk.
-func (n *notifications) BlockConnected(_ context.Context, call schema.ChainNotifications_blockConnected) error {
-	r, err := call.Args().Block()
-	if err != nil {
-		return fmt.Errorf("read block: %w", err)
-	}
-	b, err := chainwire.ReadBlock(r)
+func (n *notifications) BlockConnected(_ context.Context, block *schema.Block) error {
+	b, err := chainwire.FromWire(block)
 	if err != nil {
 		return err
 	}
@@ -343,11 +365,15 @@ func (n *notifications) BlockConnected(_ context.Context, call schema.ChainNotif
 	return nil
 }
 
-// walletServer is schema.Wallet for one loaded wallet.
+// walletServer is schema.Wallet for one loaded wallet. Its calls run
+// concurrently: getBalance may wait for blocks while another call goes.
 type walletServer struct {
+	mp.ConcurrentCalls
 	l *loader
 	e *entry
 }
+
+var _ schema.Wallet = (*walletServer)(nil)
 
 // sync waits until the wallet has applied every block up to the chain's
 // tip as it is now: a call into the node, which delivers the missing
@@ -355,117 +381,82 @@ type walletServer struct {
 func (w *walletServer) sync(ctx context.Context) error {
 	w.l.mu.Lock()
 	ch := w.l.chain
-	if ch.IsValid() {
-		ch = ch.AddRef()
+	if ch != nil {
+		ch = mp.Retain(ch)
 	}
 	w.l.mu.Unlock()
-	if !ch.IsValid() {
-		return errors.New("the wallet process is shutting down")
+	if ch == nil {
+		return schema.ErrShuttingDown
 	}
-	defer ch.Release()
+	defer mp.Release(ch)
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
-	fut, release := ch.Height(ctx, nil)
-	defer release()
-	if err := protocol.Await(ctx, fut.Future); err != nil {
-		return fmt.Errorf("ask the node for its height: %w", err)
-	}
-	res, err := fut.Struct()
+	height, err := ch.Height(ctx)
 	if err != nil {
 		return fmt.Errorf("ask the node for its height: %w", err)
 	}
-	return w.e.db.WaitApplied(ctx, res.Height())
+	return w.e.db.WaitApplied(ctx, height)
 }
 
-func (w *walletServer) GetNewAddress(_ context.Context, call schema.Wallet_getNewAddress) error {
-	addr, err := w.e.db.NewAddress()
-	if err != nil {
-		return err
-	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	return res.SetAddress(addr)
+// GetNewAddress returns a new receiving address of the wallet.
+func (w *walletServer) GetNewAddress(context.Context) (string, error) {
+	return w.e.db.NewAddress()
 }
 
-func (w *walletServer) GetBalance(ctx context.Context, call schema.Wallet_getBalance) error {
-	call.Go()
-	if at := call.Args().AtHeight(); at > 0 {
-		return w.balanceAt(ctx, call, at)
+// GetBalance returns the wallet's balance once it has caught up with the
+// chain's tip, or right after block atHeight when it is above 0.
+func (w *walletServer) GetBalance(ctx context.Context, atHeight uint64) (schema.Wallet_GetBalance_Results, error) {
+	if atHeight > 0 {
+		return w.balanceAt(ctx, atHeight)
 	}
 	if err := w.sync(ctx); err != nil {
-		return err
+		return schema.Wallet_GetBalance_Results{}, err
 	}
 	st := w.e.db.State()
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	res.SetBalance(st.Balance)
+	res := schema.Wallet_GetBalance_Results{Balance: st.Balance, BlockHash: st.LastHash[:]}
 	if st.Next > 0 {
-		res.SetHeight(st.Next - 1)
+		res.Height = st.Next - 1
 	}
-	return res.SetBlockHash(st.LastHash[:])
+	return res, nil
 }
 
 // balanceAt answers getBalance for the state right after block height,
 // once the wallet has applied it.
-func (w *walletServer) balanceAt(ctx context.Context, call schema.Wallet_getBalance, height uint64) error {
+func (w *walletServer) balanceAt(ctx context.Context, height uint64) (schema.Wallet_GetBalance_Results, error) {
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
 	if err := w.e.db.WaitApplied(ctx, height); err != nil {
-		return err
+		return schema.Wallet_GetBalance_Results{}, err
 	}
 	bal, err := w.e.db.BalanceAt(height)
 	if err != nil {
-		return err
+		return schema.Wallet_GetBalance_Results{}, err
 	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	res.SetBalance(bal)
-	res.SetHeight(height)
-	return nil
+	return schema.Wallet_GetBalance_Results{Balance: bal, Height: height}, nil
 }
 
-func (w *walletServer) ListTransactions(ctx context.Context, call schema.Wallet_listTransactions) error {
-	call.Go()
+// ListTransactions returns what the wallet received, oldest first, once
+// it has caught up with the chain's tip.
+func (w *walletServer) ListTransactions(ctx context.Context) ([]schema.WalletTransaction, error) {
 	if err := w.sync(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	txs, err := w.e.db.Transactions()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	list, err := res.NewTransactions(int32(len(txs)))
-	if err != nil {
-		return err
-	}
+	out := make([]schema.WalletTransaction, len(txs))
 	for i, t := range txs {
-		e := list.At(i)
-		e.SetHeight(t.Height)
-		e.SetAmount(t.Amount)
-		e.SetTimeUnixNano(t.Time.UnixNano())
-		if err := e.SetBlockHash(t.BlockHash[:]); err != nil {
-			return err
-		}
-		if err := e.SetAddress(t.Address); err != nil {
-			return err
+		out[i] = schema.WalletTransaction{
+			Height:       t.Height,
+			BlockHash:    t.BlockHash[:],
+			Address:      t.Address,
+			Amount:       t.Amount,
+			TimeUnixNano: t.Time.UnixNano(),
 		}
 	}
-	return nil
+	return out, nil
 }
 
-func (w *walletServer) Name(_ context.Context, call schema.Wallet_name) error {
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	return res.SetName(w.e.name)
-}
+// Name returns the wallet's name.
+func (w *walletServer) Name(context.Context) (string, error) { return w.e.name, nil }

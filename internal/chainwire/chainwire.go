@@ -1,74 +1,54 @@
 package chainwire
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/gomultiprocess/multiprocess/internal/chain"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/schema"
 )
 
 // MaxPayouts bounds the payouts a received block may carry.
 const MaxPayouts = 1 << 16
 
-// WriteBlock fills w with b.
-func WriteBlock(w schema.Block, b chain.Block) error {
-	w.SetHeight(b.Height)
-	w.SetTimeUnixNano(b.Time.UnixNano())
-	if err := w.SetHash(b.Hash[:]); err != nil {
-		return err
-	}
-	if err := w.SetParentHash(b.Parent[:]); err != nil {
-		return err
-	}
-	ps, err := w.NewPayouts(int32(len(b.Payouts)))
-	if err != nil {
-		return err
+// ToWire returns b as the schema's Block.
+func ToWire(b chain.Block) *schema.Block {
+	w := &schema.Block{
+		Height:       b.Height,
+		Hash:         b.Hash[:],
+		ParentHash:   b.Parent[:],
+		TimeUnixNano: b.Time.UnixNano(),
+		Payouts:      make([]schema.Payout, len(b.Payouts)),
 	}
 	for i, p := range b.Payouts {
-		e := ps.At(i)
-		e.SetAmount(p.Amount)
-		if err := e.SetAddress(p.Address); err != nil {
-			return err
-		}
+		w.Payouts[i] = schema.Payout{Address: p.Address, Amount: p.Amount}
 	}
-	return nil
+	return w
 }
 
-// ReadBlock decodes a received block and checks that its hash matches its
-// contents.
-func ReadBlock(r schema.Block) (chain.Block, error) {
+// FromWire checks a received block, that its hash matches its contents
+// among other things, and returns it.
+func FromWire(w *schema.Block) (chain.Block, error) {
 	var b chain.Block
-	b.Height = r.Height()
-	b.Time = time.Unix(0, r.TimeUnixNano())
-	h, err := r.Hash()
-	if err != nil {
-		return b, fmt.Errorf("read block hash: %w", err)
+	if w == nil {
+		return b, errors.New("no block")
 	}
-	if b.Hash, err = chain.HashFromBytes(h); err != nil {
+	b.Height = w.Height
+	b.Time = time.Unix(0, w.TimeUnixNano)
+	var err error
+	if b.Hash, err = chain.HashFromBytes(w.Hash); err != nil {
 		return b, err
 	}
-	p, err := r.ParentHash()
-	if err != nil {
-		return b, fmt.Errorf("read parent hash: %w", err)
-	}
-	if b.Parent, err = chain.HashFromBytes(p); err != nil {
+	if b.Parent, err = chain.HashFromBytes(w.ParentHash); err != nil {
 		return b, err
 	}
-	ps, err := r.Payouts()
-	if err != nil {
-		return b, fmt.Errorf("read payouts: %w", err)
+	if len(w.Payouts) > MaxPayouts {
+		return b, fmt.Errorf("block %d has %d payouts, over the limit of %d", b.Height, len(w.Payouts), MaxPayouts)
 	}
-	if ps.Len() > MaxPayouts {
-		return b, fmt.Errorf("block %d has %d payouts, over the limit of %d", b.Height, ps.Len(), MaxPayouts)
-	}
-	for i := 0; i < ps.Len(); i++ {
-		e := ps.At(i)
-		addr, err := e.Address()
-		if err != nil {
-			return b, fmt.Errorf("read payout address: %w", err)
-		}
-		b.Payouts = append(b.Payouts, chain.Payout{Address: addr, Amount: e.Amount()})
+	b.Payouts = make([]chain.Payout, len(w.Payouts))
+	for i, p := range w.Payouts {
+		b.Payouts[i] = chain.Payout{Address: p.Address, Amount: p.Amount}
 	}
 	if b.ComputeHash() != b.Hash {
 		return b, fmt.Errorf("block %d: hash %s does not match its contents", b.Height, b.Hash)

@@ -18,24 +18,29 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/gomultiprocess/multiprocess/internal/chain"
+	"github.com/gomultiprocess/multiprocess/mp"
 )
 
 // OpenTimeout is how long opening waits for another process to let go
 // of the database before it fails with ErrInUse.
 const OpenTimeout = time.Second
 
+// The errors of the wallet store. They are declared errors (package
+// mp): they keep their identity across processes, so that errors.Is
+// matches them in the node and the command-line tool as in the wallet
+// process.
 var (
 	// ErrInUse is returned when another process has the wallet open.
-	ErrInUse = errors.New("walletdb: wallet in use by another process")
+	ErrInUse = mp.NewError("walletdb.inUse", "walletdb: wallet in use by another process")
 	// ErrExists is returned by Create for a wallet that exists.
-	ErrExists = errors.New("walletdb: wallet exists")
+	ErrExists = mp.NewError("walletdb.exists", "walletdb: wallet exists")
 	// ErrNotExist is returned by Open for a wallet that does not exist.
-	ErrNotExist = errors.New("walletdb: no such wallet")
+	ErrNotExist = mp.NewError("walletdb.notExist", "walletdb: no such wallet")
 	// ErrClosed is returned by calls on a closed DB.
-	ErrClosed = errors.New("walletdb: closed")
+	ErrClosed = mp.NewError("walletdb.closed", "walletdb: closed")
 	// ErrOutOfOrder is returned by ApplyBlock for a block that does not
 	// follow the last one applied.
-	ErrOutOfOrder = errors.New("walletdb: block out of order")
+	ErrOutOfOrder = mp.NewError("walletdb.outOfOrder", "walletdb: block out of order")
 )
 
 var (
