@@ -28,7 +28,8 @@ type ChildExit struct {
 	// Time is when this process learned that the child had ended.
 	Time time.Time
 	// Requested says that this process had asked the child to stop (its
-	// Init was released, or the Ipc closed): the exit was expected.
+	// Init was released, or the Ipc closed) or had ended it (it failed
+	// its handshake): the exit was expected.
 	Requested bool
 }
 
@@ -83,7 +84,14 @@ func (c *core) newPeer(name string, proc *process.Child, conn *protocol.Conn, bo
 		done:    make(chan struct{}),
 		hsDone:  make(chan struct{}),
 	}
-	if err := protocol.AddCleanup(boot, p.requestStop); err != nil {
+	// The proxy's cleanup runs when its last reference is released or
+	// when the connection ends, whichever comes first: only the release
+	// is a request to stop (a child that died by itself was not asked).
+	if err := protocol.AddCleanup(boot, func() {
+		if conn.Err() == nil {
+			p.requestStop()
+		}
+	}); err != nil {
 		return nil, err
 	}
 	p.ctrl = control.ControlInterface.FromCapnp(conn.Bootstrap(context.Background()))
@@ -166,6 +174,11 @@ func (p *peer) run() {
 	case <-p.conn.Done():
 	case <-procDone:
 	}
+	if p.abort.Load() {
+		// This process ended the peer (fail): whichever of the stop
+		// request and the connection's end came first, it asked.
+		asked = true
+	}
 	deadline := time.Now().Add(p.c.opts.ShutdownTimeout)
 	if asked && p.proc != nil && !p.abort.Load() {
 		p.askToStop(hs, deadline)
@@ -218,29 +231,27 @@ func (p *peer) run() {
 
 // handshake introduces this process to the peer and, for a spawned
 // child, subscribes to its lifetime events: both calls go out at once,
-// with the first calls the program makes. A child that does not answer
-// within Options.StartTimeout, or speaks another version of the
-// application, is ended. A peer without a control channel is no failure.
+// with the first calls the program makes, and the handshake ends once
+// both have returned. A child that does not answer within
+// Options.StartTimeout, or speaks another version of the application, is
+// ended. A peer without a control channel is no failure.
 func (p *peer) handshake() {
 	defer close(p.hsDone)
-	if p.proc != nil {
-		if cl, ok := p.ctrl.(*control.ControlClient); ok {
-			// The subscription outlives this call: its context is
-			// not the handshake's.
-			sub := cl.SubscribeLifetimePipelined(context.Background(), &eventLogger{log: p.log})
-			p.mu.Lock()
-			if p.finished {
-				p.mu.Unlock()
-				mp.Release(sub)
-			} else {
-				p.sub = sub
-				p.mu.Unlock()
-			}
-		}
-	}
-	// The connection's end fails the call too.
+	// The connection's end fails the calls too.
 	ctx, cancel := context.WithTimeout(context.Background(), p.c.opts.StartTimeout)
 	defer cancel()
+	if p.proc != nil {
+		// The subscription must be in place before the child is asked
+		// to stop (askToStop waits for the handshake), or its shutdown
+		// events could miss the parent: a child whose Init takes
+		// concurrent calls serves this call and stop in any order.
+		subscribed := make(chan struct{})
+		go func() {
+			defer close(subscribed)
+			p.subscribe(ctx)
+		}()
+		defer func() { <-subscribed }()
+	}
 	info, err := p.ctrl.Hello(ctx, p.c.ctx.LocalInfo())
 	switch {
 	case err == nil:
@@ -263,6 +274,27 @@ func (p *peer) handshake() {
 	default:
 		p.hsErr = fmt.Errorf("ipc: handshake with %s: %w", p.name, err)
 	}
+}
+
+// subscribe subscribes to a spawned child's lifetime events; the
+// subscription is released when the peer ends. A child without a control
+// channel has none.
+func (p *peer) subscribe(ctx context.Context) {
+	sub, err := p.ctrl.SubscribeLifetime(ctx, &eventLogger{log: p.log})
+	if err != nil {
+		if !errors.Is(err, mp.ErrUnimplemented) {
+			p.log.Debug("no lifetime events from the child", "err", err)
+		}
+		return
+	}
+	p.mu.Lock()
+	if p.finished {
+		p.mu.Unlock()
+		mp.Release(sub)
+		return
+	}
+	p.sub = sub
+	p.mu.Unlock()
 }
 
 // askToStop asks a spawned child to shut down and waits until it has
