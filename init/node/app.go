@@ -146,10 +146,10 @@ func (n *node) startWallet(ctx context.Context) (stop func(), err error) {
 	}, nil
 }
 
-// walletExited is told of each exit of the wallet child.
-func (n *node) walletExited(e ipc.ChildExit) {
+// walletExited is told of each exit of the wallet child that the node
+// did not ask for (ipc logs it at Error).
+func (n *node) walletExited(ipc.ChildExit) {
 	n.dropWallet()
-	n.log.Error("the wallet process exited", "status", e.Status.String(), "pid", e.PID)
 }
 
 // setUpWallet hands a new wallet child the node's settings and chain,
