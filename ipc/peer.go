@@ -36,7 +36,13 @@ type ChildExit struct {
 // String reads "the wallet process exited (killed by signal 9) at
 // 15:04:05".
 func (e ChildExit) String() string {
-	return fmt.Sprintf("the %s process exited (%s) at %s", e.Name, e.Status, e.Time.Format(time.TimeOnly))
+	status := e.Status.String()
+	if e.Status.Signal != 0 {
+		// Without the signal's name that Status.String adds in
+		// parentheses of its own.
+		status = fmt.Sprintf("killed by signal %d", int(e.Status.Signal))
+	}
+	return fmt.Sprintf("the %s process exited (%s) at %s", e.Name, status, e.Time.Format(time.TimeOnly))
 }
 
 // peer is one outgoing connection: to a spawned child (proc set) or to a
@@ -377,7 +383,9 @@ func (i *Ipc[I]) AddCleanup(proxy I, fn func()) error {
 
 // OnExit registers fn to run with the child's exit (status, signal, time,
 // whether it was asked to stop) once the child behind proxy, an Init
-// returned by Spawn, has ended and been reaped; at once if it has.
+// returned by Spawn, has ended and been reaped. Register it right after
+// Spawn: once a child's exit has been reported, this Ipc forgets the
+// child, and OnExit returns an error.
 func (i *Ipc[I]) OnExit(proxy I, fn func(ChildExit)) error {
 	p, err := i.peerOf(proxy)
 	if err != nil {
