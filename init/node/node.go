@@ -12,7 +12,6 @@ import (
 	"github.com/gomultiprocess/multiprocess/internal/appinit"
 	"github.com/gomultiprocess/multiprocess/internal/chain"
 	"github.com/gomultiprocess/multiprocess/ipc"
-	"github.com/gomultiprocess/multiprocess/mp"
 	"github.com/gomultiprocess/multiprocess/process"
 	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/schema"
@@ -180,15 +179,5 @@ const flushTimeout = 5 * time.Second
 // Echo asks init for an Echo and has it echo msg. Through a proxy the
 // call is pipelined on makeEcho: one round trip for both.
 func Echo(ctx context.Context, init schema.Init, msg string) (string, error) {
-	var e schema.Echo
-	if p, ok := init.(*schema.InitClient); ok {
-		e = p.MakeEchoPipelined(ctx)
-	} else {
-		var err error
-		if e, err = init.MakeEcho(ctx); err != nil {
-			return "", err
-		}
-	}
-	defer mp.Release(e)
-	return e.Echo(ctx, msg)
+	return appinit.CallEcho(ctx, init, msg)
 }

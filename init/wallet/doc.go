@@ -1,5 +1,6 @@
-// Package wallet is what the wallet executable serves as its Init: the
-// capabilities a node gets from the wallet process it spawned.
+// Package wallet is the wallet executable's program: the Init it serves,
+// the capabilities a node gets from the wallet process it spawned, and
+// Main, the executable's command line.
 //
 // makeWalletLoader(settings, chain) starts the process's walletDatabase
 // and chainNotifications subsystems (stopped in reverse order at
@@ -8,7 +9,12 @@
 // its blockConnected returns only once the block is committed, so no
 // block is missed or counted twice across restarts and crashes of either
 // process. getBalance and listTransactions first catch up with the
-// chain's tip by calling back into the node. The wallet store is package
-// internal/walletdb's; the executable is cmd/wallet; the IPC mechanics
-// are package ipc's.
+// chain's tip by calling back into the node.
+//
+// Main runs the wallet spawned by a node (-ipcfd: Spawned) or, run by
+// hand, the user's tool that reaches the wallet process through a node's
+// -ipcbind socket (getbalance, getnewaddress, listtransactions,
+// listwallets, generate N). The wallet store is package
+// internal/walletdb's; cmd/wallet only calls Main; the IPC mechanics are
+// package ipc's.
 package wallet

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/ipc/control"
+	"github.com/gomultiprocess/multiprocess/mp"
 	"github.com/gomultiprocess/multiprocess/schema"
 )
 
@@ -81,6 +82,22 @@ func (b Base) MakeChain(context.Context) (schema.Chain, error) {
 // it.
 func (b Base) MakeWalletLoader(context.Context, *schema.WalletSettings, schema.Chain) (schema.WalletLoader, error) {
 	return nil, b.notServed("makeWalletLoader")
+}
+
+// CallEcho asks init for an Echo and has it echo msg. Through a proxy
+// the call is pipelined on makeEcho: one round trip for both.
+func CallEcho(ctx context.Context, init schema.Init, msg string) (string, error) {
+	var e schema.Echo
+	if p, ok := init.(*schema.InitClient); ok {
+		e = p.MakeEchoPipelined(ctx)
+	} else {
+		var err error
+		if e, err = init.MakeEcho(ctx); err != nil {
+			return "", err
+		}
+	}
+	defer mp.Release(e)
+	return e.Echo(ctx, msg)
 }
 
 // LegacySubsystems maps the reference program's subsystem names to the
