@@ -1,7 +1,6 @@
 package ipc_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -14,7 +13,6 @@ import (
 	"github.com/gomultiprocess/multiprocess/ipc/internal/testapp"
 	"github.com/gomultiprocess/multiprocess/mp"
 	"github.com/gomultiprocess/multiprocess/mp/mptest"
-	"github.com/gomultiprocess/multiprocess/protocol"
 )
 
 // A spawned child answers calls and its handshake; releasing its Init
@@ -301,6 +299,3 @@ func devNull(t *testing.T) *os.File {
 	t.Cleanup(func() { f.Close() })
 	return f
 }
-
-var _ = context.Background
-var _ = protocol.Serve

@@ -147,7 +147,7 @@ func (l *logBuf) wait(t *testing.T, parts ...string) {
 // newTestIpc returns the Ipc of an executable called name that serves
 // testapp.Server, closed at the end of the test, whose spawned children
 // are the test binary as kind (an empty kind: children find no
-// executable). Options not set in opts get the tests' defaults: the
+// executable, and play their role, if any, through RunRole). Options not set in opts get the tests' defaults: the
 // tests' application and version, a ShutdownTimeout of 5 s, and a log at
 // Debug collected for assertions (and in t.Log if verbose). It checks
 // that the test leaves no descriptor open.
@@ -172,19 +172,34 @@ func newTestIpc(t *testing.T, name, kind string, opts *ipc.Options) *testIpc {
 	if o.ShutdownTimeout == 0 {
 		o.ShutdownTimeout = 5 * time.Second
 	}
-	if kind != "" {
-		if o.ExecutableDir == "" {
+	if o.Env == nil {
+		o.Env = testChildEnv(kind)
+	}
+	if o.ExecutableDir == "" {
+		if kind != "" {
 			o.ExecutableDir = childDir(t, "child")
+		} else {
+			o.ExecutableDir = t.TempDir()
 		}
-		o.Env = append(os.Environ(), envChild+"="+kind)
-	} else if o.ExecutableDir == "" {
-		o.ExecutableDir = t.TempDir()
 	}
 	i := ipc.New(name, "", testapp.InitInterface, func(*ipc.Context, *protocol.Conn) testapp.Init {
 		return &testapp.Server{Log: o.Logger}
 	}, &o)
 	t.Cleanup(func() { _ = i.Close() })
 	return &testIpc{Ipc: i, logs: logs}
+}
+
+// testChildEnv is the environment of the test binary spawned as a child
+// of kind: this process's, with envChild set to kind unless kind is
+// empty. Under the race detector, the child does not sleep a second
+// before it exits (GORACE's atexit_sleep_ms), so that a graceful stop
+// does not take that long; a race it finds still makes it exit 66.
+func testChildEnv(kind string) []string {
+	env := append(os.Environ(), "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	if kind != "" {
+		env = append(env, envChild+"="+kind)
+	}
+	return env
 }
 
 // childDir returns a directory in which name is the test binary, for
