@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/ipc"
+	"github.com/gomultiprocess/multiprocess/ipc/control"
 	"github.com/gomultiprocess/multiprocess/ipc/internal/testapp"
 	"github.com/gomultiprocess/multiprocess/mp"
 	"github.com/gomultiprocess/multiprocess/process"
@@ -473,4 +475,73 @@ func TestConnectAddressPeerWithoutControl(t *testing.T) {
 	if !client.logs.has("connected to a peer without a control channel") {
 		t.Errorf("no log line for the missing control channel:\n%s", client.logs.String())
 	}
+}
+
+// Serve serves the Init, with the control channel, on a connection this
+// process was given; it returns nil once the peer closes it, and
+// ctx.Err() when ctx ends.
+func TestServe(t *testing.T) {
+	ctx := testCtx(t)
+	server := newListeningIpc(t, ipc.Options{})
+	for _, byPeer := range []bool{true, false} {
+		a, b := socketPair(t)
+		sctx, cancel := context.WithCancel(ctx)
+		served := make(chan error, 1)
+		go func() { served <- server.Serve(sctx, b) }()
+		conn, boot, err := protocol.Connect(ctx, a, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		init := testapp.InitInterface.FromCapnp(boot)
+		if got, err := init.Echo(ctx, "served"); err != nil || got != "served" {
+			t.Errorf("echo = %q, %v", got, err)
+		}
+		ctrl := control.ControlInterface.FromCapnp(conn.Bootstrap(ctx))
+		if info, err := ctrl.Hello(ctx, &control.PeerInfo{Application: testApp, ApplicationVersion: testVersion, Executable: "peer"}); err != nil || info.Executable != "node" {
+			t.Errorf("Hello = %+v, %v", info, err)
+		}
+		_, err = ctrl.Hello(ctx, &control.PeerInfo{Application: testApp, ApplicationVersion: testVersion + 1, Executable: "peer"})
+		if !errors.Is(err, ipc.ErrVersionMismatch) {
+			t.Errorf("Hello of another version = %v; want ErrVersionMismatch", err)
+		}
+		mp.Release(ctrl)
+		mp.Release(init)
+		want := error(nil)
+		if byPeer {
+			conn.Close()
+		} else {
+			cancel()
+			want = context.Canceled
+		}
+		select {
+		case err := <-served:
+			if !errors.Is(err, want) {
+				t.Errorf("Serve = %v; want %v", err, want)
+			}
+		case <-time.After(deadline):
+			t.Fatal("Serve did not return")
+		}
+		cancel()
+		conn.Close()
+		<-conn.Done()
+	}
+}
+
+// socketPair returns the two ends of a unix stream socketpair.
+func socketPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := func(fd int) net.Conn {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	return conv(fds[0]), conv(fds[1])
 }
