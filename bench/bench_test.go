@@ -9,13 +9,24 @@ import (
 	"testing"
 
 	"github.com/gomultiprocess/multiprocess/bench/internal/benchschema"
+	"github.com/gomultiprocess/multiprocess/bench/internal/mpbench"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/mp"
 )
 
 // Sub-benchmark names: the implementations compared.
 const (
 	implRaw    = "raw"    // the raw socketpair baseline
 	implNetRPC = "netrpc" // net/rpc, the other baseline
-	implIPC    = "ipc"    // ours: ipc.SpawnProcess and the typed proxies
+	implMP     = "mp"     // the generated path: mpgen's interfaces through ipc
+	implMPData = "mpdata" // the same, echoing Data rather than Text
+	implCapnp  = "capnp"  // the capnpc-go path: go-capnp's generated API on our connection
+)
+
+// How the callers of BenchmarkConcurrent16 share capabilities.
+const (
+	shared    = "shared"    // one capability for all callers
+	perCaller = "percaller" // one capability per caller
 )
 
 // callers is how many goroutines BenchmarkConcurrent16 calls from.
@@ -26,15 +37,16 @@ const streamPayload = 64
 
 // BenchmarkEcho is one round trip of an 8-byte and a 4 KiB payload.
 func BenchmarkEcho(b *testing.B) {
-	b.Run("8B", func(b *testing.B) { benchEcho(b, 8) })
-	b.Run("4KiB", func(b *testing.B) { benchEcho(b, 4<<10) })
+	b.Run("8B", func(b *testing.B) { benchEcho(b, 8, false) })
+	b.Run("4KiB", func(b *testing.B) { benchEcho(b, 4<<10, false) })
 }
 
-// BenchmarkEcho1MiB is one round trip of a 1 MiB payload. Its peak RSS
-// figures are those of the target when run with -benchtime 1000x.
-func BenchmarkEcho1MiB(b *testing.B) { benchEcho(b, 1<<20) }
+// BenchmarkEcho1MiB is one round trip of a 1 MiB payload, with the
+// generated path's Data echo beside its Text one. Its peak RSS figures
+// are those of the target when run with -benchtime 1000x.
+func BenchmarkEcho1MiB(b *testing.B) { benchEcho(b, 1<<20, true) }
 
-func benchEcho(b *testing.B, size int) {
+func benchEcho(b *testing.B, size int, withData bool) {
 	b.Run(implRaw, func(b *testing.B) {
 		p := startRaw(b)
 		frame := newFrame(opEcho, size)
@@ -65,9 +77,47 @@ func benchEcho(b *testing.B, size int) {
 			b.Fatal(err)
 		}
 	})
-	b.Run(implIPC, func(b *testing.B) {
+	b.Run(implMP, func(b *testing.B) {
 		ctx := b.Context()
-		p := startIPC(b)
+		p := startMP(b)
+		e, err := p.init.MakeEcho(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer mp.Release(e)
+		payload := string(newFrame(opEcho, size)[rawHeader:])
+		b.SetBytes(int64(size))
+		pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+		for range b.N {
+			if err := mpEchoText(ctx, e, payload); err != nil {
+				b.Fatal(err)
+			}
+		}
+		pr.stop("")
+	})
+	if withData {
+		b.Run(implMPData, func(b *testing.B) {
+			ctx := b.Context()
+			p := startMP(b)
+			e, err := p.init.MakeEcho(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer mp.Release(e)
+			payload := newFrame(opEcho, size)[rawHeader:]
+			b.SetBytes(int64(size))
+			pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+			for range b.N {
+				if err := mpEchoData(ctx, e, payload); err != nil {
+					b.Fatal(err)
+				}
+			}
+			pr.stop("")
+		})
+	}
+	b.Run(implCapnp, func(b *testing.B) {
+		ctx := b.Context()
+		p := startCapnp(b)
 		e, err := p.makeEcho(ctx)
 		if err != nil {
 			b.Fatal(err)
@@ -77,7 +127,7 @@ func benchEcho(b *testing.B, size int) {
 		b.SetBytes(int64(size))
 		pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
 		for range b.N {
-			if err := echo(ctx, e, payload); err != nil {
+			if err := capnpEchoCall(ctx, e, payload); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -86,14 +136,18 @@ func benchEcho(b *testing.B, size int) {
 }
 
 // BenchmarkConcurrent16 is 16 goroutines making 8-byte calls on one
-// connection (one net/rpc client; one Echo capability) at once; ns/op is
-// wall time divided by the calls of all of them.
+// connection at once: one net/rpc client; one Echo capability for all
+// ("shared") or one each ("percaller"). A capability's calls are served
+// one at a time, in order, by both our paths; net/rpc serves each call
+// in a goroutine of its own. ns/op is wall time divided by the calls of
+// all of them.
 func BenchmarkConcurrent16(b *testing.B) {
 	payload := newFrame(opEcho, 8)[rawHeader:]
+	s := string(payload)
 	b.Run(implNetRPC, func(b *testing.B) {
 		p := startNetRPC(b)
 		pr := startProbe(b, p.stats)
-		if err := concurrently(b.N, func() error { return p.echo(payload) }); err != nil {
+		if err := concurrently(b.N, func(int) error { return p.echo(payload) }); err != nil {
 			b.Fatal(err)
 		}
 		pr.stop("calls/s")
@@ -101,35 +155,72 @@ func BenchmarkConcurrent16(b *testing.B) {
 			b.Fatal(err)
 		}
 	})
-	b.Run(implIPC, func(b *testing.B) {
-		ctx := b.Context()
-		p := startIPC(b)
-		e, err := p.makeEcho(ctx)
-		if err != nil {
-			b.Fatal(err)
+	b.Run(implMP, func(b *testing.B) {
+		for _, sharing := range []string{shared, perCaller} {
+			b.Run(sharing, func(b *testing.B) {
+				ctx := b.Context()
+				p := startMP(b)
+				echoes := make([]mpbench.Echo, callers)
+				for i := range echoes {
+					if i > 0 && sharing == shared {
+						echoes[i] = echoes[0]
+						continue
+					}
+					e, err := p.init.MakeEcho(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer mp.Release(e)
+					echoes[i] = e
+				}
+				pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+				if err := concurrently(b.N, func(i int) error { return mpEchoText(ctx, echoes[i], s) }); err != nil {
+					b.Fatal(err)
+				}
+				pr.stop("calls/s")
+			})
 		}
-		defer e.Release()
-		s := string(payload)
-		pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
-		if err := concurrently(b.N, func() error { return echo(ctx, e, s) }); err != nil {
-			b.Fatal(err)
+	})
+	b.Run(implCapnp, func(b *testing.B) {
+		for _, sharing := range []string{shared, perCaller} {
+			b.Run(sharing, func(b *testing.B) {
+				ctx := b.Context()
+				p := startCapnp(b)
+				echoes := make([]schema.Echo, callers)
+				for i := range echoes {
+					if i > 0 && sharing == shared {
+						echoes[i] = echoes[0]
+						continue
+					}
+					e, err := p.makeEcho(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer e.Release()
+					echoes[i] = e
+				}
+				pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+				if err := concurrently(b.N, func(i int) error { return capnpEchoCall(ctx, echoes[i], s) }); err != nil {
+					b.Fatal(err)
+				}
+				pr.stop("calls/s")
+			})
 		}
-		pr.stop("calls/s")
 	})
 }
 
-// concurrently makes n calls from callers goroutines and returns the
-// first error.
-func concurrently(n int, call func() error) error {
+// concurrently makes n calls from callers goroutines, each calling with
+// its own index, and returns the first error.
+func concurrently(n int, call func(caller int) error) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, callers)
-	for range callers {
+	for i := range callers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(n) {
-				if err := call(); err != nil {
+				if err := call(i); err != nil {
 					errs <- err
 					return
 				}
@@ -147,42 +238,77 @@ func concurrently(n int, call func() error) error {
 // first, two round trips. Both release the Echo each time.
 func BenchmarkPipelined(b *testing.B) {
 	const payload = "pipeline"
-	b.Run("pipelined", func(b *testing.B) {
-		ctx := b.Context()
-		p := startIPC(b)
-		pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
-		for range b.N {
-			made, release := p.init.MakeEcho(ctx, nil)
-			err := echo(ctx, made.Result(), payload)
-			release()
-			if err != nil {
-				b.Fatal(err)
+	b.Run(implMP, func(b *testing.B) {
+		b.Run("pipelined", func(b *testing.B) {
+			ctx := b.Context()
+			p := startMP(b)
+			pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+			for range b.N {
+				e := p.init.MakeEchoPipelined(ctx)
+				err := mpEchoText(ctx, e, payload)
+				mp.Release(e)
+				if err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-		pr.stop("")
+			pr.stop("")
+		})
+		b.Run("sequential", func(b *testing.B) {
+			ctx := b.Context()
+			p := startMP(b)
+			pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+			for range b.N {
+				e, err := p.init.MakeEcho(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				err = mpEchoText(ctx, e, payload)
+				mp.Release(e)
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			pr.stop("")
+		})
 	})
-	b.Run("sequential", func(b *testing.B) {
-		ctx := b.Context()
-		p := startIPC(b)
-		pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
-		for range b.N {
-			e, err := p.makeEcho(ctx)
-			if err != nil {
-				b.Fatal(err)
+	b.Run(implCapnp, func(b *testing.B) {
+		b.Run("pipelined", func(b *testing.B) {
+			ctx := b.Context()
+			p := startCapnp(b)
+			pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+			for range b.N {
+				made, release := p.init.MakeEcho(ctx, nil)
+				err := capnpEchoCall(ctx, made.Result(), payload)
+				release()
+				if err != nil {
+					b.Fatal(err)
+				}
 			}
-			err = echo(ctx, e, payload)
-			e.Release()
-			if err != nil {
-				b.Fatal(err)
+			pr.stop("")
+		})
+		b.Run("sequential", func(b *testing.B) {
+			ctx := b.Context()
+			p := startCapnp(b)
+			pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+			for range b.N {
+				e, err := p.makeEcho(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				err = capnpEchoCall(ctx, e, payload)
+				e.Release()
+				if err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-		pr.stop("")
+			pr.stop("")
+		})
 	})
 }
 
 // BenchmarkStream64B streams 64-byte messages one way, one message per
 // call (or frame) and no batching, and then waits until the child has
-// counted them all. The figures are for -benchtime 100000x.
+// counted them all. The targets are stated for -benchtime 100000x.
 func BenchmarkStream64B(b *testing.B) {
 	b.Run(implRaw, func(b *testing.B) {
 		p := startRaw(b)
@@ -225,9 +351,32 @@ func BenchmarkStream64B(b *testing.B) {
 			b.Fatal(err)
 		}
 	})
-	b.Run(implIPC, func(b *testing.B) {
+	b.Run(implMP, func(b *testing.B) {
 		ctx := b.Context()
-		p := startIPC(b)
+		p := startMP(b)
+		s, err := p.init.MakeSink(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer mp.Release(s)
+		payload := newFrame(opSink, streamPayload)[rawHeader:]
+		b.SetBytes(streamPayload)
+		pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+		for range b.N {
+			if err := s.Push(ctx, payload); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := mp.Flush(ctx, s); err != nil {
+			b.Fatal(err)
+		}
+		done, err := s.Done(ctx)
+		pr.stop("msgs/s")
+		checkCount(b, done.Count, err)
+	})
+	b.Run(implCapnp, func(b *testing.B) {
+		ctx := b.Context()
+		p := startCapnp(b)
 		s, err := p.makeSink(ctx)
 		if err != nil {
 			b.Fatal(err)
@@ -247,7 +396,7 @@ func BenchmarkStream64B(b *testing.B) {
 		if err := s.WaitStreaming(); err != nil {
 			b.Fatal(err)
 		}
-		count, _, err := sinkDone(ctx, s)
+		count, _, err := capnpSinkDone(ctx, s)
 		pr.stop("msgs/s")
 		checkCount(b, count, err)
 	})
@@ -264,10 +413,13 @@ func checkCount(b *testing.B, count uint64, err error) {
 }
 
 // BenchmarkSpawn is the time from asking for a child to the first
-// completed call on it: "ipc" spawns with ipc.SpawnProcess (which says
-// hello to the child) and waits for makeEcho().echo(); "exec" runs the
-// same binary, which exits at the top of main, and waits for it. Stopping
-// the ipc child is not timed.
+// completed call on it. "exec" runs the same binary, which exits at the
+// top of main, and waits for it. "mp" spawns with ipc.Spawn and waits
+// for makeEcho().echo(), pipelined; ipc's handshake (hello, the lifetime
+// subscription) travels with those calls. "capnp" spawns with
+// process.Spawn, connects with protocol.Connect and waits for the same
+// calls through capnpc-go's code: no handshake. Stopping a child is not
+// timed, and each has exited before the next is spawned.
 func BenchmarkSpawn(b *testing.B) {
 	self, err := os.Executable()
 	if err != nil {
@@ -283,32 +435,52 @@ func BenchmarkSpawn(b *testing.B) {
 			}
 		}
 	})
-	b.Run(implIPC, func(b *testing.B) {
+	b.Run(implMP, func(b *testing.B) {
 		ctx := b.Context()
-		dir := childDir(b)
-		var failedExits atomic.Int64
+		i := newMPIpc()
+		defer i.Close()
 		for range b.N {
-			b.StopTimer()
-			i := newParentIpc(dir, &failedExits)
-			b.StartTimer()
-			init, err := i.SpawnProcess(ctx, childExe)
+			p, err := spawnMP(ctx, i)
 			if err != nil {
-				i.Close()
 				b.Fatal(err)
 			}
-			made, release := init.MakeEcho(ctx, nil)
-			err = echo(ctx, made.Result(), "first")
+			e := p.init.MakeEchoPipelined(ctx)
+			err = mpEchoText(ctx, e, "first")
 			b.StopTimer()
-			release()
-			init.Release()
-			i.Close()
+			mp.Release(e)
+			if cerr := p.close(); err == nil {
+				err = cerr
+			}
 			if err != nil {
 				b.Fatal(err)
 			}
 			b.StartTimer()
 		}
-		if n := failedExits.Load(); n > 0 {
-			b.Fatalf("%d children did not exit 0 (see their status on stderr)", n)
+	})
+	b.Run(implCapnp, func(b *testing.B) {
+		ctx := b.Context()
+		env := append(os.Environ(), envChild+"="+kindCapnp)
+		for range b.N {
+			child, nc, err := spawnProcess(self, kindCapnp, env)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, err := connectCapnp(ctx, child, nc)
+			if err != nil {
+				child.Stop(0)
+				b.Fatal(err)
+			}
+			made, release := p.init.MakeEcho(ctx, nil)
+			err = capnpEchoCall(ctx, made.Result(), "first")
+			b.StopTimer()
+			release()
+			if cerr := p.close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
 		}
 	})
 }

@@ -6,15 +6,25 @@
 // itself as the child (TestMain serves as the child when the environment
 // says so), and the parent talks to it over a socketpair. The baselines,
 // measured in the same run, are a raw length-prefixed echo with one write
-// per message, and net/rpc. Our own figures go through the public API as
-// a program uses it: ipc.SpawnProcess, the typed schema.Init and
-// schema.Echo proxies, and, for streaming, a test-only schema served next
-// to Init's methods by the child's Init capability.
+// per message, and net/rpc. Two paths of this module are measured beside
+// them:
+//
+//   - the generated path, which the performance targets apply to: the
+//     plain Go interfaces that mpgen generates from internal/mpbench's
+//     schema, served by the child through ipc.StartSpawnedProcess and
+//     called through the Init that ipc.Spawn returns, as a program uses
+//     them;
+//   - the capnpc-go path: go-capnp's generated API (internal/capnpschema's
+//     Init and Echo, internal/benchschema's Bench and Sink) on the same
+//     connection, served with protocol.NewServer and protocol.Serve in the
+//     child and called through protocol.Connect, as the suite measured it
+//     before package ipc became generic.
 //
 // `go run ./bench/report` runs the suite several times, interleaved, and
-// prints the medians as ratios to the raw baseline, with the targets of
-// the RPC-layer work marked met or not; README.md explains each
-// benchmark and PROFILE.md where the time of a small call goes.
+// prints the medians as ratios to the raw baseline, with the targets
+// marked met or not and bench/floor's figures beside the capnpc-go
+// path's; README.md explains each benchmark and PROFILE.md where the time
+// of a small call goes.
 //
 // Tests in this package check that the benchmarks measure what they say
 // (payloads come back intact, every streamed message arrives, children

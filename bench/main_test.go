@@ -29,8 +29,9 @@ const envChild = "MULTIPROCESS_BENCH_CHILD"
 const (
 	kindExit   = "exit"   // exits 0 at once: the bare exec of BenchmarkSpawn
 	kindRaw    = "raw"    // length-prefixed frames over the socket (raw_test.go)
-	kindNetRPC = "netrpc" // net/rpc over the socket
-	kindIPC    = "ipc"    // ipc.StartSpawnedProcess, as a real executable
+	kindNetRPC = "netrpc" // net/rpc over the socket (netrpc_test.go)
+	kindMP     = "mp"     // the generated path: ipc.StartSpawnedProcess, as a real executable (mp_test.go)
+	kindCapnp  = "capnp"  // the capnpc-go path: protocol.Serve on the socket (capnp_test.go)
 )
 
 // With these set to a directory, a child writes its own profiles there
@@ -83,7 +84,8 @@ func childMain(kind string) int {
 var children = map[string]func() int{
 	kindRaw:    rawChildMain,
 	kindNetRPC: netrpcChildMain,
-	kindIPC:    ipcChildMain,
+	kindMP:     mpChildMain,
+	kindCapnp:  capnpChildMain,
 }
 
 func startChildProfiles(kind string) (stop func() error, err error) {

@@ -2,12 +2,13 @@ package bench
 
 import (
 	"os"
+	"runtime"
 	"testing"
 )
 
 // probe surrounds the timed loop of a benchmark with the measurements
-// that -benchmem does not make, for both processes: allocations (the
-// child's; -benchmem has the parent's), goroutines started, context
+// that -benchmem does not make, for both processes: allocations (exact,
+// where -benchmem's allocs/op is rounded down), goroutines started, context
 // switches and CPU time per operation, the most goroutines alive at once
 // and the peak RSS (VmHWM).
 type probe struct {
@@ -32,6 +33,7 @@ func startProbe(b *testing.B, stats func() (childStats, error)) *probe {
 		b.Fatal("child stats:", err)
 	}
 	p.stopSampler = p.parent.start()
+	p.parentBefore.Mallocs = mallocs()
 	p.parentBefore.GoroutinesCreated, p.parentBefore.ContextSwitches, p.parentBefore.CPUNs = processCounters()
 	b.ResetTimer()
 	return p
@@ -45,6 +47,7 @@ func (p *probe) stop(rate string) {
 	b.StopTimer()
 	elapsed := b.Elapsed()
 	var parent childStats
+	parent.Mallocs = mallocs()
 	parent.GoroutinesCreated, parent.ContextSwitches, parent.CPUNs = processCounters()
 	p.stopSampler()
 	p.parent.sample()
@@ -58,6 +61,7 @@ func (p *probe) stop(rate string) {
 	}
 	// The child's deltas include one stats call, which is noise once
 	// b.N is more than a few hundred.
+	b.ReportMetric(float64(parent.Mallocs-p.parentBefore.Mallocs)/n, "parent-allocs/op")
 	b.ReportMetric(float64(after.Mallocs-p.before.Mallocs)/n, "child-allocs/op")
 	b.ReportMetric(float64(parent.GoroutinesCreated-p.parentBefore.GoroutinesCreated)/n, "parent-gocreated/op")
 	b.ReportMetric(float64(after.GoroutinesCreated-p.before.GoroutinesCreated)/n, "child-gocreated/op")
@@ -71,4 +75,11 @@ func (p *probe) stop(rate string) {
 	b.ReportMetric(mib(after.PeakRSSKiB), "child-peak-MiB")
 	b.ReportMetric(float64(p.parent.peak.Load()), "parent-goroutines")
 	b.ReportMetric(float64(after.PeakGoroutines), "child-goroutines")
+}
+
+// mallocs returns the heap objects this process has allocated so far.
+func mallocs() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.Mallocs
 }

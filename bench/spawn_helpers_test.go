@@ -12,19 +12,16 @@ import (
 	"github.com/gomultiprocess/multiprocess/process"
 )
 
-// spawnChild starts the test binary as a baseline child of the given kind,
-// with process.Spawn as ipc.SpawnProcess would, and registers a cleanup
-// that stops it if the test has not.
+// spawnChild starts the test binary as a child of the given kind, with
+// process.Spawn as ipc.Spawn would, and registers a cleanup that stops it
+// if the test has not.
 func spawnChild(tb testing.TB, kind string) (*process.Child, net.Conn) {
 	tb.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	child, conn, err := process.Spawn(kind, &process.Config{
-		Path: self,
-		Env:  append(os.Environ(), envChild+"="+kind),
-	})
+	child, conn, err := spawnProcess(self, kind, append(os.Environ(), envChild+"="+kind))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -33,6 +30,12 @@ func spawnChild(tb testing.TB, kind string) (*process.Child, net.Conn) {
 		child.Stop(time.Second)
 	})
 	return child, conn
+}
+
+// spawnProcess starts path, the test binary, as a child of the given kind
+// with the environment env (which names the kind).
+func spawnProcess(path, kind string, env []string) (*process.Child, net.Conn, error) {
+	return process.Spawn(kind, &process.Config{Path: path, Env: env})
 }
 
 // stopChild closes the child's socket, on which it should exit 0 by

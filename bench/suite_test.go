@@ -5,9 +5,12 @@ import (
 	"net/rpc"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/gomultiprocess/multiprocess/bench/internal/benchschema"
+	"github.com/gomultiprocess/multiprocess/bench/internal/mpbench"
+	"github.com/gomultiprocess/multiprocess/mp"
 )
 
 // These tests check that the benchmarks measure what they claim: the
@@ -46,7 +49,7 @@ func TestNetRPCChild(t *testing.T) {
 			t.Fatalf("echo of %d bytes: %v", size, err)
 		}
 	}
-	if err := concurrently(200, func() error { return p.echo([]byte("concurrent")) }); err != nil {
+	if err := concurrently(200, func(int) error { return p.echo([]byte("concurrent")) }); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan *rpc.Call, 1000)
@@ -69,28 +72,88 @@ func TestNetRPCChild(t *testing.T) {
 	}
 }
 
-func TestIPCChild(t *testing.T) {
+func TestMPChild(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), patience)
 	defer cancel()
-	p := startIPC(t)
+	p := startMP(t)
+	e, err := p.init.MakeEcho(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mp.Release(e)
+	for _, size := range echoSizes {
+		payload := newFrame(opEcho, size)[rawHeader:]
+		if err := mpEchoText(ctx, e, string(payload)); err != nil {
+			t.Fatalf("echo of %d bytes: %v", size, err)
+		}
+		if err := mpEchoData(ctx, e, payload); err != nil {
+			t.Fatalf("echoData of %d bytes: %v", size, err)
+		}
+	}
+	// The echo really crosses: the reply is the payload, not just as long.
+	if got, err := e.Echo(ctx, "crossed"); err != nil || got != "crossed" {
+		t.Fatalf("echo = %q, %v", got, err)
+	}
+	if err := concurrently(200, func(int) error { return mpEchoText(ctx, e, "concurrent") }); err != nil {
+		t.Fatal(err)
+	}
+	piped := p.init.MakeEchoPipelined(ctx)
+	err = mpEchoText(ctx, piped, "pipelined")
+	mp.Release(piped)
+	if err != nil {
+		t.Fatal("pipelined:", err)
+	}
+
+	s, err := p.init.MakeSink(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mp.Release(s)
+	payload := newFrame(opSink, streamPayload)[rawHeader:]
+	for range 1000 {
+		if err := s.Push(ctx, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mp.Flush(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	done, err := s.Done(ctx)
+	checkStream(t, 1000, done.Count, done.Bytes, err)
+
+	st, err := p.stats(ctx)
+	checkStats(t, st, err)
+}
+
+func TestCapnpChild(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), patience)
+	defer cancel()
+	p := startCapnp(t)
 	e, err := p.makeEcho(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Release()
 	for _, size := range echoSizes {
-		if err := echo(ctx, e, string(newFrame(opEcho, size)[rawHeader:])); err != nil {
+		if err := capnpEchoCall(ctx, e, string(newFrame(opEcho, size)[rawHeader:])); err != nil {
 			t.Fatalf("echo of %d bytes: %v", size, err)
 		}
 	}
-	if err := concurrently(200, func() error { return echo(ctx, e, "concurrent") }); err != nil {
+	if err := concurrently(200, func(int) error { return capnpEchoCall(ctx, e, "concurrent") }); err != nil {
 		t.Fatal(err)
 	}
 	made, release := p.init.MakeEcho(ctx, nil)
-	err = echo(ctx, made.Result(), "pipelined")
+	err = capnpEchoCall(ctx, made.Result(), "pipelined")
 	release()
 	if err != nil {
 		t.Fatal("pipelined:", err)
+	}
+	// The reference program's other Init methods are not served.
+	hello, release := p.init.Hello(ctx, nil)
+	_, err = hello.Struct()
+	release()
+	if err == nil || !strings.Contains(err.Error(), errNotServed.Error()) {
+		t.Fatalf("hello: %v; want %v", err, errNotServed)
 	}
 
 	s, err := p.makeSink(ctx)
@@ -108,11 +171,33 @@ func TestIPCChild(t *testing.T) {
 	if err := s.WaitStreaming(); err != nil {
 		t.Fatal(err)
 	}
-	count, bytes, err := sinkDone(ctx, s)
+	count, bytes, err := capnpSinkDone(ctx, s)
 	checkStream(t, 1000, count, bytes, err)
 
 	st, err := p.stats(ctx)
 	checkStats(t, st, err)
+}
+
+// TestConcurrentPerCaller checks that the callers of
+// BenchmarkConcurrent16's "percaller" runs each call a capability of
+// their own: makeEcho returns a new one each time on both paths.
+func TestConcurrentPerCaller(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), patience)
+	defer cancel()
+	p := startMP(t)
+	a, err := p.init.MakeEcho(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mp.Release(a)
+	b, err := p.init.MakeEcho(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mp.Release(b)
+	if a.(*mpbench.EchoClient).MPClient().Capnp().IsSame(b.(*mpbench.EchoClient).MPClient().Capnp()) {
+		t.Error("two makeEcho calls returned the same capability")
+	}
 }
 
 func TestEchoRefusesWrongReply(t *testing.T) {

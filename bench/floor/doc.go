@@ -13,9 +13,10 @@
 // report belongs to go-capnp's Promise, Answer, Client, server package and
 // capnpc-go's generated code.
 //
-// Package bench's targets for our connection (at most 10 allocations per
-// small call; streaming at 3x raw) are compared with these figures in
-// bench/PROFILE.md. Run:
+// These figures bound the capnpc-go path of package bench from below:
+// bench/report shows them beside that path's figures, and bench/PROFILE.md
+// compares them with the targets the suite was first held to. The
+// generated path (mpgen's interfaces) does not go through this code. Run:
 //
 //	go test -run '^$' -bench . -benchmem ./bench/floor/
 package floor

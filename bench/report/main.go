@@ -17,12 +17,17 @@ import (
 	"time"
 )
 
-const benchPkg = "github.com/gomultiprocess/multiprocess/bench"
+// The packages whose benchmarks the report runs.
+const (
+	benchPkg = "github.com/gomultiprocess/multiprocess/bench"
+	floorPkg = "github.com/gomultiprocess/multiprocess/bench/floor"
+)
 
-// A pass is one invocation of the test binary within a round: the
-// benchmarks it selects and how long each runs.
+// A pass is one invocation of a test binary within a round: the package,
+// the benchmarks it selects and how long each runs.
 type pass struct {
 	name      string
+	pkg       string
 	bench     string // -test.bench
 	benchtime string // -test.benchtime
 }
@@ -30,6 +35,7 @@ type pass struct {
 func main() {
 	count := flag.Int("count", 7, "rounds of the whole suite; figures are medians over them")
 	benchtime := flag.String("benchtime", "1s", "-benchtime of the timed benchmarks")
+	floortime := flag.String("floortime", "300ms", "-benchtime of bench/floor's benchmarks (in-process, one pass per round)")
 	streamN := flag.Int("stream", issueStreamCount, "messages per streaming run")
 	bigN := flag.Int("bigcalls", issueBigCalls, "1 MiB calls per run")
 	rawOut := flag.String("o", "", "also write the raw go test output of every round to this file (and its stderr to FILE.stderr)")
@@ -37,7 +43,8 @@ func main() {
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./bench/report [flags]\n\n"+
 			"Runs package bench's benchmarks -count times, interleaved, and prints a markdown\n"+
-			"table of medians, ratios to the raw baseline and the issue's targets.\n\n")
+			"table of medians, ratios to the raw baseline and the targets, with bench/floor's\n"+
+			"figures beside them.\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -52,9 +59,10 @@ func main() {
 		err = fromFile(os.Stdout, *from)
 	} else {
 		passes := []pass{
-			{"timed", "^(BenchmarkEcho|BenchmarkConcurrent16|BenchmarkPipelined|BenchmarkSpawn)$", *benchtime},
-			{"1 MiB calls", "^BenchmarkEcho1MiB$", fmt.Sprintf("%dx", *bigN)},
-			{"streaming", "^BenchmarkStream64B$", fmt.Sprintf("%dx", *streamN)},
+			{"timed", benchPkg, "^(BenchmarkEcho|BenchmarkConcurrent16|BenchmarkPipelined|BenchmarkSpawn)$", *benchtime},
+			{"1 MiB calls", benchPkg, "^BenchmarkEcho1MiB$", fmt.Sprintf("%dx", *bigN)},
+			{"streaming", benchPkg, "^BenchmarkStream64B$", fmt.Sprintf("%dx", *streamN)},
+			{"floor", floorPkg, ".", *floortime},
 		}
 		err = runSuite(ctx, os.Stdout, *count, passes, *rawOut)
 	}
@@ -96,24 +104,35 @@ func hasResult(r run, name string) bool {
 	return ok
 }
 
-// runSuite builds the test binary once, runs every pass count times,
-// round after round (so that the baselines and ours alternate in time),
-// and writes the report.
+// A testBinary is a package's test binary and the directory it runs in.
+type testBinary struct{ bin, dir string }
+
+// runSuite builds each package's test binary once, runs every pass count
+// times, round after round (so that the baselines and ours alternate in
+// time), and writes the report.
 func runSuite(ctx context.Context, w io.Writer, count int, passes []pass, rawOut string) error {
-	dir, err := goOutput(ctx, "", "list", "-f", "{{.Dir}}", benchPkg)
-	if err != nil {
-		return fmt.Errorf("find package bench (run this inside the module): %w", err)
-	}
 	tmp, err := os.MkdirTemp("", "benchreport")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	bin := filepath.Join(tmp, "bench.test")
-	progress("building %s", benchPkg)
-	if _, err := goOutput(ctx, "", "test", "-c", "-o", bin, benchPkg); err != nil {
-		return fmt.Errorf("build the benchmarks: %w", err)
+	bins := make(map[string]testBinary)
+	for _, p := range passes {
+		if _, ok := bins[p.pkg]; ok {
+			continue
+		}
+		dir, err := goOutput(ctx, "", "list", "-f", "{{.Dir}}", p.pkg)
+		if err != nil {
+			return fmt.Errorf("find package %s (run this inside the module): %w", p.pkg, err)
+		}
+		bin := filepath.Join(tmp, fmt.Sprintf("%d.test", len(bins)))
+		progress("building %s", p.pkg)
+		if _, err := goOutput(ctx, "", "test", "-c", "-o", bin, p.pkg); err != nil {
+			return fmt.Errorf("build the benchmarks: %w", err)
+		}
+		bins[p.pkg] = testBinary{bin, dir}
 	}
+	dir := bins[benchPkg].dir
 
 	// The raw output keeps stdout and stderr apart: a log line on stderr
 	// may come between a benchmark's name and its figures.
@@ -139,7 +158,7 @@ func runSuite(ctx context.Context, w io.Writer, count int, passes []pass, rawOut
 		r := run{}
 		for _, p := range passes {
 			progress("round %d/%d: %s (load %.2f)", i+1, count, p.name, loadAverage())
-			out, err := runPass(ctx, bin, dir, p, rawStdout, rawStderr)
+			out, err := runPass(ctx, bins[p.pkg], p, rawStdout, rawStderr)
 			if err != nil {
 				return err
 			}
@@ -170,12 +189,12 @@ func describePasses(passes []pass) string {
 
 // runPass runs the test binary once and returns its results. A failure
 // is an error that carries the end of the output.
-func runPass(ctx context.Context, bin, dir string, p pass, rawStdout, rawStderr io.Writer) ([]result, error) {
+func runPass(ctx context.Context, tb testBinary, p pass, rawStdout, rawStderr io.Writer) ([]result, error) {
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin,
+	cmd := exec.CommandContext(ctx, tb.bin,
 		"-test.run=^$", "-test.bench="+p.bench, "-test.benchtime="+p.benchtime,
 		"-test.benchmem", "-test.count=1")
-	cmd.Dir = dir // as go test runs it
+	cmd.Dir = tb.dir // as go test runs it
 	cmd.Stdout = io.MultiWriter(&stdout, rawStdout)
 	cmd.Stderr = io.MultiWriter(&stderr, rawStderr)
 	runErr := cmd.Run()

@@ -12,49 +12,72 @@ import (
 // run is one round of the suite: the results of its passes, by name.
 type run map[string]result
 
-// Benchmark names, as the bench package declares them.
+// Benchmark names, as packages bench and bench/floor declare them. In
+// package bench, "mp" is the generated path (mpgen's interfaces through
+// ipc), "mpdata" the same with the Data echo, "capnp" the capnpc-go path.
 const (
-	echo8Raw     = "BenchmarkEcho/8B/raw"
-	echo8NetRPC  = "BenchmarkEcho/8B/netrpc"
-	echo8IPC     = "BenchmarkEcho/8B/ipc"
-	echo4Raw     = "BenchmarkEcho/4KiB/raw"
-	echo4NetRPC  = "BenchmarkEcho/4KiB/netrpc"
-	echo4IPC     = "BenchmarkEcho/4KiB/ipc"
-	echo1MRaw    = "BenchmarkEcho1MiB/raw"
-	echo1MNetRPC = "BenchmarkEcho1MiB/netrpc"
-	echo1MIPC    = "BenchmarkEcho1MiB/ipc"
-	concNetRPC   = "BenchmarkConcurrent16/netrpc"
-	concIPC      = "BenchmarkConcurrent16/ipc"
-	pipePiped    = "BenchmarkPipelined/pipelined"
-	pipeSeq      = "BenchmarkPipelined/sequential"
-	streamRaw    = "BenchmarkStream64B/raw"
-	streamNetRPC = "BenchmarkStream64B/netrpc"
-	streamIPC    = "BenchmarkStream64B/ipc"
-	spawnExec    = "BenchmarkSpawn/exec"
-	spawnIPC     = "BenchmarkSpawn/ipc"
+	echo8Raw      = "BenchmarkEcho/8B/raw"
+	echo8NetRPC   = "BenchmarkEcho/8B/netrpc"
+	echo8MP       = "BenchmarkEcho/8B/mp"
+	echo8Capnp    = "BenchmarkEcho/8B/capnp"
+	echo4Raw      = "BenchmarkEcho/4KiB/raw"
+	echo4NetRPC   = "BenchmarkEcho/4KiB/netrpc"
+	echo4MP       = "BenchmarkEcho/4KiB/mp"
+	echo4Capnp    = "BenchmarkEcho/4KiB/capnp"
+	echo1MRaw     = "BenchmarkEcho1MiB/raw"
+	echo1MNetRPC  = "BenchmarkEcho1MiB/netrpc"
+	echo1MMP      = "BenchmarkEcho1MiB/mp"
+	echo1MMPData  = "BenchmarkEcho1MiB/mpdata"
+	echo1MCapnp   = "BenchmarkEcho1MiB/capnp"
+	concNetRPC    = "BenchmarkConcurrent16/netrpc"
+	concMPShared  = "BenchmarkConcurrent16/mp/shared"
+	concMPEach    = "BenchmarkConcurrent16/mp/percaller"
+	concCapShared = "BenchmarkConcurrent16/capnp/shared"
+	concCapEach   = "BenchmarkConcurrent16/capnp/percaller"
+	pipeMP        = "BenchmarkPipelined/mp/pipelined"
+	seqMP         = "BenchmarkPipelined/mp/sequential"
+	pipeCapnp     = "BenchmarkPipelined/capnp/pipelined"
+	seqCapnp      = "BenchmarkPipelined/capnp/sequential"
+	streamRaw     = "BenchmarkStream64B/raw"
+	streamNetRPC  = "BenchmarkStream64B/netrpc"
+	streamMP      = "BenchmarkStream64B/mp"
+	streamCapnp   = "BenchmarkStream64B/capnp"
+	spawnExec     = "BenchmarkSpawn/exec"
+	spawnMP       = "BenchmarkSpawn/mp"
+	spawnCapnp    = "BenchmarkSpawn/capnp"
+
+	floorCaller       = "BenchmarkCaller/echo8B"
+	floorPromise      = "BenchmarkCaller/promise"
+	floorServer       = "BenchmarkServer/echo8B"
+	floorServerPush   = "BenchmarkServer/push64B"
+	floorServerQueued = "BenchmarkServerQueued"
+	floorStream       = "BenchmarkStream"
 )
 
 // Units reported by the benchmarks.
 const (
-	nsOp        = "ns/op"
-	allocsOp    = "allocs/op"
-	bytesOp     = "B/op"
-	childAllocs = "child-allocs/op"
-	parentPeak  = "parent-peak-MiB"
-	childPeak   = "child-peak-MiB"
-	parentGor   = "parent-goroutines"
-	childGor    = "child-goroutines"
-	callsS      = "calls/s"
-	msgsS       = "msgs/s"
-	parentCPU   = "parent-cpu-ns/op"
-	childCPU    = "child-cpu-ns/op"
-	parentGoNew = "parent-gocreated/op"
-	childGoNew  = "child-gocreated/op"
-	parentCtxsw = "parent-ctxsw/op"
-	childCtxsw  = "child-ctxsw/op"
+	nsOp         = "ns/op"
+	allocsOp     = "allocs/op"
+	bytesOp      = "B/op"
+	parentAllocs = "parent-allocs/op"
+	childAllocs  = "child-allocs/op"
+	parentPeak   = "parent-peak-MiB"
+	childPeak    = "child-peak-MiB"
+	parentGor    = "parent-goroutines"
+	childGor     = "child-goroutines"
+	callsS       = "calls/s"
+	msgsS        = "msgs/s"
+	parentCPU    = "parent-cpu-ns/op"
+	childCPU     = "child-cpu-ns/op"
+	parentGoNew  = "parent-gocreated/op"
+	childGoNew   = "child-gocreated/op"
+	parentCtxsw  = "parent-ctxsw/op"
+	childCtxsw   = "child-ctxsw/op"
+	cpuOp        = "cpu-ns/op" // bench/floor's, one process
 )
 
-// The issue's fixed counts, for which its resource targets are stated.
+// The fixed counts for which the resource targets are stated, and the
+// targets' limits.
 const (
 	issueStreamCount = 100000
 	issueBigCalls    = 1000
@@ -217,6 +240,17 @@ func (f figures) pairScaled(name, parentUnit, childUnit string, scale float64) s
 	return formatNum(p*scale) + " / " + formatNum(c*scale)
 }
 
+// floorPair formats "caller / server (label)" from two bench/floor
+// benchmarks.
+func (f figures) floorPair(caller, server, unit string, scale float64, label string) string {
+	c, cok := f.median(caller, unit)
+	s, sok := f.median(server, unit)
+	if !cok || !sok {
+		return dash
+	}
+	return formatNum(c*scale) + " / " + formatNum(s*scale) + " (" + label + ")"
+}
+
 func (r ratio) String() string {
 	if !r.ok {
 		return dash
@@ -227,6 +261,14 @@ func (r ratio) String() string {
 	return fmt.Sprintf("%s (%s–%s)", formatRatio(r.med), formatRatio(r.lo), formatRatio(r.hi))
 }
 
+// of is the ratio followed by what it is a ratio of, or a dash.
+func (r ratio) of(what string) string {
+	if !r.ok {
+		return dash
+	}
+	return r.String() + " " + what
+}
+
 func formatRatio(v float64) string {
 	if v >= 10 {
 		return fmt.Sprintf("%.0fx", v)
@@ -234,13 +276,15 @@ func formatRatio(v float64) string {
 	return fmt.Sprintf("%.2fx", v)
 }
 
-// A target of the issue, met or not.
+// A target for the generated path, met or not, with the capnpc-go path's
+// figure beside it for comparison.
 type target struct {
 	what     string
 	measured string
 	met      bool
 	known    bool // false when the run lacks a figure it needs
 	note     string
+	capnp    string // the capnpc-go path's figure, or ""
 }
 
 func (t target) verdict() string {
@@ -253,52 +297,91 @@ func (t target) verdict() string {
 	return "not met"
 }
 
-func (f figures) targets() []target {
-	var ts []target
-	ratioTarget := func(what string, r ratio, ok func(float64) bool) {
-		ts = append(ts, target{what: what, measured: r.String(), met: r.ok && ok(r.med), known: r.ok})
-	}
-	ratioTarget("8 B round trip at most 2x raw", f.ratio(echo8IPC, echo8Raw, nsOp), func(v float64) bool { return v <= 2 })
-	ratioTarget("1 MiB round trip at most 1.5x raw", f.ratio(echo1MIPC, echo1MRaw, nsOp), func(v float64) bool { return v <= 1.5 })
-	ratioTarget("16 concurrent callers at least 2x net/rpc's calls/s", f.ratio(concIPC, concNetRPC, callsS), func(v float64) bool { return v >= 2 })
-	ratioTarget("streaming at least 3x raw's msgs/s (one write per message)", f.ratio(streamIPC, streamRaw, msgsS), func(v float64) bool { return v >= 3 })
+// A check is a target's rule applied to one benchmark: the figure shown,
+// whether it is known, whether it meets the target.
+type check func(name string) (measured string, known, met bool)
 
-	countNote := func(name string, issue int, what string) string {
-		if n := f.iterations(name); n != 0 && n != issue {
-			return fmt.Sprintf("at %d %s; the target is stated for %d", n, what, issue)
-		}
-		return ""
+// ratioCheck compares name's unit with den's, run by run.
+func (f figures) ratioCheck(den, unit string, ok func(float64) bool) check {
+	return func(name string) (string, bool, bool) {
+		r := f.ratio(name, den, unit)
+		return r.String(), r.ok, r.ok && ok(r.med)
 	}
-	bound := func(what, name, pu, cu string, limit float64, strict bool, unit, note string) {
+}
+
+// boundCheck holds both processes' figures of name under limit (strictly
+// if strict).
+func (f figures) boundCheck(pu, cu string, limit float64, strict bool, unit string) check {
+	return func(name string) (string, bool, bool) {
 		p, pok := f.median(name, pu)
 		c, cok := f.median(name, cu)
-		t := target{what: what, known: pok && cok, note: note}
-		if t.known {
-			t.measured = formatNum(p) + " / " + formatNum(c) + unit
-			if strict {
-				t.met = p < limit && c < limit
-			} else {
-				t.met = p <= limit && c <= limit
+		if !pok || !cok {
+			return "", false, false
+		}
+		met := p <= limit && c <= limit
+		if strict {
+			met = p < limit && c < limit
+		}
+		return formatNum(p) + " / " + formatNum(c) + unit, true, met
+	}
+}
+
+func (f figures) targets() []target {
+	var ts []target
+	// add applies c to the generated path's benchmark, and to the
+	// capnpc-go path's for comparison when capnp is not empty.
+	add := func(what string, c check, mp, capnp, note string) {
+		t := target{what: what, note: note}
+		t.measured, t.known, t.met = c(mp)
+		if capnp != "" {
+			if m, ok, _ := c(capnp); ok {
+				t.capnp = m
 			}
 		}
 		ts = append(ts, t)
 	}
-	streamNote := countNote(streamIPC, issueStreamCount, "messages")
-	bound(fmt.Sprintf("streaming with bounded goroutines (at most %d per process), parent / child", goroutineBound),
-		streamIPC, parentGor, childGor, goroutineBound, false, "", streamNote)
-	bound(fmt.Sprintf("streaming under %d MiB peak RSS, parent / child", peakBoundMiB),
-		streamIPC, parentPeak, childPeak, peakBoundMiB, true, " MiB", streamNote)
-
-	allocs, ok := f.median(echo8IPC, allocsOp)
-	t := target{what: "at most 10 allocations per small call (caller; the child's in the resources table)", known: ok}
-	if ok {
-		t.measured, t.met = formatNum(allocs), allocs <= 10
+	countNote := func(name string, want int, what string) string {
+		if n := f.iterations(name); n != 0 && n != want {
+			return fmt.Sprintf("at %d %s; the target is stated for %d", n, what, want)
+		}
+		return ""
 	}
-	ts = append(ts, t)
+	atMost := func(limit float64) func(float64) bool { return func(v float64) bool { return v <= limit } }
+	atLeast := func(limit float64) func(float64) bool { return func(v float64) bool { return v >= limit } }
 
-	bound(fmt.Sprintf("peak RSS under %d MiB across 1000 calls of 1 MiB, parent / child", peakBoundMiB),
-		echo1MIPC, parentPeak, childPeak, peakBoundMiB, true, " MiB", countNote(echo1MIPC, issueBigCalls, "calls"))
-	ratioTarget("spawn to first call at most 1.2x the bare exec", f.ratio(spawnIPC, spawnExec, nsOp), func(v float64) bool { return v <= 1.2 })
+	add("8 B round trip at most 1.5x raw", f.ratioCheck(echo8Raw, nsOp, atMost(1.5)), echo8MP, echo8Capnp, "")
+	add("8 B round trip: at most 3.0 context switches per call per side, parent / child",
+		f.boundCheck(parentCtxsw, childCtxsw, 3.0, false, ""), echo8MP, echo8Capnp, "")
+	bigNote := countNote(echo1MMPData, issueBigCalls, "calls")
+	add("1 MiB round trip at most 1.3x raw (Data: the callee reads its argument in place)",
+		f.ratioCheck(echo1MRaw, nsOp, atMost(1.3)), echo1MMPData, "", bigNote)
+	add("1 MiB round trip, plain path, at most 1.6x raw (Text: Go strings both ways)",
+		f.ratioCheck(echo1MRaw, nsOp, atMost(1.6)), echo1MMP, echo1MCapnp, bigNote)
+	add("16 concurrent callers, one capability each, at least 2x net/rpc's calls/s",
+		f.ratioCheck(concNetRPC, callsS, atLeast(2)), concMPEach, concCapEach, "")
+	add("16 concurrent callers, one shared capability, at least 2x net/rpc's calls/s",
+		f.ratioCheck(concNetRPC, callsS, atLeast(2)), concMPShared, concCapShared, "")
+
+	streamNote := countNote(streamMP, issueStreamCount, "messages")
+	streamRate := func(name string) (string, bool, bool) {
+		m, known, met := f.ratioCheck(streamRaw, msgsS, atLeast(1.5))(name)
+		if known {
+			m += "; CPU per message, parent / child: " + f.pairScaled(name, parentCPU, childCPU, 1e-3) + " us"
+		}
+		return m, known, met
+	}
+	add("streaming 64 B messages at least 1.5x raw's msgs/s (one write per message)", streamRate, streamMP, streamCapnp, streamNote)
+	add(fmt.Sprintf("streaming with bounded goroutines (at most %d per process), parent / child", goroutineBound),
+		f.boundCheck(parentGor, childGor, goroutineBound, false, ""), streamMP, streamCapnp, streamNote)
+	add(fmt.Sprintf("streaming under %d MiB peak RSS, parent / child", peakBoundMiB),
+		f.boundCheck(parentPeak, childPeak, peakBoundMiB, true, " MiB"), streamMP, streamCapnp, streamNote)
+	add("at most 4 allocations per small call (8 B) on each side, parent / child",
+		f.boundCheck(parentAllocs, childAllocs, 4, false, ""), echo8MP, echo8Capnp, "")
+	add(fmt.Sprintf("peak RSS under %d MiB across 1000 calls of 1 MiB, Text, parent / child", peakBoundMiB),
+		f.boundCheck(parentPeak, childPeak, peakBoundMiB, true, " MiB"), echo1MMP, echo1MCapnp, countNote(echo1MMP, issueBigCalls, "calls"))
+	add(fmt.Sprintf("peak RSS under %d MiB across 1000 calls of 1 MiB, Data, parent / child", peakBoundMiB),
+		f.boundCheck(parentPeak, childPeak, peakBoundMiB, true, " MiB"), echo1MMPData, "", bigNote)
+	add("spawn to first call at most 1.2x a bare exec", f.ratioCheck(spawnExec, nsOp, atMost(1.2)), spawnMP, spawnCapnp, "")
 	return ts
 }
 
@@ -307,58 +390,101 @@ func (f figures) render(w io.Writer) {
 	pr := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	row := func(cells ...string) { pr("| %s |\n", strings.Join(cells, " | ")) }
 
-	streamN := f.iterations(streamIPC)
-	bigN := f.iterations(echo1MIPC)
+	streamN := f.iterations(streamMP)
+	bigN := f.iterations(echo1MMP)
+
+	pr("Generated: mpgen's plain-Go interfaces through package ipc, which the targets apply to. " +
+		"capnpc-go: go-capnp's generated API on the same connection, served by protocol.NewServer (bench/README.md).\n\n")
 
 	pr("### Speed\n\n")
-	row("per call, cross-process", "raw socketpair", "net/rpc", "ours", "net/rpc ÷ raw", "ours ÷ raw")
-	row("---", "---", "---", "---", "---", "---")
-	for _, e := range []struct{ label, raw, netrpc, ipc string }{
-		{"round trip, 8 B", echo8Raw, echo8NetRPC, echo8IPC},
-		{"round trip, 4 KiB", echo4Raw, echo4NetRPC, echo4IPC},
-		{fmt.Sprintf("round trip, 1 MiB (%d calls)", bigN), echo1MRaw, echo1MNetRPC, echo1MIPC},
+	row("per call, cross-process", "raw socketpair", "net/rpc", "generated", "capnpc-go", "net/rpc ÷ raw", "generated ÷ raw", "capnpc-go ÷ raw")
+	row(slices.Repeat([]string{"---"}, 8)...)
+	for _, e := range []struct{ label, raw, netrpc, mp, capnp string }{
+		{"round trip, 8 B", echo8Raw, echo8NetRPC, echo8MP, echo8Capnp},
+		{"round trip, 4 KiB", echo4Raw, echo4NetRPC, echo4MP, echo4Capnp},
+		{fmt.Sprintf("round trip, 1 MiB (%d calls), Text", bigN), echo1MRaw, echo1MNetRPC, echo1MMP, echo1MCapnp},
+		{fmt.Sprintf("round trip, 1 MiB (%d calls), Data", bigN), echo1MRaw, echo1MNetRPC, echo1MMPData, ""},
 	} {
-		row(e.label, f.dur(e.raw), f.dur(e.netrpc), f.dur(e.ipc),
-			f.ratio(e.netrpc, e.raw, nsOp).String(), f.ratio(e.ipc, e.raw, nsOp).String())
+		row(e.label, f.dur(e.raw), f.dur(e.netrpc), f.dur(e.mp), f.dur(e.capnp),
+			f.ratio(e.netrpc, e.raw, nsOp).String(), f.ratio(e.mp, e.raw, nsOp).String(), f.ratio(e.capnp, e.raw, nsOp).String())
 	}
-	row("makeEcho().echo(), pipelined, 8 B", dash, dash, f.dur(pipePiped), dash, f.ratio(pipePiped, echo8Raw, nsOp).String()+" of raw 8 B")
-	row("makeEcho(), then echo(), 8 B", dash, dash, f.dur(pipeSeq), dash, f.ratio(pipeSeq, echo8Raw, nsOp).String()+" of raw 8 B")
-	row("16 goroutines, 8 B calls", dash, f.rate(concNetRPC, callsS, "calls/s"), f.rate(concIPC, callsS, "calls/s"),
-		dash, f.ratio(concIPC, concNetRPC, callsS).String()+" of net/rpc")
+	row("makeEcho().echo(), pipelined, 8 B", dash, dash, f.dur(pipeMP), f.dur(pipeCapnp), dash,
+		f.ratio(pipeMP, echo8Raw, nsOp).of("of raw 8 B"), f.ratio(pipeCapnp, echo8Raw, nsOp).of("of raw 8 B"))
+	row("makeEcho(), then echo(), 8 B", dash, dash, f.dur(seqMP), f.dur(seqCapnp), dash,
+		f.ratio(seqMP, echo8Raw, nsOp).of("of raw 8 B"), f.ratio(seqCapnp, echo8Raw, nsOp).of("of raw 8 B"))
+	for _, c := range []struct{ label, mp, capnp string }{
+		{"16 goroutines, 8 B calls, one capability each", concMPEach, concCapEach},
+		{"16 goroutines, 8 B calls, one shared capability", concMPShared, concCapShared},
+	} {
+		row(c.label, dash, f.rate(concNetRPC, callsS, "calls/s"), f.rate(c.mp, callsS, "calls/s"), f.rate(c.capnp, callsS, "calls/s"),
+			dash, f.ratio(c.mp, concNetRPC, callsS).of("of net/rpc"), f.ratio(c.capnp, concNetRPC, callsS).of("of net/rpc"))
+	}
 	row(fmt.Sprintf("streaming %d x 64 B, one way", streamN), f.rate(streamRaw, msgsS, "msgs/s"), f.rate(streamNetRPC, msgsS, "msgs/s"),
-		f.rate(streamIPC, msgsS, "msgs/s"), f.ratio(streamNetRPC, streamRaw, msgsS).String(), f.ratio(streamIPC, streamRaw, msgsS).String())
-	row("spawn to first completed call", f.dur(spawnExec)+" (bare exec)", dash, f.dur(spawnIPC), dash, f.ratio(spawnIPC, spawnExec, nsOp).String()+" of bare exec")
+		f.rate(streamMP, msgsS, "msgs/s"), f.rate(streamCapnp, msgsS, "msgs/s"),
+		f.ratio(streamNetRPC, streamRaw, msgsS).String(), f.ratio(streamMP, streamRaw, msgsS).String(), f.ratio(streamCapnp, streamRaw, msgsS).String())
+	row("spawn to first completed call", f.dur(spawnExec)+" (bare exec)", dash, f.dur(spawnMP), f.dur(spawnCapnp), dash,
+		f.ratio(spawnMP, spawnExec, nsOp).of("of bare exec"), f.ratio(spawnCapnp, spawnExec, nsOp).of("of bare exec"))
 
 	pr("\n### Resources\n\n")
-	row("", "raw socketpair", "net/rpc", "ours")
-	row("---", "---", "---", "---")
-	row("allocations per 8 B call, caller", f.num(echo8Raw, allocsOp), f.num(echo8NetRPC, allocsOp), f.num(echo8IPC, allocsOp))
-	row("allocations per 8 B call, child", f.num(echo8Raw, childAllocs), f.num(echo8NetRPC, childAllocs), f.num(echo8IPC, childAllocs))
-	row("bytes allocated per 8 B call, caller", f.num(echo8Raw, bytesOp), f.num(echo8NetRPC, bytesOp), f.num(echo8IPC, bytesOp))
-	row("CPU per 8 B call, parent / child (us)", f.pairScaled(echo8Raw, parentCPU, childCPU, 1e-3), f.pairScaled(echo8NetRPC, parentCPU, childCPU, 1e-3), f.pairScaled(echo8IPC, parentCPU, childCPU, 1e-3))
-	row("goroutines started per 8 B call, parent / child", f.pair(echo8Raw, parentGoNew, childGoNew, ""), f.pair(echo8NetRPC, parentGoNew, childGoNew, ""), f.pair(echo8IPC, parentGoNew, childGoNew, ""))
-	row("context switches per 8 B call, parent / child", f.pair(echo8Raw, parentCtxsw, childCtxsw, ""), f.pair(echo8NetRPC, parentCtxsw, childCtxsw, ""), f.pair(echo8IPC, parentCtxsw, childCtxsw, ""))
-	row("CPU per 1 MiB call, parent / child (us)", f.pairScaled(echo1MRaw, parentCPU, childCPU, 1e-3), f.pairScaled(echo1MNetRPC, parentCPU, childCPU, 1e-3), f.pairScaled(echo1MIPC, parentCPU, childCPU, 1e-3))
-	row(fmt.Sprintf("peak RSS over %d calls of 1 MiB, parent / child", bigN),
-		f.pair(echo1MRaw, parentPeak, childPeak, " MiB"), f.pair(echo1MNetRPC, parentPeak, childPeak, " MiB"), f.pair(echo1MIPC, parentPeak, childPeak, " MiB"))
-	row(fmt.Sprintf("streaming %d x 64 B: peak goroutines, parent / child", streamN),
-		f.pair(streamRaw, parentGor, childGor, ""), f.pair(streamNetRPC, parentGor, childGor, ""), f.pair(streamIPC, parentGor, childGor, ""))
-	row("streaming: goroutines started per message, parent / child",
-		f.pair(streamRaw, parentGoNew, childGoNew, ""), f.pair(streamNetRPC, parentGoNew, childGoNew, ""), f.pair(streamIPC, parentGoNew, childGoNew, ""))
-	row("streaming: CPU per message, parent / child (us)",
-		f.pairScaled(streamRaw, parentCPU, childCPU, 1e-3), f.pairScaled(streamNetRPC, parentCPU, childCPU, 1e-3), f.pairScaled(streamIPC, parentCPU, childCPU, 1e-3))
-	row(fmt.Sprintf("streaming %d x 64 B: peak RSS, parent / child", streamN),
-		f.pair(streamRaw, parentPeak, childPeak, " MiB"), f.pair(streamNetRPC, parentPeak, childPeak, " MiB"), f.pair(streamIPC, parentPeak, childPeak, " MiB"))
-	row("8 B calls one at a time: peak goroutines, parent / child",
-		f.pair(echo8Raw, parentGor, childGor, ""), f.pair(echo8NetRPC, parentGor, childGor, ""), f.pair(echo8IPC, parentGor, childGor, ""))
-	row("16 goroutines calling: peak goroutines, parent / child",
-		dash, f.pair(concNetRPC, parentGor, childGor, ""), f.pair(concIPC, parentGor, childGor, ""))
-	row("16 goroutines calling: peak RSS, parent / child",
-		dash, f.pair(concNetRPC, parentPeak, childPeak, " MiB"), f.pair(concIPC, parentPeak, childPeak, " MiB"))
+	row("", "raw socketpair", "net/rpc", "generated", "capnpc-go", "go-capnp floor (bench/floor)")
+	row(slices.Repeat([]string{"---"}, 6)...)
+	four := func(label string, cell func(name string) string, names [4]string, floor string) {
+		row(label, cell(names[0]), cell(names[1]), cell(names[2]), cell(names[3]), floor)
+	}
+	unit := func(u string) func(string) string { return func(n string) string { return f.num(n, u) } }
+	pairOf := func(pu, cu, suffix string) func(string) string {
+		return func(n string) string {
+			if n == "" {
+				return dash
+			}
+			return f.pair(n, pu, cu, suffix)
+		}
+	}
+	cpuOf := func(n string) string {
+		if n == "" {
+			return dash
+		}
+		return f.pairScaled(n, parentCPU, childCPU, 1e-3)
+	}
+	echo8 := [4]string{echo8Raw, echo8NetRPC, echo8MP, echo8Capnp}
+	echo1M := [4]string{echo1MRaw, echo1MNetRPC, echo1MMP, echo1MCapnp}
+	stream := [4]string{streamRaw, streamNetRPC, streamMP, streamCapnp}
+	four("allocations per 8 B call, parent / child", pairOf(parentAllocs, childAllocs, ""), echo8,
+		f.floorPair(floorCaller, floorServer, allocsOp, 1, "caller / server"))
+	floorBytes := f.num(floorCaller, bytesOp)
+	if floorBytes != dash {
+		floorBytes += " (caller)"
+	}
+	four("bytes allocated per 8 B call, parent", unit(bytesOp), echo8, floorBytes)
+	four("CPU per 8 B call, parent / child (us)", cpuOf, echo8,
+		f.floorPair(floorCaller, floorServer, cpuOp, 1e-3, "caller / server"))
+	four("goroutines started per 8 B call, parent / child", pairOf(parentGoNew, childGoNew, ""), echo8, "")
+	four("context switches per 8 B call, parent / child", pairOf(parentCtxsw, childCtxsw, ""), echo8, "")
+	four("CPU per 1 MiB call, Text, parent / child (us)", cpuOf, echo1M, "")
+	row("CPU per 1 MiB call, Data, parent / child (us)", dash, dash, cpuOf(echo1MMPData), dash, "")
+	four(fmt.Sprintf("peak RSS over %d calls of 1 MiB, Text, parent / child", bigN), pairOf(parentPeak, childPeak, " MiB"), echo1M, "")
+	row(fmt.Sprintf("peak RSS over %d calls of 1 MiB, Data, parent / child", bigN), dash, dash, f.pair(echo1MMPData, parentPeak, childPeak, " MiB"), dash, "")
+	four(fmt.Sprintf("streaming %d x 64 B: peak goroutines, parent / child", streamN), pairOf(parentGor, childGor, ""), stream, "")
+	four("streaming: goroutines started per message, parent / child", pairOf(parentGoNew, childGoNew, ""), stream, "")
+	four("streaming: CPU per message, parent / child (us)", cpuOf, stream,
+		f.floorPair(floorStream, floorServerPush, cpuOp, 1e-3, "sender / server"))
+	four("streaming: allocations per message, parent / child", pairOf(parentAllocs, childAllocs, ""), stream,
+		f.floorPair(floorStream, floorServerPush, allocsOp, 1, "sender / server"))
+	four(fmt.Sprintf("streaming %d x 64 B: peak RSS, parent / child", streamN), pairOf(parentPeak, childPeak, " MiB"), stream, "")
+	four("8 B calls one at a time: peak goroutines, parent / child", pairOf(parentGor, childGor, ""), echo8, "")
+	for _, c := range []struct{ label, mp, capnp string }{
+		{"one capability each", concMPEach, concCapEach},
+		{"one shared capability", concMPShared, concCapShared},
+	} {
+		names := [4]string{"", concNetRPC, c.mp, c.capnp}
+		four("16 goroutines calling, "+c.label+": peak goroutines, parent / child", pairOf(parentGor, childGor, ""), names, "")
+		four("16 goroutines calling, "+c.label+": CPU per call, parent / child (us)", cpuOf, names, "")
+		four("16 goroutines calling, "+c.label+": peak RSS, parent / child", pairOf(parentPeak, childPeak, " MiB"), names, "")
+	}
 
-	pr("\n### Targets\n\n")
-	row("target (from the issue)", "measured", "")
-	row("---", "---", "---")
+	pr("\n### Targets (generated path)\n\n")
+	row("target", "generated", "", "capnpc-go, for comparison")
+	row(slices.Repeat([]string{"---"}, 4)...)
 	for _, t := range f.targets() {
 		m := t.measured
 		if m == "" {
@@ -367,11 +493,29 @@ func (f figures) render(w io.Writer) {
 		if t.note != "" {
 			m += " (" + t.note + ")"
 		}
-		row(t.what, m, t.verdict())
+		c := t.capnp
+		if c == "" {
+			c = dash
+		}
+		row(t.what, m, t.verdict(), c)
+	}
+
+	pr("\n### go-capnp's floor (bench/floor: capnpc-go's code with no connection behind it)\n\n")
+	row("per op", "wall", "CPU", "allocations", "bytes")
+	row(slices.Repeat([]string{"---"}, 5)...)
+	for _, fl := range []struct{ label, name string }{
+		{"caller: generated `Echo` call, settled at once", floorCaller},
+		{"caller: the Promise alone", floorPromise},
+		{"server: one call delivered and waited for", floorServer},
+		{"server: one streamed push delivered", floorServerPush},
+		{"server: pushes queued faster than it takes them", floorServerQueued},
+		{"sender of one streamed message", floorStream},
+	} {
+		row(fl.label, f.dur(fl.name), f.cpu(fl.name), f.num(fl.name, allocsOp), f.num(fl.name, bytesOp))
 	}
 
 	pr("\n### Every figure (medians)\n\n")
-	units := []string{nsOp, bytesOp, allocsOp, childAllocs, parentCPU, childCPU, parentGoNew, childGoNew,
+	units := []string{nsOp, bytesOp, allocsOp, parentAllocs, childAllocs, parentCPU, childCPU, cpuOp, parentGoNew, childGoNew,
 		parentCtxsw, childCtxsw, parentPeak, childPeak, parentGor, childGor, callsS, msgsS}
 	row(append([]string{"benchmark", "runs"}, units...)...)
 	row(slices.Repeat([]string{"---"}, len(units)+2)...)
@@ -382,6 +526,15 @@ func (f figures) render(w io.Writer) {
 		}
 		row(cells...)
 	}
+}
+
+// cpu formats a bench/floor benchmark's CPU per op.
+func (f figures) cpu(name string) string {
+	v, ok := f.median(name, cpuOp)
+	if !ok {
+		return dash
+	}
+	return formatDuration(v)
 }
 
 // names returns every benchmark name in the runs, in the order of the
@@ -415,8 +568,12 @@ func (f figures) names() []string {
 func benchOrder() map[string]int {
 	m := make(map[string]int)
 	for i, n := range []string{
-		echo8Raw, echo8NetRPC, echo8IPC, echo4Raw, echo4NetRPC, echo4IPC, echo1MRaw, echo1MNetRPC, echo1MIPC,
-		concNetRPC, concIPC, pipePiped, pipeSeq, streamRaw, streamNetRPC, streamIPC, spawnExec, spawnIPC,
+		echo8Raw, echo8NetRPC, echo8MP, echo8Capnp, echo4Raw, echo4NetRPC, echo4MP, echo4Capnp,
+		echo1MRaw, echo1MNetRPC, echo1MMP, echo1MMPData, echo1MCapnp,
+		concNetRPC, concMPEach, concMPShared, concCapEach, concCapShared,
+		pipeMP, seqMP, pipeCapnp, seqCapnp, streamRaw, streamNetRPC, streamMP, streamCapnp,
+		spawnExec, spawnMP, spawnCapnp,
+		floorCaller, floorPromise, floorServer, floorServerPush, floorServerQueued, floorStream,
 	} {
 		m[n] = i
 	}
