@@ -3,7 +3,6 @@ package integration
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -16,8 +15,8 @@ import (
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
 	"github.com/gomultiprocess/multiprocess/internal/walletdb"
-	"github.com/gomultiprocess/multiprocess/ipc"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/mp"
+	"github.com/gomultiprocess/multiprocess/schema"
 )
 
 // Blocks produced on request reach the wallet through its blockConnected
@@ -154,8 +153,10 @@ func TestAppRestartsKeepChainAndBalance(t *testing.T) {
 }
 
 // A wallet killed with SIGKILL while blocks arrive loses nothing it
-// acknowledged: after a restart of the node it has every block it had
-// applied, catches up on those it missed, and counts none twice.
+// acknowledged: the node restarts it, and it has every block it had
+// applied, catches up on those it missed (the node went on producing
+// blocks without it), and counts none twice; so after a restart of the
+// node.
 func TestAppWalletKilledLosesNothing(t *testing.T) {
 	dataDir := t.TempDir()
 	// Blocks every 2 ms keep blockConnected calls in flight most of the
@@ -166,21 +167,31 @@ func TestAppWalletKilledLosesNothing(t *testing.T) {
 	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	node.out.waitFor(t, lineRE(`msg="child process exited" .*child=wallet .*status="killed by signal 9 \(killed\)"`))
+	exited := lineRE(`msg="child process exited unexpectedly" .*child=wallet child_pid=` + strconv.Itoa(pid) + ` status="killed by signal 9 \(killed\)"`)
+	node.out.waitFor(t, exited)
 	waitGone(t, pid)
-	_, acked, ackedHeight := lastLoggedBlock(t, node.out.String())
+	// What the wallet had acknowledged when the node saw it die.
+	out := node.out.String()
+	_, acked, ackedHeight := lastLoggedBlock(t, out[:exited.FindStringIndex(out)[0]])
 	if ackedHeight < 30 {
 		t.Fatalf("the wallet acknowledged blocks up to %d only, before its kill", ackedHeight)
 	}
-	// The node keeps producing blocks without its wallet.
+	// The node keeps producing blocks without its wallet, and restarts
+	// it.
 	node.out.waitFor(t, lineRE(`msg="block connected" process=node pid=\d+ height=\d+ hash=[0-9a-f]{64}\n`))
+	node.out.waitFor(t, lineRE(`msg="child process restarted" process=node .*child=wallet restart=1`))
+	check := func(when string) {
+		t.Helper()
+		b := checkBalanceMatchesChain(t, dataDir)
+		if b.Height < ackedHeight || b.Balance < acked {
+			t.Fatalf("%s: balance %d at height %d, below the acknowledged %d at %d", when, b.Balance, b.Height, acked, ackedHeight)
+		}
+	}
+	check("after the wallet's restart")
 	stopNode(t, node)
 
 	node = startApp(t, dataDir)
-	b := checkBalanceMatchesChain(t, dataDir)
-	if b.Height < ackedHeight || b.Balance < acked {
-		t.Fatalf("after the wallet's SIGKILL: balance %d at height %d, below the acknowledged %d at %d", b.Balance, b.Height, acked, ackedHeight)
-	}
+	check("after a restart of the node")
 	stopNode(t, node)
 }
 
@@ -204,8 +215,9 @@ func TestAppWalletInUse(t *testing.T) {
 	stopNode(t, node)
 }
 
-// A method that the process does not serve fails with the clear error;
-// those it serves work over the same connection.
+// A method that the process does not serve fails with the declared error
+// (schema.ErrNotServed, an unimplemented exception); those it serves work
+// over the same connection.
 func TestAppMethodNotServed(t *testing.T) {
 	dataDir := t.TempDir()
 	node := startApp(t, dataDir)
@@ -213,28 +225,24 @@ func TestAppMethodNotServed(t *testing.T) {
 	init := connectNode(t, i, dataDir, "unix")
 	ctx := testCtx(t)
 
-	fut, release := init.MakeWalletLoader(ctx, nil)
-	_, err := fut.Struct()
-	release()
-	if !ipc.IsNotServed(err) || !strings.Contains(err.Error(), "not served by this process") {
-		t.Fatalf("node's makeWalletLoader: %v, want \"not served by this process\"", err)
+	_, err := init.MakeWalletLoader(ctx, &schema.WalletSettings{DataDir: dataDir}, nil)
+	if !errors.Is(err, schema.ErrNotServed) || !errors.Is(err, mp.ErrUnimplemented) || !strings.Contains(err.Error(), "not served by this process") {
+		t.Fatalf("node's makeWalletLoader: %v, want schema.ErrNotServed", err)
 	}
 
 	// makeChain is served: the chain answers, and its height is the
 	// node's block count.
-	made, release := init.MakeChain(ctx, nil)
-	defer release()
-	hfut, release2 := made.Chain().Height(ctx, nil)
-	defer release2()
-	res, err := hfut.Struct()
+	ch, err := init.MakeChain(ctx)
+	if err != nil {
+		t.Fatalf("makeChain: %v", err)
+	}
+	defer mp.Release(ch)
+	height, err := ch.Height(ctx)
 	if err != nil {
 		t.Fatalf("chain height: %v", err)
 	}
-	if res.Height() != 0 {
-		t.Errorf("height of a fresh chain = %d, want 0", res.Height())
-	}
-	if !ipc.IsNotServed(fmt.Errorf("makeNode: %w", ipc.ErrNotServed)) {
-		t.Error("IsNotServed does not recognise ipc.ErrNotServed itself")
+	if height != 0 {
+		t.Errorf("height of a fresh chain = %d, want 0", height)
 	}
 	stopNode(t, node)
 }
@@ -294,9 +302,9 @@ func TestAppCallbackChainUnderLoad(t *testing.T) {
 	}
 }
 
-// The spawned wallet answers the node's methods with the clear error, and
-// refuses a makeWalletLoader without a chain or with a relative data dir
-// instead of failing later.
+// The spawned wallet answers the node's methods with the declared error,
+// and refuses a makeWalletLoader without a chain or with a relative data
+// dir instead of failing later.
 func TestAppWalletMethodsNotServed(t *testing.T) {
 	i := newIpc(t)
 	ctx := testCtx(t)
@@ -304,33 +312,24 @@ func TestAppWalletMethodsNotServed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Release()
-	nfut, release := w.MakeNode(ctx, nil)
-	_, err = nfut.Struct()
-	release()
-	if !ipc.IsNotServed(err) {
-		t.Errorf("wallet's makeNode: %v, want \"not served by this process\"", err)
+	defer mp.Release(w)
+	if _, err := w.MakeNode(ctx); !errors.Is(err, schema.ErrNotServed) {
+		t.Errorf("wallet's makeNode: %v, want schema.ErrNotServed", err)
 	}
-	cfut, release := w.MakeChain(ctx, nil)
-	_, err = cfut.Struct()
-	release()
-	if !ipc.IsNotServed(err) {
-		t.Errorf("wallet's makeChain: %v, want \"not served by this process\"", err)
+	if _, err := w.MakeChain(ctx); !errors.Is(err, schema.ErrNotServed) {
+		t.Errorf("wallet's makeChain: %v, want schema.ErrNotServed", err)
 	}
-	lfut, release := w.MakeWalletLoader(ctx, func(p schema.Init_makeWalletLoader_Params) error {
-		s, err := p.NewSettings()
-		if err != nil {
-			return err
-		}
-		return s.SetDataDir(t.TempDir())
-	})
-	_, err = lfut.Struct()
-	release()
-	if err == nil || !strings.Contains(err.Error(), "no chain given") {
+	if _, err := w.MakeWalletLoader(ctx, &schema.WalletSettings{DataDir: t.TempDir()}, nil); err == nil || !strings.Contains(err.Error(), "no chain given") {
 		t.Errorf("makeWalletLoader without a chain: %v, want \"no chain given\"", err)
+	}
+	if _, err := w.MakeWalletLoader(ctx, &schema.WalletSettings{DataDir: "relative/dir"}, unusedChain{}); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
+		t.Errorf("makeWalletLoader with a relative data dir: %v, want \"not an absolute path\"", err)
 	}
 	// The wallet still answers.
 	if got, err := nodeinit.Echo(ctx, w, "still there"); err != nil || got != "still there" {
 		t.Errorf("echo after the refused calls = %q, %v", got, err)
 	}
 }
+
+// unusedChain is a Chain of the test's, whose every method fails.
+type unusedChain struct{ schema.UnimplementedChain }

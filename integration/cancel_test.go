@@ -8,8 +8,8 @@ import (
 	"time"
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
+	"github.com/gomultiprocess/multiprocess/internal/appinit"
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
-	"github.com/gomultiprocess/multiprocess/ipc"
 )
 
 // A caller's context canceled in the middle of a call to another process
@@ -27,7 +27,7 @@ func TestCancelMidCallAcrossProcess(t *testing.T) {
 	defer cancel()
 	res := make(chan error, 1)
 	go func() {
-		_, err := echoAfter(ctx, init, "canceled", ipc.MaxEchoDelay)
+		_, err := echoAfter(ctx, init, "canceled", appinit.MaxEchoDelay)
 		res <- err
 	}()
 	node.out.waitFor(t, lineRE(`msg="delaying an echo" .*delay=1m0s`))

@@ -11,6 +11,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,31 +26,22 @@ import (
 )
 
 // The test binary doubles as a hostile wallet: with helperEnv=hostilewallet
-// and placed as the `wallet` executable next to a node, it is spawned with
-// the node's socket on fd 3. It runs the real wallet binary (at
-// hostileRealEnv) on a socketpair of its own and passes the bytes through
-// both ways, whole messages at a time, until the moment named by
-// hostileWhenEnv: "start" at once, before the node's first message is
-// answered (its Bootstrap question is open); "signal" on SIGUSR1, after
-// the node has started with the real wallet. Then it writes the bytes of
-// the case named by hostileCaseEnv to the node in place of the wallet's
-// next message, passes nothing more from the wallet, and exits once the
-// node has closed the socket and the real wallet has exited.
+// in the node's environment, the node's wallet executable, this binary,
+// starts as the hostile wallet (see runHelper) with the node's socket on
+// fd 3. It runs the real wallet (at hostileRealEnv, without helperEnv) on a
+// socketpair of its own and passes the bytes through both ways, whole
+// messages at a time, until the moment named by hostileWhenEnv: "start" at
+// once, before the node's first message is answered (its Bootstrap
+// question is open); "signal" on SIGUSR1, after the node has started with
+// the real wallet. Then it writes the bytes of the case named by
+// hostileCaseEnv to the node in place of the wallet's next message, passes
+// nothing more from the wallet, and exits once the node has closed the
+// socket and the real wallet has exited.
 const (
 	hostileCaseEnv = "MULTIPROCESS_HOSTILE_CASE"
 	hostileWhenEnv = "MULTIPROCESS_HOSTILE_WHEN"
 	hostileRealEnv = "MULTIPROCESS_HOSTILE_REAL_WALLET"
 )
-
-func init() {
-	if os.Getenv(helperEnv) == "hostilewallet" {
-		if err := hostileWallet(os.Getenv(hostileCaseEnv), os.Getenv(hostileWhenEnv), os.Getenv(hostileRealEnv)); err != nil {
-			fmt.Fprintln(os.Stderr, "hostile wallet:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-}
 
 // hostileBytes are what the hostile wallet sends; each must end the
 // node's connection to it with the reason in hostileWalletReasons.
@@ -93,6 +86,9 @@ func hostileWallet(name, when, realWallet string) error {
 	}
 	defer inner.Close()
 	real := exec.Command(realWallet, "-ipcfd", "3")
+	// The real wallet is this binary too: without helperEnv it is the
+	// wallet.
+	real.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, helperEnv+"=") })
 	real.ExtraFiles = []*os.File{theirs}
 	real.Stdout, real.Stderr = os.Stderr, os.Stderr
 	err = real.Start()
@@ -179,42 +175,20 @@ func readRawFrame(r io.Reader) ([]byte, error) {
 	return f, err
 }
 
-// hostileWalletNode starts a node whose `wallet` executable is the hostile
-// wallet, running the real one behind it, with case name sent when says.
+// hostileWalletNode starts a node whose wallet is the hostile wallet,
+// running the real one behind it, with case name sent when says.
 func hostileWalletNode(t *testing.T, dataDir, name, when string) *proc {
 	t.Helper()
-	dir := t.TempDir()
-	// The node looks for its wallet next to its own executable, with
-	// symbolic links resolved: a hard link or a copy of the node.
-	if err := os.Link(filepath.Join(binDir, "node"), filepath.Join(dir, "node")); err != nil {
-		copyFile(t, filepath.Join(binDir, "node"), filepath.Join(dir, "node"))
-	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(self, filepath.Join(dir, "wallet")); err != nil {
-		t.Fatal(err)
-	}
-	return startPath(t, filepath.Join(dir, "node"), []string{"-datadir=" + dataDir, "-ipcbind=unix", "-ipcshutdowntimeout=5s"},
+	return startPath(t, filepath.Join(binDir, "node"), []string{"-datadir=" + dataDir, "-ipcbind=unix", "-ipcshutdowntimeout=5s"},
 		helperEnv+"=hostilewallet", hostileCaseEnv+"="+name, hostileWhenEnv+"="+when,
 		hostileRealEnv+"="+filepath.Join(binDir, "wallet"))
 }
 
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // Hostile bytes from the wallet child, on the socketpair, once the node
 // runs: the node ends that connection with the reason logged, reaps the
-// child, carries on without a wallet, and keeps serving -ipcbind.
+// child, keeps serving -ipcbind, and restarts its wallet (the hostile
+// wallet again, which passes everything through this time), which then
+// answers.
 func TestHostileWalletAfterStart(t *testing.T) {
 	for _, name := range []string{"null-body return", "garbage", "1 GiB header", "513 segments"} {
 		t.Run(name, func(t *testing.T) {
@@ -234,7 +208,7 @@ func TestHostileWalletAfterStart(t *testing.T) {
 			if !regexp.MustCompile(hostileWalletReasons[name]).MatchString(got) {
 				t.Errorf("node logged err=%s for the wallet's connection; want %q", got, hostileWalletReasons[name])
 			}
-			node.out.waitFor(t, lineRE(`msg="child process exited" .*status="exit status 0"`))
+			node.out.waitFor(t, lineRE(`level=ERROR msg="child process exited unexpectedly" .*child_pid=`+strconv.Itoa(pid)+` status="exit status 0"`))
 			waitGone(t, pid)
 
 			ctx := testCtx(t)
@@ -243,8 +217,12 @@ func TestHostileWalletAfterStart(t *testing.T) {
 					t.Fatalf("echo %d after the wallet broke = %q, %v", n, got, err)
 				}
 			}
-			if hwm := procStatusKiB(t, node.cmd.Process.Pid, "VmHWM"); hwm > maxNodeHWMKiB {
-				t.Errorf("node's peak resident memory is %d KiB, more than %d KiB", hwm, maxNodeHWMKiB)
+			node.out.waitFor(t, lineRE(`msg="child process restarted" process=node .*child=wallet restart=1`))
+			if b := getBalance(t, dataDir); b.Balance != 0 {
+				t.Errorf("balance after the wallet's restart: %+v", b)
+			}
+			if hwm := procStatusKiB(t, node.cmd.Process.Pid, "VmHWM"); hwm > maxNodeHWMKiB() {
+				t.Errorf("node's peak resident memory is %d KiB, more than %d KiB", hwm, maxNodeHWMKiB())
 			}
 			select {
 			case <-node.done:
@@ -273,7 +251,10 @@ func TestHostileWalletAtStart(t *testing.T) {
 			}
 			out := node.out.String()
 			inOrder(t, out, `msg="child process exited"`,
-				`level=ERROR msg="node failed" .*spawn wallet .*`+hostileWalletReasons[name])
+				`level=ERROR msg="node failed" .*set up wallet: .*`+hostileWalletReasons[name])
+			if strings.Contains(out, "restarting child process") {
+				t.Errorf("the node restarted a wallet that failed its start-up; output:\n%s", out)
+			}
 			if strings.Contains(out, "panic") {
 				t.Errorf("node panicked; output:\n%s", out)
 			}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"strings"
@@ -12,17 +13,33 @@ import (
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/ipc"
-	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/mp"
+	"github.com/gomultiprocess/multiprocess/schema"
 )
 
-// newIpc returns an Ipc for the test process that spawns the built
-// executables, and closes it at the end of the test.
-func newIpc(t *testing.T) *ipc.Ipc {
+// newIpc returns an Ipc for the test process, speaking the reference
+// program's contract, that spawns the programs in binDir, and closes it at
+// the end of the test.
+func newIpc(t *testing.T) *ipc.Ipc[schema.Init] {
+	t.Helper()
+	return newIpcWith(t, nil)
+}
+
+// newIpcWith is newIpc with options that set changes.
+func newIpcWith(t *testing.T, set func(*ipc.Options)) *ipc.Ipc[schema.Init] {
 	t.Helper()
 	fdcheck.Check(t, deadline)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil)).With("process", "test", "pid", os.Getpid())
-	i := ipc.New("test", os.Args[0], nodeinit.NewInit, &ipc.Options{Logger: log, ExecutableDir: binDir})
+	opts := &ipc.Options{
+		Logger:             log,
+		ExecutableDir:      binDir,
+		Application:        schema.Application,
+		ApplicationVersion: schema.ProtocolVersion,
+	}
+	if set != nil {
+		set(opts)
+	}
+	i := ipc.New("test", os.Args[0], schema.InitInterface, nodeinit.NewInit, opts)
 	t.Cleanup(func() { _ = i.Close() })
 	return i
 }
@@ -34,42 +51,26 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// peerPid asks the process behind init for its pid.
-func peerPid(t *testing.T, init schema.Init) int {
+// peerPid returns the pid of the process behind init, which it told in
+// the framework's handshake.
+func peerPid(t *testing.T, i *ipc.Ipc[schema.Init], init schema.Init) int {
 	t.Helper()
-	fut, release := init.Hello(context.Background(), func(p schema.Init_hello_Params) error {
-		w, err := p.NewCaller()
-		if err != nil {
-			return err
-		}
-		w.SetProtocolVersion(schema.ProtocolVersion)
-		if err := w.SetExecutable("test"); err != nil {
-			return err
-		}
-		return w.SetBuild("test")
-	})
-	defer release()
-	res, err := fut.Struct()
+	info, err := i.Handshake(testCtx(t), init)
 	if err != nil {
-		t.Fatalf("hello: %v", err)
+		t.Fatalf("handshake: %v", err)
 	}
-	info, err := res.Callee()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return int(info.Pid())
+	return int(info.Pid)
 }
 
-// Echo through the real wallet binary, small and 1 MiB.
+// Echo through the real wallet program, small and 1 MiB.
 func TestEchoThroughWallet(t *testing.T) {
 	i := newIpc(t)
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
-	defer cancel()
+	ctx := testCtx(t)
 	w, err := i.SpawnProcess(ctx, "wallet")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Release()
+	defer mp.Release(w)
 	for _, msg := range []string{"hi", strings.Repeat("0123456789abcdef", 1<<16)} {
 		got, err := nodeinit.Echo(ctx, w, msg)
 		if err != nil {
@@ -79,20 +80,28 @@ func TestEchoThroughWallet(t *testing.T) {
 			t.Fatalf("echo %d bytes returned %d bytes", len(msg), len(got))
 		}
 	}
+	info, err := i.Handshake(ctx, w)
+	if err != nil || info.Executable != "wallet" || info.Application != schema.Application || info.ApplicationVersion != schema.ProtocolVersion {
+		t.Errorf("handshake with the wallet = %+v, %v", info, err)
+	}
 }
 
 // After the wallet is killed, a call returns a disconnection error instead
-// of hanging, and releasing the proxy reaps the child.
+// of hanging, OnExit reports the signal, and releasing the proxy is enough
+// to be done with the child.
 func TestCallAfterWalletKilled(t *testing.T) {
 	i := newIpc(t)
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
-	defer cancel()
+	ctx := testCtx(t)
 	w, err := i.SpawnProcess(ctx, "wallet")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Release()
-	pid := peerPid(t, w)
+	defer mp.Release(w)
+	exited := make(chan ipc.ChildExit, 1)
+	if err := i.OnExit(w, func(e ipc.ChildExit) { exited <- e }); err != nil {
+		t.Fatal(err)
+	}
+	pid := peerPid(t, i, w)
 	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -101,8 +110,16 @@ func TestCallAfterWalletKilled(t *testing.T) {
 	if err == nil {
 		t.Fatal("echo to a killed wallet succeeded")
 	}
-	if !protocol.IsDisconnected(err) {
-		t.Errorf("echo to a killed wallet: %v; want a disconnection error", err)
+	if !errors.Is(err, mp.ErrDisconnected) {
+		t.Errorf("echo to a killed wallet: %v; want mp.ErrDisconnected", err)
+	}
+	select {
+	case e := <-exited:
+		if e.Requested || e.Status.Signal != unix.SIGKILL || e.PID != pid {
+			t.Errorf("exit of the killed wallet = %+v; want pid %d, SIGKILL, not requested", e, pid)
+		}
+	case <-ctx.Done():
+		t.Fatal("OnExit did not report the killed wallet")
 	}
 }
 

@@ -16,46 +16,38 @@ import (
 	"testing"
 	"time"
 
-	"capnproto.org/go/capnp/v3"
-
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
+	"github.com/gomultiprocess/multiprocess/internal/appinit"
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/ipc"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/mp"
+	"github.com/gomultiprocess/multiprocess/schema"
 )
 
 // The test binary doubles as a client process that a test can kill in the
-// middle of a call: with helperEnv=slowcall it connects to the node at
-// helperAddrEnv, calls echoAfter with the longest delay, says "calling"
-// and waits. It runs from init, before TestMain builds anything.
-const (
-	helperEnv     = "MULTIPROCESS_INTEGRATION_HELPER"
-	helperAddrEnv = "MULTIPROCESS_INTEGRATION_HELPER_ADDR"
-)
-
-func init() {
-	if os.Getenv(helperEnv) == "slowcall" {
-		os.Exit(slowCallHelper(os.Getenv(helperAddrEnv)))
-	}
-}
+// middle of a call: with helperEnv=slowcall (see runHelper) it connects to
+// the node at helperAddrEnv, says "calling", calls echoAfter with the
+// longest delay and waits.
+const helperAddrEnv = "MULTIPROCESS_INTEGRATION_HELPER_ADDR"
 
 func slowCallHelper(addr string) int {
-	i := ipc.New("helper", os.Args[0], nodeinit.NewInit, nil)
+	i := ipc.New("helper", os.Args[0], schema.InitInterface, nodeinit.NewInit, nil)
+	defer i.Close()
 	ctx := context.Background()
 	init, err := i.ConnectAddress(ctx, "", nodeinit.ExeName, addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 1
 	}
-	made, release := init.MakeEcho(ctx, nil)
-	defer release()
-	fut, release2 := made.Result().EchoAfter(ctx, func(p schema.Echo_echoAfter_Params) error {
-		p.SetDelayMs(uint32(ipc.MaxEchoDelay / time.Millisecond))
-		return p.SetEcho("never")
-	})
-	defer release2()
+	defer mp.Release(init)
+	e, err := init.MakeEcho(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		return 1
+	}
+	defer mp.Release(e)
 	fmt.Println("calling")
-	_, err = fut.Struct()
+	_, err = e.EchoAfter(ctx, "never", uint32(appinit.MaxEchoDelay/time.Millisecond))
 	fmt.Println("call returned:", err)
 	return 1
 }
@@ -135,14 +127,14 @@ func testCtx(t *testing.T) context.Context {
 
 // connectNode connects the test's Ipc to the node at address and checks
 // that an echo comes back. The proxy is released at the end of the test.
-func connectNode(t *testing.T, i *ipc.Ipc, dataDir, address string) schema.Init {
+func connectNode(t *testing.T, i *ipc.Ipc[schema.Init], dataDir, address string) schema.Init {
 	t.Helper()
 	ctx := testCtx(t)
 	init, err := i.ConnectAddress(ctx, dataDir, nodeinit.ExeName, address)
 	if err != nil {
 		t.Fatalf("connect to %s: %v", address, err)
 	}
-	t.Cleanup(init.Release)
+	t.Cleanup(func() { mp.Release(init) })
 	if got, err := nodeinit.Echo(ctx, init, "via "+address); err != nil || got != "via "+address {
 		t.Fatalf("echo via %s = %q, %v", address, got, err)
 	}
@@ -151,18 +143,12 @@ func connectNode(t *testing.T, i *ipc.Ipc, dataDir, address string) schema.Init 
 
 // echoAfter calls echoAfter on a new Echo from init.
 func echoAfter(ctx context.Context, init schema.Init, msg string, delay time.Duration) (string, error) {
-	made, release := init.MakeEcho(ctx, nil)
-	defer release()
-	fut, release2 := made.Result().EchoAfter(ctx, func(p schema.Echo_echoAfter_Params) error {
-		p.SetDelayMs(uint32(delay / time.Millisecond))
-		return p.SetEcho(msg)
-	})
-	defer release2()
-	res, err := fut.Struct()
+	e, err := init.MakeEcho(ctx)
 	if err != nil {
 		return "", err
 	}
-	return res.Result()
+	defer mp.Release(e)
+	return e.EchoAfter(ctx, msg, uint32(delay/time.Millisecond))
 }
 
 func checkSocket(t *testing.T, path string) {
@@ -213,7 +199,7 @@ func TestIPCBindShutdownRemovesSocket(t *testing.T) {
 	i := newIpc(t)
 	init := connectNode(t, i, dataDir, "unix:"+other)
 	lost := make(chan struct{})
-	if err := i.AddCleanup(capnp.Client(init), func() { close(lost) }); err != nil {
+	if err := i.AddCleanup(init, func() { close(lost) }); err != nil {
 		t.Fatal(err)
 	}
 
@@ -284,7 +270,7 @@ func TestIPCMaxConnections(t *testing.T) {
 		t.Fatalf("node opened %d connections, want 16", n)
 	}
 
-	clients[0].Release()
+	mp.Release(clients[0])
 	wallet.out.waitFor(t, lineRE(`msg="node answered" .*echo="hello from wallet"`))
 	ctx := testCtx(t)
 	for n, c := range clients[1:] {
@@ -307,7 +293,7 @@ func TestIPCSlowCallDoesNotBlockOthers(t *testing.T) {
 	ctx, cancel := context.WithCancel(testCtx(t))
 	slow := make(chan error, 1)
 	go func() {
-		_, err := echoAfter(ctx, slowClient, "slow", ipc.MaxEchoDelay)
+		_, err := echoAfter(ctx, slowClient, "slow", appinit.MaxEchoDelay)
 		slow <- err
 	}()
 	node.out.waitFor(t, lineRE(`msg="delaying an echo" .*delay=1m0s`))
@@ -380,11 +366,17 @@ func vmRSS(t *testing.T, pid int) int {
 // plainNode returns a node executable built without the race detector:
 // under -race, ThreadSanitizer's own bookkeeping grows the resident memory
 // of a process by some KiB for every thousand goroutines it ever ran (the
-// Go heap stays flat), which would hide what the test looks for.
+// Go heap stays flat), which would hide what the test looks for. Without
+// -race that is the test binary; with it, cmd/node built for the test. Its
+// packages are linked into the test binary as well, so go test's cache key
+// covers them; reading cmd/node's own source adds that to the key.
 func plainNode(t *testing.T) string {
 	t.Helper()
 	if !raceEnabled {
 		return filepath.Join(binDir, "node")
+	}
+	if _, err := os.ReadFile("../cmd/node/main.go"); err != nil {
+		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	build := exec.Command("go", "build", "-o", dir+"/", "github.com/gomultiprocess/multiprocess/cmd/node")
@@ -425,7 +417,7 @@ func TestIPCConnectCyclesKeepNodeSteady(t *testing.T) {
 		if _, err := nodeinit.Echo(ctx, init, "cycle"); err != nil {
 			t.Fatalf("cycle %d: echo: %v", n, err)
 		}
-		init.Release()
+		mp.Release(init)
 	}
 	// Warm up, so that what the node keeps for good (pools, caches,
 	// the runtime's free lists) is in the baseline.

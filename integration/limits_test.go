@@ -8,7 +8,7 @@ import (
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
 	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/mp"
 )
 
 // Node.generateBlocks makes at most nodeinit.MaxGenerate blocks per call:
@@ -20,26 +20,19 @@ func TestGenerateBlocksLimit(t *testing.T) {
 	i := newIpc(t)
 	init := connectNode(t, i, dataDir, "unix")
 	ctx := testCtx(t)
-	made, release := init.MakeNode(ctx, nil)
-	defer release()
-	n := made.Node()
+	n, err := init.MakeNode(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mp.Release(n)
 	for _, count := range []uint32{0, nodeinit.MaxGenerate + 1} {
-		fut, rel := n.GenerateBlocks(ctx, func(p schema.Node_generateBlocks_Params) error {
-			p.SetCount(count)
-			return p.SetAddress("limit-test")
-		})
-		_, err := fut.Struct()
-		rel()
-		if err == nil || !strings.Contains(err.Error(), "out of range") {
+		if _, err := n.GenerateBlocks(ctx, count, "limit-test"); err == nil || !strings.Contains(err.Error(), "out of range") {
 			t.Errorf("generateBlocks(%d): %v, want an out-of-range error", count, err)
 		}
 	}
-	fut, rel := n.BlockCount(ctx, nil)
-	res, err := fut.Struct()
-	if err != nil || res.Count() != 0 {
-		t.Errorf("blockCount after the refused calls = %d, %v; want 0", res.Count(), err)
+	if count, err := n.BlockCount(ctx); err != nil || count != 0 {
+		t.Errorf("blockCount after the refused calls = %d, %v; want 0", count, err)
 	}
-	rel()
 	if got, err := nodeinit.Echo(ctx, init, "still here"); err != nil || got != "still here" {
 		t.Errorf("echo after the refused calls = %q, %v", got, err)
 	}
@@ -59,7 +52,7 @@ func TestNodeIPCTimeoutFlags(t *testing.T) {
 	good := connectNode(t, i, dataDir, "unix")
 	ctx := testCtx(t)
 
-	from := len(node.out.String())
+	from := afterOpened(t, node.out, 1) // good's
 	partial := dialRaw(t, sock)
 	id := connID(t, node.out, from)
 	partial.mustWrite(append(rpcmsg.Header(4), 1, 2, 3, 4, 5, 6, 7, 8)) // 8 of 32 bytes

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,40 +18,78 @@ import (
 
 	"go.uber.org/goleak"
 
+	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
+	walletinit "github.com/gomultiprocess/multiprocess/init/wallet"
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
+	"github.com/gomultiprocess/multiprocess/ipc"
 )
 
-// raceEnabled is set when the tests run with -race; the binaries are then
-// built with it too.
+// raceEnabled is set when the tests run with -race, and with them the
+// programs they run.
 var raceEnabled bool
 
-// binDir holds the executables built once for the whole run.
+// binDir holds this test binary under the names node and wallet.
 var binDir string
 
 // deadline turns a hang into a failure; it never measures speed.
 const deadline = 60 * time.Second
 
+// TestMain runs the tests, or, when this binary was started under the name
+// of one of the programs (the names it is linked under in binDir), that
+// program: the node (in the role it was spawned in, when it spawned
+// itself), or the wallet, spawned by a node or run by hand. Since both
+// programs are linked into the test binary, go test's cache key covers
+// every source file of theirs, and -race builds them with the race
+// detector.
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
+	runHelper()
+	switch filepath.Base(os.Args[0]) {
+	case nodeinit.ExeName:
+		ipc.RunRole(nodeinit.Roles())
+		os.Exit(nodeinit.Main(os.Args))
+	case walletinit.ExeName:
+		os.Exit(walletinit.Main(os.Args))
+	}
+	os.Exit(runTests(m))
 }
 
-func runMain(m *testing.M) int {
+// helperEnv, in a process's environment, makes this binary a helper
+// process of a test instead: see runHelper.
+const helperEnv = "MULTIPROCESS_INTEGRATION_HELPER"
+
+// runHelper runs the helper that helperEnv names, if any, and exits: the
+// slowcall client (slowCallHelper) or, started as the wallet, the hostile
+// wallet (hostileWallet). It returns when this process is no helper.
+func runHelper() {
+	switch os.Getenv(helperEnv) {
+	case "slowcall":
+		os.Exit(slowCallHelper(os.Getenv(helperAddrEnv)))
+	case "hostilewallet":
+		// The node that spawns the hostile wallet runs with the
+		// variable too, and is the node.
+		if filepath.Base(os.Args[0]) != walletinit.ExeName {
+			return
+		}
+		if err := hostileWallet(os.Getenv(hostileCaseEnv), os.Getenv(hostileWhenEnv), os.Getenv(hostileRealEnv)); err != nil {
+			fmt.Fprintln(os.Stderr, "hostile wallet:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+}
+
+func runTests(m *testing.M) int {
 	dir, err := os.MkdirTemp("", "mpbin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	args := []string{"build", "-o", dir + "/"}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, "github.com/gomultiprocess/multiprocess/cmd/node", "github.com/gomultiprocess/multiprocess/cmd/wallet")
-	build := exec.Command("go", args...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build executables:", err)
-		return 1
+	for _, name := range []string{nodeinit.ExeName, walletinit.ExeName} {
+		if err := linkSelf(dir, name); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	}
 	binDir = dir
 	code := m.Run()
@@ -61,6 +100,35 @@ func runMain(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+// linkSelf places this test binary in dir under name: a hard link, or a
+// copy where dir is on another file system. Not a symbolic link: a
+// program finds its siblings next to its executable with symbolic links
+// resolved (os.Executable), which would be the test binary's directory.
+func linkSelf(dir, name string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the test binary: %w", err)
+	}
+	to := filepath.Join(dir, name)
+	if os.Link(self, to) == nil {
+		return nil
+	}
+	from, err := os.Open(self)
+	if err != nil {
+		return err
+	}
+	defer from.Close()
+	f, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, from); err != nil {
+		f.Close()
+		return fmt.Errorf("copy the test binary to %s: %w", to, err)
+	}
+	return f.Close()
 }
 
 // output collects what a process writes and lets a test wait for a line.
@@ -117,7 +185,7 @@ type proc struct {
 	err  error
 }
 
-// start runs one of the built executables with args. Its stdout and
+// start runs one of the programs in binDir with args. Its stdout and
 // stderr (and its children's, which share them) are collected; the test
 // fails if they ever mention a data race. The process is killed at the end
 // of the test if still running.
@@ -212,6 +280,16 @@ func procState(pid int) string {
 }
 
 var childPidRE = regexp.MustCompile(`msg="spawned child process" .*child=wallet child_pid=(\d+)`)
+
+// walletPids returns the pids of the wallets a node spawned, in order.
+func walletPids(out string) []int {
+	var pids []int
+	for _, m := range childPidRE.FindAllStringSubmatch(out, -1) {
+		pid, _ := strconv.Atoi(m[1])
+		pids = append(pids, pid)
+	}
+	return pids
+}
 
 // walletPid waits for the node to report its wallet's pid.
 func walletPid(t *testing.T, node *proc) int {

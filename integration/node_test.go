@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -42,8 +43,9 @@ func openFileIDs(t *testing.T, pid int) map[fileID]string {
 }
 
 // The node spawns its wallet as `<dir>/wallet -ipcfd 3`, calls it, and
-// passes it none of the descriptors the node itself inherited. On SIGTERM
-// both exit 0 and the wallet is reaped.
+// passes it none of the descriptors the node itself inherited; it receives
+// the wallet's lifetime events (logged with -debug=ipc). On SIGTERM both
+// exit 0 and the wallet is reaped.
 func TestNodeSpawnsWalletAndStopsOnSIGTERM(t *testing.T) {
 	dataDir := t.TempDir()
 	r, w, err := os.Pipe()
@@ -59,11 +61,11 @@ func TestNodeSpawnsWalletAndStopsOnSIGTERM(t *testing.T) {
 	defer regular.Close()
 	inherited := []*os.File{r, w, regular}
 
-	node := start(t, "node", []string{"-datadir=" + dataDir}, func(c *exec.Cmd) {
+	node := start(t, "node", []string{"-datadir=" + dataDir, "-debug=ipc"}, func(c *exec.Cmd) {
 		c.ExtraFiles = inherited
 	})
 	pid := walletPid(t, node)
-	node.out.waitFor(t, regexp.MustCompile(`msg="wallet answered" .*echo="hello from node"`))
+	node.out.waitFor(t, regexp.MustCompile(`msg="wallet loaded" process=node `))
 
 	if got, want := cmdline(t, pid), []string{filepath.Join(binDir, "wallet"), "-ipcfd", "3"}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("wallet argv = %q, want %q", got, want)
@@ -88,9 +90,9 @@ func TestNodeSpawnsWalletAndStopsOnSIGTERM(t *testing.T) {
 	// The wallet's start-up, replayed to the node when it subscribed.
 	node.out.waitFor(t, regexp.MustCompile(`msg="child lifetime event" .*kind=startupComplete`))
 	inOrder(t, node.out.String(),
-		`msg="child lifetime event" .*child=wallet .*kind=startup subsystem=process seq=1`,
+		`msg="child lifetime event" .*child=wallet .*kind=startup subsystem="" seq=1`,
 		`msg="child lifetime event" .*child=wallet .*kind=startup subsystem=ipcParent seq=2`,
-		`msg="child lifetime event" .*child=wallet .*kind=startupComplete subsystem=process seq=3`,
+		`msg="child lifetime event" .*child=wallet .*kind=startupComplete subsystem="" seq=3`,
 	)
 
 	node.signal(t, syscall.SIGTERM)
@@ -138,7 +140,7 @@ func TestWalletExitsWhenNodeIsKilled(t *testing.T) {
 	for round := range 20 {
 		node := start(t, "node", []string{"-datadir=" + t.TempDir()}, nil)
 		pid := walletPid(t, node)
-		node.out.waitFor(t, regexp.MustCompile(`msg="wallet answered"`))
+		node.out.waitFor(t, regexp.MustCompile(`msg="wallet loaded" process=node `))
 		node.signal(t, syscall.SIGKILL)
 		if ws := node.wait(t); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 			t.Fatalf("round %d: node ended with %v", round, ws)
@@ -149,7 +151,7 @@ func TestWalletExitsWhenNodeIsKilled(t *testing.T) {
 		inOrder(t, node.out.String(),
 			`msg="parent closed the connection; shutting down" process=wallet`,
 			`msg="lifetime event" process=wallet .*kind=shutdown subsystem=ipcParent`,
-			`msg="lifetime event" process=wallet .*kind=shutdownComplete subsystem=process`,
+			`msg="lifetime event" process=wallet .*kind=shutdownComplete subsystem=""`,
 			`msg="shut down; exiting" process=wallet`,
 		)
 	}
@@ -183,17 +185,24 @@ func reapOrphan(t *testing.T, pid int) unix.WaitStatus {
 	panic("unreachable")
 }
 
-// SIGKILL of the wallet: the node logs the death with its signal, reaps
-// the child and keeps running until told to stop.
-func TestNodeSurvivesWalletKill(t *testing.T) {
+// SIGKILL of the wallet: the node logs the death once, at ERROR, with the
+// signal, reaps the child, and restarts it, which loads the wallet again;
+// the node keeps running until told to stop, and then stops the new
+// wallet cleanly.
+func TestNodeRestartsKilledWallet(t *testing.T) {
 	node := start(t, "node", []string{"-datadir=" + t.TempDir()}, nil)
 	pid := walletPid(t, node)
 	node.out.waitFor(t, regexp.MustCompile(`msg="node started"`))
 	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	node.out.waitFor(t, regexp.MustCompile(`level=WARN msg="child process exited" .*child=wallet child_pid=\d+ status="killed by signal 9 \(killed\)"`))
+	node.out.waitFor(t, regexp.MustCompile(`msg="child process restarted" process=node .*child=wallet restart=1`))
 	waitGone(t, pid)
+	pids := walletPids(node.out.String())
+	if len(pids) != 2 || pids[0] != pid {
+		t.Fatalf("wallets spawned: %v, want %d and its replacement", pids, pid)
+	}
+	node.out.waitFor(t, regexp.MustCompile(`msg="wallet loaded" process=wallet pid=`+strconv.Itoa(pids[1])+` wallet=default`))
 	select {
 	case <-node.done:
 		t.Fatalf("node exited after its wallet was killed; output:\n%s", node.out.String())
@@ -203,6 +212,14 @@ func TestNodeSurvivesWalletKill(t *testing.T) {
 	if ws := node.wait(t); !ws.Exited() || ws.ExitStatus() != 0 {
 		t.Fatalf("node ended with %v; output:\n%s", ws, node.out.String())
 	}
+	out := node.out.String()
+	errLines := regexp.MustCompile(`(?m)^.*level=ERROR.*$`).FindAllString(out, -1)
+	want := regexp.MustCompile(`level=ERROR msg="child process exited unexpectedly" process=node pid=\d+ child=wallet child_pid=` + strconv.Itoa(pid) + ` status="killed by signal 9 \(killed\)"$`)
+	if len(errLines) != 1 || !want.MatchString(errLines[0]) {
+		t.Errorf("ERROR lines: %q; want one, matching %q", errLines, want)
+	}
+	inOrder(t, out, `msg="child process exited" process=node .*child_pid=`+strconv.Itoa(pids[1])+` status="exit status 0"`)
+	waitGone(t, pids[1])
 }
 
 // A second node on the same data directory is refused.

@@ -134,6 +134,27 @@ func connID(t *testing.T, out *output, from int) string {
 	}
 }
 
+// afterOpened waits until the node's output has n "connection opened"
+// lines, and returns the offset right after the nth: a connection opened
+// from then on is logged after it. The node's log reaches the test through
+// a pipe, so the line of a connection that has been served already may
+// still be on its way.
+func afterOpened(t *testing.T, out *output, n int) int {
+	t.Helper()
+	re := regexp.MustCompile(`msg="connection opened" .*\n`)
+	end := time.Now().Add(deadline)
+	for {
+		s := out.String()
+		if locs := re.FindAllStringIndex(s, n); len(locs) == n {
+			return locs[n-1][1]
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the node logged fewer than %d connections; output:\n%s", n, s)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // procStatusKiB reads a field in KiB (VmRSS, VmHWM) from /proc/PID/status.
 func procStatusKiB(t *testing.T, pid int, field string) int {
 	t.Helper()
