@@ -12,8 +12,13 @@ import (
 )
 
 // controlServer answers the framework's control interface for one
-// connection, beside the application's Init.
-type controlServer struct{ c *Context }
+// connection, beside the application's Init. Its calls run as they come
+// (mp.Concurrent): a slow application call must not hold up a handshake
+// or a stop.
+type controlServer struct {
+	mp.ConcurrentCalls
+	c *Context
+}
 
 func (s *controlServer) Hello(_ context.Context, caller *control.PeerInfo) (*control.PeerInfo, error) {
 	return s.c.Hello(caller)

@@ -223,15 +223,52 @@ func TestReleaseStopsChildGracefully(t *testing.T) {
 		t.Fatal("child not reaped after release")
 	}
 	out := i.logs.String()
-	// The connection to the parent is the child's last subsystem to
-	// stop: its shutdown event is the last the parent can receive.
-	shut := -1
-	if lines := i.logs.Lines(`msg="child lifetime event"`, "child=child", "kind=shutdown subsystem=ipcParent"); len(lines) > 0 {
-		shut = strings.Index(out, lines[0])
+	// The child closes its connection to the parent only once its last
+	// event, shutdownComplete, is recorded and delivered.
+	last := -1
+	if lines := i.logs.Lines(`msg="child lifetime event"`, "child=child", "kind=shutdownComplete"); len(lines) > 0 {
+		last = strings.Index(out, lines[0])
 	}
 	exited := strings.Index(out, `status="exit status 0"`)
-	if shut < 0 || exited < 0 || shut > exited {
-		t.Fatalf("want the child's shutdown event before its exit status 0:\n%s", out)
+	if last < 0 || exited < 0 || last > exited {
+		t.Fatalf("want the child's shutdownComplete event before its exit status 0:\n%s", out)
+	}
+}
+
+// The control channel is not held up by the application: a child whose
+// Init takes one call at a time, busy with a long call, still answers
+// its handshake and stops at once when released (it is not killed after
+// the shutdown timeout).
+func TestControlNotHeldUpByApplication(t *testing.T) {
+	ctx := testCtx(t)
+	i := newTestIpc(t, "parent", "serial", &ipc.Options{ShutdownTimeout: time.Minute})
+	init, err := i.SpawnProcess(ctx, "child")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited := onExit(t, i, init)
+	if _, err := init.Pid(ctx); err != nil {
+		t.Fatal(err)
+	}
+	busy := make(chan error, 1)
+	go func() {
+		_, err := init.EchoAfter(ctx, "late", 50_000)
+		busy <- err
+	}()
+	// The child logs its "delaying an echo" to its own stderr: give the
+	// call time to arrive (were it late, the test would check less, but
+	// not fail).
+	time.Sleep(200 * time.Millisecond)
+	if _, err := i.Handshake(ctx, init); err != nil {
+		t.Fatalf("handshake while the Init is busy: %v", err)
+	}
+	mp.Release(init)
+	e := waitExit(t, exited)
+	if !e.Status.Success() {
+		t.Fatalf("child busy with a long call exited with %s after release, want 0 (a stop held up is killed)", e.Status)
+	}
+	if err := <-busy; !errors.Is(err, mp.ErrDisconnected) {
+		t.Fatalf("the long call = %v, want ErrDisconnected", err)
 	}
 }
 

@@ -42,6 +42,8 @@ const selfRole = "selfchild"
 var childKinds = map[string]func() int{
 	// The usual child: serves testapp's Init with package ipc.
 	"echo": func() int { return serveChild("child", testApp, testVersion) },
+	// The same, its Init taking one call at a time.
+	"serial": func() int { return serveChildWith("child", testApp, testVersion, true) },
 	// A child of another version of the same application.
 	"otherversion": func() int { return serveChild("child", testApp, testVersion+1) },
 	// A child of another application, whatever its version.
@@ -80,9 +82,15 @@ func childLogger(name string) *slog.Logger {
 
 // serveChild is the main of a spawned child that serves testapp's Init.
 func serveChild(name, app string, version uint32) int {
+	return serveChildWith(name, app, version, false)
+}
+
+// serveChildWith is serveChild, with an Init that takes one call at a
+// time if serial.
+func serveChildWith(name, app string, version uint32, serial bool) int {
 	log := childLogger(name)
 	i := ipc.New(name, os.Args[0], testapp.InitInterface, func(*ipc.Context, *protocol.Conn) testapp.Init {
-		return &testapp.Server{Log: log, ExitFunc: os.Exit}
+		return &testapp.Server{Log: log, ExitFunc: os.Exit, Serial: serial}
 	}, &ipc.Options{Logger: log, Application: app, ApplicationVersion: version})
 	if handled, status := i.StartSpawnedProcess(os.Args); handled {
 		return status

@@ -74,6 +74,9 @@ func (c *core) startSpawned(args []string) (handled bool, status int) {
 		connSet  = make(chan struct{})
 	)
 	served := make(chan error, 1)
+	// The connection to the parent is closed only after the last event
+	// (shutdownComplete) has been recorded and flushed to subscribers,
+	// the parent among them: its stage stops nothing itself.
 	_ = lt.Start(SubsystemIPCParent, func() (func(), error) {
 		go func() {
 			served <- protocol.Serve(context.Background(), nc, func(pc *protocol.Conn) capnp.Client {
@@ -81,15 +84,7 @@ func (c *core) startSpawned(args []string) (handled bool, status int) {
 				return c.serve(pc)
 			}, c.protocolOptions())
 		}()
-		return func() {
-			ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
-			defer cancel()
-			if err := lt.Flush(ctx); err != nil {
-				c.ctx.Logger.Warn("subscribers did not take the last events in time", "err", err)
-			}
-			<-connSet
-			_ = conn.Close()
-		}, nil
+		return nil, nil
 	})
 	lt.StartupComplete()
 
@@ -107,6 +102,13 @@ func (c *core) startSpawned(args []string) (handled bool, status int) {
 		c.ctx.Logger.Info("parent closed the connection; shutting down")
 	}
 	lt.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	if err := lt.Flush(ctx); err != nil {
+		c.ctx.Logger.Warn("subscribers did not take the last events in time", "err", err)
+	}
+	cancel()
+	<-connSet
+	_ = conn.Close()
 	serveErr = <-served
 	_ = c.close()
 	if serveErr != nil {

@@ -19,7 +19,8 @@ type RestartPolicy struct {
 	// Window is the span MaxRestarts counts over. Zero means a minute.
 	Window time.Duration
 	// Backoff is the wait before the first restart; it doubles after
-	// each restart in a row, up to MaxBackoff. Zeros mean 100 ms and 5 s.
+	// each restart, up to MaxBackoff, and starts again from Backoff once
+	// a child has run for a whole Window. Zeros mean 100 ms and 5 s.
 	Backoff, MaxBackoff time.Duration
 	// Permanent, if set, says which exits are never restarted (a child
 	// that exits with a status meaning its data is damaged, say):
@@ -105,13 +106,18 @@ type supervisor struct {
 	down     *ChildDownError
 	restarts []time.Time // within the window
 	total    int
+	// backoff is the wait before the next restart: it doubles with each
+	// restart, and goes back to the policy's once a child has run for a
+	// whole window. Touched only by run.
+	backoff time.Duration
 }
 
 // peerChild is one run of a supervised child.
 type peerChild struct {
-	p      *peer
-	boot   any // the child's Init, of the Supervised's type
-	exited chan ChildExit
+	p       *peer
+	boot    any // the child's Init, of the Supervised's type
+	exited  chan ChildExit
+	started time.Time
 }
 
 // Supervise spawns the child spec describes, runs setup on it, and keeps
@@ -147,7 +153,7 @@ func (i *Ipc[I]) Supervise(ctx context.Context, spec ChildSpec, policy RestartPo
 		if err != nil {
 			return nil, err
 		}
-		pc := &peerChild{p: p, boot: i.init.FromCapnp(boot), exited: make(chan ChildExit, 1)}
+		pc := &peerChild{p: p, boot: i.init.FromCapnp(boot), exited: make(chan ChildExit, 1), started: time.Now()}
 		p.addOnExit(func(e ChildExit) { pc.exited <- e })
 		return pc, nil
 	}
@@ -213,6 +219,9 @@ func (s *supervisor) run(pc *peerChild, spawn func(context.Context) (*peerChild,
 		}
 		// The child has been reaped (OnExit runs after that).
 		mp.Release(pc.boot)
+		if s.backoff == 0 || time.Since(pc.started) >= s.policy.Window {
+			s.backoff = s.policy.Backoff
+		}
 		if s.onExit != nil {
 			s.onExit(exit)
 		}
@@ -226,8 +235,8 @@ func (s *supervisor) run(pc *peerChild, spawn func(context.Context) (*peerChild,
 // restart spawns the next child under the policy, with backoff, until
 // one starts or the policy gives up (nil).
 func (s *supervisor) restart(exit ChildExit, spawn func(context.Context) (*peerChild, error)) *peerChild {
-	backoff := s.policy.Backoff
 	for {
+		backoff := s.backoff
 		now := time.Now()
 		s.mu.Lock()
 		s.current = nil
@@ -268,7 +277,7 @@ func (s *supervisor) restart(exit ChildExit, spawn func(context.Context) (*peerC
 			t.Stop()
 			return nil
 		}
-		backoff = min(2*backoff, s.policy.MaxBackoff)
+		s.backoff = min(2*backoff, s.policy.MaxBackoff)
 		pc, err := s.start(s.ctx, spawn)
 		if err == nil {
 			s.mu.Lock()

@@ -89,7 +89,9 @@ func (x *Interface[I]) Facet(impl I) Facet { return Facet{disp: x.disp, impl: im
 // capability, several interfaces, told apart by their type IDs (as a
 // framework's control interface beside an application's own Init). A
 // method of I's is looked for first, then the facets' in order. Calls on
-// any of them share one turn (see the package's ordering rule). The
+// all of them share one turn (see the package's ordering rule), except
+// those of a facet whose value takes concurrent calls (Concurrent): they
+// run at once, so that a slow application call never holds them up. The
 // capability is the caller's: a new reference.
 func (x *Interface[I]) ServeWith(impl I, facets ...Facet) capnp.Client {
 	h := &serverHook{impl: impl, disp: x.disp, facets: facets}
@@ -146,6 +148,15 @@ func (h *serverHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCalle
 	}
 	sc := &ServerCall{h: h, m: m, r: r, impl: impl}
 	sc.ctx = handlerCtx{Context: ctx, sc: sc}
+	if impl != h.impl {
+		// A facet's calls keep their own order: one that takes
+		// concurrent calls runs at once, whatever the main value does.
+		if c, ok := impl.(Concurrent); ok && c.TakesConcurrentCalls() {
+			sc.concurrent = true
+			go sc.run()
+			return sc
+		}
+	}
 	h.enter(sc)
 	return sc
 }
@@ -212,9 +223,10 @@ func (h *serverHook) passLocked() {
 // Params (with Decoder) and writes its Results (with Encoder). It is the
 // PipelineCaller of the call, for calls pipelined on it while it runs.
 type ServerCall struct {
-	h    *serverHook
-	m    *ServerMethod
-	impl any // the value whose method it is
+	h          *serverHook
+	m          *ServerMethod
+	impl       any  // the value whose method it is
+	concurrent bool // it runs outside the object's turn
 	r    capnp.Recv
 	ctx  handlerCtx
 	enc  Encoder
@@ -482,7 +494,7 @@ func turnOf(ctx context.Context) *ServerCall {
 // gives up sc's turn, so that the next call on its object may run.
 func (sc *ServerCall) yield() {
 	h := sc.h
-	if h.concurrent {
+	if h.concurrent || sc.concurrent {
 		return
 	}
 	h.mu.Lock()
@@ -499,7 +511,7 @@ func (sc *ServerCall) yield() {
 // meanwhile), unless it has returned already.
 func (sc *ServerCall) resume() {
 	h := sc.h
-	if h.concurrent {
+	if h.concurrent || sc.concurrent {
 		return
 	}
 	h.mu.Lock()

@@ -16,9 +16,11 @@ const MaxDelay = time.Minute
 
 // Server implements Init for the tests. Its methods take calls
 // concurrently, so that a slow echoAfter holds up no other call on the
-// same connection.
+// same connection, unless Serial is set.
 type Server struct {
-	mp.ConcurrentCalls
+	// Serial makes its calls run one at a time (package mp's ordering
+	// rule), as an implementation that does not take concurrent calls.
+	Serial bool
 
 	// Log receives "delaying an echo" and "delayed echo canceled" at
 	// Debug; nil means silent.
@@ -30,6 +32,11 @@ type Server struct {
 }
 
 var _ Init = (*Server)(nil)
+
+// TakesConcurrentCalls implements mp.Concurrent unless Serial is set.
+func (s *Server) TakesConcurrentCalls() bool { return !s.Serial }
+
+var _ mp.Concurrent = (*Server)(nil)
 
 func (s *Server) log() *slog.Logger {
 	if s.Log == nil {
