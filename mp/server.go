@@ -227,10 +227,10 @@ type ServerCall struct {
 	m          *ServerMethod
 	impl       any  // the value whose method it is
 	concurrent bool // it runs outside the object's turn
-	r    capnp.Recv
-	ctx  handlerCtx
-	enc  Encoder
-	dec  Decoder
+	r          capnp.Recv
+	ctx        handlerCtx
+	enc        Encoder
+	dec        Decoder
 
 	results capnp.Struct
 	alloced bool
