@@ -74,11 +74,17 @@ func (c *core) startSpawned(args []string) (handled bool, status int) {
 		connSet  = make(chan struct{})
 	)
 	served := make(chan error, 1)
+	// The parent's calls are served once start-up is complete: the
+	// subsystems that its first calls start (pipelined with the
+	// handshake) come after startupComplete in the history, as they
+	// would on any later call.
+	begin := make(chan struct{})
 	// The connection to the parent is closed only after the last event
 	// (shutdownComplete) has been recorded and flushed to subscribers,
 	// the parent among them: its stage stops nothing itself.
 	_ = lt.Start(SubsystemIPCParent, func() (func(), error) {
 		go func() {
+			<-begin
 			served <- protocol.Serve(context.Background(), nc, func(pc *protocol.Conn) capnp.Client {
 				connOnce.Do(func() { conn = pc; close(connSet) })
 				return c.serve(pc)
@@ -87,6 +93,7 @@ func (c *core) startSpawned(args []string) (handled bool, status int) {
 		return nil, nil
 	})
 	lt.StartupComplete()
+	close(begin)
 
 	var serveErr error
 	select {
