@@ -59,14 +59,19 @@ const helperEnv = "MULTIPROCESS_INTEGRATION_HELPER"
 
 // runHelper runs the helper that helperEnv names, if any, and exits: the
 // slowcall client (slowCallHelper) or, started as the wallet, the hostile
-// wallet (hostileWallet). It returns when this process is no helper.
+// wallet (hostileWallet). It returns when this process is no helper, and
+// for a wallet held at start (heldwallet, see holdEnv) once it may start.
+// A node started with helperEnv set is the node: the variable is for its
+// wallets.
 func runHelper() {
 	switch os.Getenv(helperEnv) {
+	case "heldwallet":
+		if filepath.Base(os.Args[0]) == walletinit.ExeName {
+			waitWhileHeld()
+		}
 	case "slowcall":
 		os.Exit(slowCallHelper(os.Getenv(helperAddrEnv)))
 	case "hostilewallet":
-		// The node that spawns the hostile wallet runs with the
-		// variable too, and is the node.
 		if filepath.Base(os.Args[0]) != walletinit.ExeName {
 			return
 		}
