@@ -306,7 +306,7 @@ func TestAppCallbackChainUnderLoad(t *testing.T) {
 // and refuses a makeWalletLoader without a chain or with a relative data
 // dir instead of failing later.
 func TestAppWalletMethodsNotServed(t *testing.T) {
-	i := newIpc(t)
+	i := newSpawner(t)
 	ctx := testCtx(t)
 	w, err := i.SpawnProcess(ctx, "wallet")
 	if err != nil {

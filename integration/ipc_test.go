@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -44,6 +45,37 @@ func newIpcWith(t *testing.T, set func(*ipc.Options)) *ipc.Ipc[schema.Init] {
 	return i
 }
 
+// newSpawner is newIpc for a test that spawns the programs itself: their
+// output is collected, fails the test if it reports a data race, and is
+// logged if the test fails.
+func newSpawner(t *testing.T) *ipc.Ipc[schema.Init] {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := newOutput()
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		_, _ = io.Copy(out, r)
+	}()
+	// Runs after the Ipc's Close (cleanups run last first), which has
+	// reaped every child holding w.
+	t.Cleanup(func() {
+		w.Close()
+		<-copied
+		r.Close()
+		switch {
+		case strings.Contains(out.String(), "DATA RACE"):
+			t.Errorf("a child reported a data race:\n%s", out.String())
+		case t.Failed():
+			t.Logf("the children's output:\n%s", out.String())
+		}
+	})
+	return newIpcWith(t, func(o *ipc.Options) { o.Stdout, o.Stderr = w, w })
+}
+
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) {
@@ -64,7 +96,7 @@ func peerPid(t *testing.T, i *ipc.Ipc[schema.Init], init schema.Init) int {
 
 // Echo through the real wallet program, small and 1 MiB.
 func TestEchoThroughWallet(t *testing.T) {
-	i := newIpc(t)
+	i := newSpawner(t)
 	ctx := testCtx(t)
 	w, err := i.SpawnProcess(ctx, "wallet")
 	if err != nil {
@@ -90,7 +122,7 @@ func TestEchoThroughWallet(t *testing.T) {
 // of hanging, OnExit reports the signal, and releasing the proxy is enough
 // to be done with the child.
 func TestCallAfterWalletKilled(t *testing.T) {
-	i := newIpc(t)
+	i := newSpawner(t)
 	ctx := testCtx(t)
 	w, err := i.SpawnProcess(ctx, "wallet")
 	if err != nil {
