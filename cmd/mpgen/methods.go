@@ -174,6 +174,7 @@ func (g *gen) resolveMethod(m *method, b bindings) error {
 	m.resultsSize = structSize(rn)
 	m.resultsNode = rn
 	if pn.isImplicit() {
+		b := implicitBindings(pn, b)
 		for _, f := range pn.fields() {
 			if f.Which() != schema.Field_Which_slot {
 				return fmt.Errorf("parameter lists hold plain fields only")
@@ -200,6 +201,7 @@ func (g *gen) resolveMethod(m *method, b bindings) error {
 	case rn.id == stream.StreamResult_TypeID:
 		m.stream = true
 	case rn.isImplicit():
+		b := implicitBindings(rn, b)
 		names, _ := memberNames(rn)
 		for j, f := range rn.fields() {
 			if f.Which() != schema.Field_Which_slot {

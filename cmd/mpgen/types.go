@@ -272,7 +272,7 @@ func (g *gen) applyBrand(n *node, brand schema.Brand, b bindings) ([]*typ, error
 // selfBindings returns the context inside n's own declaration: its
 // chain's parameters bound to the Go type parameters of n's type.
 func (g *gen) selfBindings(n *node) bindings {
-	b := bindings{}
+	b := implicitBindings(n, bindings{})
 	i := 0
 	for _, c := range n.genericChain() {
 		for j := range c.paramNames() {
@@ -281,6 +281,26 @@ func (g *gen) selfBindings(n *node) bindings {
 		}
 	}
 	return b
+}
+
+// implicitBindings returns b with the parameters of a generic method's
+// implicit struct n bound to AnyPointer, as SPEC.md maps them.
+func implicitBindings(n *node, b bindings) bindings {
+	if !n.isImplicit() {
+		return b
+	}
+	ps := n.paramNames()
+	if len(ps) == 0 {
+		return b
+	}
+	out := bindings{}
+	for k, v := range b {
+		out[k] = v
+	}
+	for i := range ps {
+		out[paramKey{n.id, uint16(i)}] = &typ{kind: kAnyPointer, any: "AnyPointer"}
+	}
+	return out
 }
 
 // substBindings returns the context in which the members of n (an

@@ -1,0 +1,26 @@
+# Interfaces that derived.capnp extends from another Go package.
+@0x8fe5986284427a6c;
+
+interface Named {
+  name @0 () -> (name :Text);
+  # name returns the object's name.
+
+  rename @1 (name :Text) -> ();
+}
+
+interface Counter extends(Named) {
+  add @0 (delta :Int64 = 1) -> (total :Int64);
+  # add adds delta (1 unless told) and returns the total.
+
+  reset @1 () -> ();
+}
+
+struct Stats {
+  calls @0 :UInt64;
+  last @1 :Text;
+}
+
+interface Source(T) {
+  next @0 () -> (value :T, more :Bool);
+  peek @1 () -> (value :T);
+}
