@@ -255,7 +255,18 @@ func (fg *fileGen) ifaceExpr(t *typ) string {
 // made once; those of types that mention a type parameter are looked up
 // at run time.
 func (fg *fileGen) codec(t *typ) string {
-	if t.hasParam() {
+	if t.hasGenericIface() {
+		// Composed where it is used: see hasGenericIface.
+		switch t.kind {
+		case kInterface:
+			return fg.ifaceExpr(t) + ".Codec()"
+		case kList:
+			if t.elem.kind != kStruct {
+				return "mp.ListCodec(" + fg.codec(t.elem) + ")"
+			}
+		}
+	}
+	if t.hasParam() || t.hasGenericIface() {
 		return "mp.CodecFor[" + fg.goType(t) + "]()"
 	}
 	switch t.kind {

@@ -114,6 +114,31 @@ func (t *typ) hasParam() bool {
 	return false
 }
 
+// hasGenericIface reports whether t mentions an instance of a generic
+// interface, whose description is made on first use (and so cannot be in
+// a package-level codec variable without risking an initialization
+// cycle).
+func (t *typ) hasGenericIface() bool {
+	if t == nil {
+		return false
+	}
+	if t.kind == kInterface && len(t.args) > 0 {
+		return true
+	}
+	if t.kind == kParam {
+		return t.bound.hasGenericIface()
+	}
+	if t.elem.hasGenericIface() {
+		return true
+	}
+	for _, a := range t.args {
+		if a.hasGenericIface() {
+			return true
+		}
+	}
+	return false
+}
+
 // bindings maps the generic parameters visible in a context to types.
 type bindings map[paramKey]*typ
 
@@ -380,6 +405,9 @@ func (fg *fileGen) goType(t *typ) string {
 	case kStruct:
 		return "*" + fg.nodeType(t.node, t.args)
 	case kInterface:
+		if len(t.args) > 0 && !t.hasParam() {
+			fg.instances[fg.ifaceExpr(t)] = true
+		}
 		return fg.nodeType(t.node, t.args)
 	case kAnyPointer:
 		return "mp.AnyPointer"

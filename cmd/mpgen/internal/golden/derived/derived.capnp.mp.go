@@ -590,8 +590,6 @@ func (UnimplementedNamedSink) Done(context.Context) (uint32, error) {
 	return 0, mp.NotImplemented("EventSink.done")
 }
 
-var ()
-
 // NamedSinkMethods are the methods NamedSink declares itself (not those it inherits).
 var NamedSinkMethods = []mp.ServerMethod{}
 
@@ -1235,4 +1233,11 @@ func serveConfigurable_sources(ctx context.Context, impl any, call *mp.ServerCal
 var codec_List_Text = mp.ListCodec(mp.TextCodec)
 var default_Options_tags = []byte{0x01, 0x00, 0x00, 0x00, 0x0e, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x12, 0x00, 0x00, 0x00,
 	0x61, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+}
+
+// The instances of generic interfaces used here, described before any
+// value is decoded (mp.CodecFor finds them).
+func init() {
+	BufferedInterface[[]byte]()
+	base.SourceInterface[string]()
 }
