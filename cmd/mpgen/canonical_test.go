@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"capnproto.org/go/capnp/v3"
+
+	"github.com/gomultiprocess/multiprocess/cmd/mpgen/internal/canon"
 )
 
 // capnpConvert runs `capnp convert` on in.
@@ -54,7 +56,7 @@ func TestCanonicalMatchesCapnp(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := canonical(root)
+		got, err := canon.Encode(root)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,7 +73,7 @@ func TestCanonicalList(t *testing.T) {
 	l, _ := capnp.NewCompositeList(seg, capnp.ObjectSize{DataSize: 16, PointerCount: 1}, 2)
 	l.Struct(0).SetUint32(0, 1)
 	l.Struct(1).SetUint32(0, 3)
-	got, err := canonical(l.ToPtr())
+	got, err := canon.Encode(l.ToPtr())
 	if err != nil {
 		t.Fatal(err)
 	}

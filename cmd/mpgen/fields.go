@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"capnproto.org/go/capnp/v3/std/capnp/schema"
+
+	"github.com/gomultiprocess/multiprocess/cmd/mpgen/internal/canon"
 )
 
 // A slot is a value stored in a struct: a field, a parameter or a
@@ -190,7 +192,7 @@ func (fg *fileGen) defaultVar(sl *slot) string {
 	if !p.IsValid() {
 		return ""
 	}
-	b, err := canonical(p)
+	b, err := canon.Encode(p)
 	if err != nil {
 		fg.fail(fmt.Errorf("default of %s: %w", sl.name, err))
 		return ""

@@ -212,8 +212,8 @@ type fileGen struct {
 	// mentions: its init function makes their descriptions, which
 	// mp.CodecFor needs.
 	instances map[string]bool
-	where   string            // the node being generated, for errors
-	err     error
+	where     string // the node being generated, for errors
+	err       error
 }
 
 func (fg *fileGen) fail(err error) {

@@ -10,6 +10,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/gomultiprocess/multiprocess/cmd/mpgen/internal/canon"
 	"github.com/gomultiprocess/multiprocess/cmd/mpgen/internal/golden/types"
 	"github.com/gomultiprocess/multiprocess/mp"
 )
@@ -275,17 +276,9 @@ func diffValue(path string, g, w reflect.Value) string {
 	return ""
 }
 
-// canonicalPtr returns the canonical encoding of p (a struct, or a list
-// wrapped in a struct).
+// canonicalPtr returns the canonical encoding of p.
 func canonicalPtr(p capnp.Ptr) []byte {
-	s := p.Struct()
-	if !s.IsValid() {
-		_, seg, _ := capnp.NewMessage(capnp.SingleSegment(nil))
-		w, _ := capnp.NewRootStruct(seg, capnp.ObjectSize{PointerCount: 1})
-		w.SetPtr(0, p)
-		s = w
-	}
-	b, err := capnp.Canonicalize(s)
+	b, err := canon.Encode(p)
 	if err != nil {
 		panic(err)
 	}

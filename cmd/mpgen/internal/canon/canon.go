@@ -1,4 +1,6 @@
-package main
+// Package canon encodes Cap'n Proto values in canonical form: mpgen
+// embeds default values so, and tests compare messages so.
+package canon
 
 import (
 	"encoding/binary"
@@ -8,12 +10,12 @@ import (
 	"capnproto.org/go/capnp/v3"
 )
 
-// canonical returns the canonical encoding of p (Cap'n Proto's: one
-// segment without segment table, objects in preorder, structs' trailing
-// zero data words and null pointers cut): the bytes generated code
-// embeds for a default value and mp.DefaultPtr reads. (go-capnp's
-// Canonicalize mislays the tag of composite lists.)
-func canonical(p capnp.Ptr) ([]byte, error) {
+// Encode returns the canonical encoding of p (Cap'n Proto's: one segment
+// without segment table, its first word the root pointer, objects in
+// preorder, structs' trailing zero data words and null pointers cut):
+// the bytes generated code embeds for a default value and mp.DefaultPtr
+// reads. (go-capnp's Canonicalize mislays the tag of composite lists.)
+func Encode(p capnp.Ptr) ([]byte, error) {
 	// Copy p into one segment first: go-capnp resolves far pointers and
 	// other segments.
 	msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
@@ -37,7 +39,7 @@ type canon struct {
 	steps    int
 }
 
-var errBadPointer = errors.New("malformed default value")
+var errBadPointer = errors.New("canon: malformed message")
 
 func (c *canon) srcWord(i int) (uint64, error) {
 	if i < 0 || (i+1)*8 > len(c.src) {
