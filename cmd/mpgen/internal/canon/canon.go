@@ -61,7 +61,7 @@ func (c *canon) put(i int, w uint64) { binary.LittleEndian.PutUint64(c.out[i*8:]
 func target(at int, w uint64) int { return at + 1 + int(int32(uint32(w))>>2) }
 
 // offsetBits encodes the offset from a pointer at index at to word to.
-func offsetBits(at, to int) uint64 { return uint64(uint32(int32(to-at-1)<<2)) }
+func offsetBits(at, to int) uint64 { return uint64(uint32(int32(to-at-1) << 2)) }
 
 // copyPtr copies the object that the pointer at src word from points to,
 // and writes the pointer to the copy at out word to. depth bounds the

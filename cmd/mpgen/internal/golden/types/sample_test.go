@@ -114,7 +114,7 @@ func sample(caps bool) *types.Root {
 				l.Int32s = []int32{}
 				return l
 			}(),
-			Text:  "",
+			Text: "",
 		},
 	}
 	var err error
