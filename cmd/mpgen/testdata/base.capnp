@@ -24,3 +24,6 @@ interface Source(T) {
   next @0 () -> (value :T, more :Bool);
   peek @1 () -> (value :T);
 }
+
+const negInf :Float64 = -inf;
+# negInf is not in types.capnp: capnp's C++ code for it does not compile.

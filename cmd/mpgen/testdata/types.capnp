@@ -13,11 +13,8 @@ const maxDouble :Float64 = 1.7976931348623157e308;
 const greeting :Text = "hello, \"world\"\n";
 const magic :Data = 0x"cafe f00d";
 const primes :List(UInt32) = [2, 3, 5, 7];
-const origin :Point = (x = -1, y = 1);
-const favourite :Color = blue;
 const yes :Bool = true;
 const third :Float32 = 0.333;
-const negInf :Float64 = -inf;
 const names :List(Text) = ["ann", "bob"];
 
 enum Color {
@@ -182,6 +179,11 @@ struct Root {
   anys @4 :Anys;
   defaults @5 :Defaults;
 }
+
+# Consts of struct and enum types come after the types: capnp's C++ code
+# declares consts first.
+const origin :Point = (x = -1, y = 1);
+const favourite :Color = blue;
 
 interface Echo {
   echo @0 (text :Text) -> (text :Text);

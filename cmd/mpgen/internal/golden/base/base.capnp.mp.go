@@ -4,6 +4,7 @@ package base
 
 import (
 	"context"
+	"math"
 
 	capnp "capnproto.org/go/capnp/v3"
 
@@ -401,3 +402,8 @@ func serveSource_peek[T any](ctx context.Context, impl any, call *mp.ServerCall)
 	}
 	return mp.SetPtr(call.Encoder(), res, 0, r, mp.CodecFor[T]())
 }
+
+// NegInf is the Cap'n Proto const negInf.
+//
+// negInf is not in types.capnp: capnp's C++ code for it does not compile.
+var NegInf = math.Float64frombits(0xfff0000000000000)
