@@ -182,7 +182,8 @@ func (g *gen) importMappings() error {
 			base = base[i+1:]
 		}
 		want := packageName(base)
-		if fixedImports[want] != "" {
+		if fixedImports[want] != "" || locals[want] {
+			// Generated code would hide it.
 			want += "_"
 		}
 		name, _ := g.pkgScope.claim(want, "the package of "+f.name)

@@ -60,7 +60,7 @@ func (fg *fileGen) paramNames(m *method, ctxNode *node) []string {
 	}
 	out := make([]string, len(m.params))
 	for i, sl := range m.params {
-		out[i] = localName(sl.name, func(s string) bool { return taken[s] })
+		out[i] = localName(sl.name, func(s string) bool { return taken[s] || fg.g.pkgTaken(s) })
 		taken[out[i]] = true
 	}
 	return out

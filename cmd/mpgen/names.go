@@ -221,7 +221,7 @@ func (g *gen) fileNames(f *file) (*names, error) {
 			d.unimpl = nm.claim("Unimplemented"+d.name, "the unimplemented "+n.path())
 			mset, err := g.methodSet(n)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%s: %w", f.name, err)
 			}
 			for i, m := range n.methods() {
 				mname, _ := m.Name()

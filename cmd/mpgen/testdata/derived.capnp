@@ -30,6 +30,8 @@ interface NamedSink extends(Base.Named, EventSink) {}
 
 interface Diamond extends(Base.Counter, Base.Named) {
   describe @0 () -> (text :Text);
+  tag @1 (base :Text, mp :Text, capnp :UInt8) -> ();
+  # tag's parameters are named as the packages the generated code uses.
 }
 
 interface TextSource extends(Base.Source(Text)) {

@@ -634,6 +634,8 @@ type Diamond interface {
 	base.Counter
 	base.Named
 	Describe(ctx context.Context) (string, error)
+	// tag's parameters are named as the packages the generated code uses.
+	Tag(ctx context.Context, base_ string, mp_ string, capnp_ uint8) error
 }
 
 // UnimplementedDiamond implements Diamond with methods that fail as not implemented:
@@ -643,6 +645,10 @@ type UnimplementedDiamond struct{}
 
 func (UnimplementedDiamond) Describe(context.Context) (string, error) {
 	return "", mp.NotImplemented("Diamond.describe")
+}
+
+func (UnimplementedDiamond) Tag(context.Context, string, string, uint8) error {
+	return mp.NotImplemented("Diamond.tag")
 }
 
 func (UnimplementedDiamond) Add(context.Context, int64) (int64, error) {
@@ -664,11 +670,14 @@ func (UnimplementedDiamond) Rename(context.Context, string) error {
 var (
 	diamond_describe = mp.Method{InterfaceID: 0xa2ee4cfe77033977, MethodID: 0, InterfaceName: "Diamond", MethodName: "describe",
 		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 0}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}}
+	diamond_tag = mp.Method{InterfaceID: 0xa2ee4cfe77033977, MethodID: 1, InterfaceName: "Diamond", MethodName: "tag",
+		ParamsSize: capnp.ObjectSize{DataSize: 8, PointerCount: 2}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 0}}
 )
 
 // DiamondMethods are the methods Diamond declares itself (not those it inherits).
 var DiamondMethods = []mp.ServerMethod{
 	{Method: &diamond_describe, Serve: serveDiamond_describe},
+	{Method: &diamond_tag, Serve: serveDiamond_tag},
 }
 
 // DiamondInterface describes Diamond to the runtime.
@@ -704,6 +713,24 @@ func (p *DiamondClient) Describe(ctx context.Context) (string, error) {
 	return call.Decoder().Text(res, 0)
 }
 
+func (p *DiamondClient) Tag(ctx context.Context, base_ string, mp_ string, capnp_ uint8) error {
+	call, err := (*mp.Client)(p).NewCall(ctx, &diamond_tag)
+	if err != nil {
+		return err
+	}
+	defer call.Finish()
+	params, e := call.Params(), call.Encoder()
+	if err := e.SetText(params, 0, base_); err != nil {
+		return err
+	}
+	if err := e.SetText(params, 1, mp_); err != nil {
+		return err
+	}
+	params.SetUint8(0, capnp_)
+	_, err = call.Send()
+	return err
+}
+
 func (p *DiamondClient) Add(ctx context.Context, delta int64) (int64, error) {
 	return (*base.CounterClient)(p).Add(ctx, delta)
 }
@@ -730,6 +757,20 @@ func serveDiamond_describe(ctx context.Context, impl any, call *mp.ServerCall) e
 		return err
 	}
 	return call.Encoder().SetText(res, 0, r)
+}
+
+func serveDiamond_tag(ctx context.Context, impl any, call *mp.ServerCall) error {
+	params, d := call.Params(), call.Decoder()
+	base_, err := d.Text(params, 0)
+	if err != nil {
+		return err
+	}
+	mp_, err := d.Text(params, 1)
+	if err != nil {
+		return err
+	}
+	capnp_ := params.Uint8(0)
+	return impl.(Diamond).Tag(ctx, base_, mp_, capnp_)
 }
 
 // TextSource is the Go form of the Cap'n Proto interface TextSource (@0xf7eff5be393ecc78).
