@@ -27,3 +27,25 @@ interface Source(T) {
 
 const negInf :Float64 = -inf;
 # negInf is not in types.capnp: capnp's C++ code for it does not compile.
+
+struct Tagged(T) {
+  # A generic struct with a union, a group, a nested enum and a nested
+  # interface that sees its parameter.
+  union {
+    none @0 :Void;
+    some :group {
+      value @1 :T;
+      note @2 :Text = "n";
+    }
+  }
+  kind @3 :Kind = b;
+
+  enum Kind {
+    a @0;
+    b @1;
+  }
+
+  interface Opener {
+    open @0 () -> (value :T, tagged :Tagged(T));
+  }
+}

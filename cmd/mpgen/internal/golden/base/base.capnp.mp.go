@@ -5,6 +5,7 @@ package base
 import (
 	"context"
 	"math"
+	"strconv"
 
 	capnp "capnproto.org/go/capnp/v3"
 
@@ -407,3 +408,239 @@ func serveSource_peek[T any](ctx context.Context, impl any, call *mp.ServerCall)
 //
 // negInf is not in types.capnp: capnp's C++ code for it does not compile.
 var NegInf = math.Float64frombits(0xfff0000000000000)
+
+// Tagged is the Go form of the Cap'n Proto struct Tagged (@0x94745734c5a30d76).
+//
+// A generic struct with a union, a group, a nested enum and a nested
+// interface that sees its parameter.
+type Tagged[T any] struct {
+	// Which says which member of the union is set.
+	Which Tagged_Which
+	Some  Tagged_Some[T]
+	Kind  Tagged_Kind
+}
+
+// Tagged_Which is the discriminant of the union of Tagged: which member is set.
+type Tagged_Which uint16
+
+// The members of the union of Tagged.
+const (
+	Tagged_Which_None Tagged_Which = 0
+	Tagged_Which_Some Tagged_Which = 1
+)
+
+// String returns the name of the member in the schema.
+func (w Tagged_Which) String() string {
+	switch w {
+	case Tagged_Which_None:
+		return "none"
+	case Tagged_Which_Some:
+		return "some"
+	}
+	return "Tagged_Which(" + strconv.Itoa(int(w)) + ")"
+}
+
+// CapnpSize, EncodeCapnp and DecodeCapnp make *Tagged an mp.Struct.
+func (*Tagged[T]) CapnpSize() capnp.ObjectSize {
+	return capnp.ObjectSize{DataSize: 8, PointerCount: 2}
+}
+
+func (v *Tagged[T]) EncodeCapnp(e *mp.Encoder, s capnp.Struct) error {
+	s.SetUint16(2, uint16(v.Kind)^1)
+	s.SetUint16(0, uint16(v.Which))
+	switch v.Which {
+	case Tagged_Which_None:
+	case Tagged_Which_Some:
+		if err := v.Some.EncodeCapnp(e, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *Tagged[T]) DecodeCapnp(d *mp.Decoder, s capnp.Struct) error {
+	*v = Tagged[T]{}
+	v.Kind = Tagged_Kind(s.Uint16(2) ^ 1)
+	v.Which = Tagged_Which(s.Uint16(0))
+	switch v.Which {
+	case Tagged_Which_None:
+	case Tagged_Which_Some:
+		if err := v.Some.DecodeCapnp(d, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NewTagged returns a Tagged holding the schema's defaults: what a struct that
+// was never written reads as.
+func NewTagged[T any]() *Tagged[T] {
+	return &Tagged[T]{
+		Kind: Tagged_Kind_B,
+	}
+}
+
+// Tagged_Kind is the Go form of the Cap'n Proto enum Tagged.Kind (@0xc73d275b6fd06b86).
+type Tagged_Kind uint16
+
+// The enumerants of Tagged.Kind.
+const (
+	Tagged_Kind_A Tagged_Kind = 0
+	Tagged_Kind_B Tagged_Kind = 1
+)
+
+// String returns the enumerant's name in the schema.
+func (x Tagged_Kind) String() string {
+	switch x {
+	case Tagged_Kind_A:
+		return "a"
+	case Tagged_Kind_B:
+		return "b"
+	}
+	return "Tagged_Kind(" + strconv.Itoa(int(x)) + ")"
+}
+
+// Tagged_Opener is the Go form of the Cap'n Proto interface Tagged.Opener (@0x88acd83b30fe7b63).
+type Tagged_Opener[T any] interface {
+	Open(ctx context.Context) (Tagged_Opener_Open_Results[T], error)
+}
+
+// Tagged_Opener_Open_Results are the results of Tagged.Opener.open.
+type Tagged_Opener_Open_Results[T any] struct {
+	Value  T
+	Tagged *Tagged[T]
+}
+
+// CapnpSize, EncodeCapnp and DecodeCapnp make *Tagged_Opener_Open_Results an mp.Struct.
+func (*Tagged_Opener_Open_Results[T]) CapnpSize() capnp.ObjectSize {
+	return capnp.ObjectSize{DataSize: 0, PointerCount: 2}
+}
+
+func (v *Tagged_Opener_Open_Results[T]) EncodeCapnp(e *mp.Encoder, s capnp.Struct) error {
+	if err := mp.SetPtr(e, s, 0, v.Value, mp.CodecFor[T]()); err != nil {
+		return err
+	}
+	if err := mp.SetStruct[Tagged[T]](e, s, 1, v.Tagged); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (v *Tagged_Opener_Open_Results[T]) DecodeCapnp(d *mp.Decoder, s capnp.Struct) error {
+	var err error
+	if v.Value, err = mp.GetPtr(d, s, 0, mp.CodecFor[T]()); err != nil {
+		return err
+	}
+	if v.Tagged, err = mp.GetStruct[Tagged[T]](d, s, 1); err != nil {
+		return err
+	}
+	return nil
+}
+
+// UnimplementedTagged_Opener implements Tagged.Opener with methods that fail as not implemented:
+// embed it in an implementation to stay compatible when methods are
+// added to the interface.
+type UnimplementedTagged_Opener[T any] struct{}
+
+func (UnimplementedTagged_Opener[T]) Open(context.Context) (Tagged_Opener_Open_Results[T], error) {
+	return Tagged_Opener_Open_Results[T]{}, mp.NotImplemented("Tagged.Opener.open")
+}
+
+var (
+	tagged_Opener_open = mp.Method{InterfaceID: 0x88acd83b30fe7b63, MethodID: 0, InterfaceName: "Tagged.Opener", MethodName: "open",
+		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 0}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 2}}
+)
+
+// Tagged_OpenerMethods returns the methods Tagged.Opener declares itself (not those it inherits).
+func Tagged_OpenerMethods[T any]() []mp.ServerMethod {
+	return []mp.ServerMethod{
+		{Method: &tagged_Opener_open, Serve: serveTagged_Opener_open[T]},
+	}
+}
+
+// Tagged_OpenerInterface describes Tagged.Opener to the runtime: one description per
+// instance, made on first use.
+func Tagged_OpenerInterface[T any]() *mp.Interface[Tagged_Opener[T]] {
+	if x := mp.InterfaceFor[Tagged_Opener[T]](); x != nil {
+		return x
+	}
+	return mp.Instantiate(0x88acd83b30fe7b63, "Tagged.Opener",
+		func(c *mp.Client) Tagged_Opener[T] { return (*Tagged_OpenerClient[T])(c) },
+		Tagged_OpenerMethods[T]())
+}
+
+// Tagged_OpenerClient is a proxy for a Tagged.Opener served elsewhere: its methods call it.
+type Tagged_OpenerClient[T any] mp.Client
+
+var (
+	_ Tagged_Opener[mp.AnyPointer] = (*Tagged_OpenerClient[mp.AnyPointer])(nil)
+	_ Tagged_Opener[mp.AnyPointer] = UnimplementedTagged_Opener[mp.AnyPointer]{}
+)
+
+// MPClient returns the proxy's mp.Client.
+func (p *Tagged_OpenerClient[T]) MPClient() *mp.Client { return (*mp.Client)(p) }
+
+// Close releases the proxy's capability; calls made afterwards fail.
+func (p *Tagged_OpenerClient[T]) Close() error { return (*mp.Client)(p).Close() }
+
+func (p *Tagged_OpenerClient[T]) Open(ctx context.Context) (Tagged_Opener_Open_Results[T], error) {
+	call, err := (*mp.Client)(p).NewCall(ctx, &tagged_Opener_open)
+	if err != nil {
+		return Tagged_Opener_Open_Results[T]{}, err
+	}
+	defer call.Finish()
+	res, err := call.Send()
+	if err != nil {
+		return Tagged_Opener_Open_Results[T]{}, err
+	}
+	var r Tagged_Opener_Open_Results[T]
+	if err := r.DecodeCapnp(call.Decoder(), res); err != nil {
+		return Tagged_Opener_Open_Results[T]{}, err
+	}
+	return r, nil
+}
+
+func serveTagged_Opener_open[T any](ctx context.Context, impl any, call *mp.ServerCall) error {
+	r, err := impl.(Tagged_Opener[T]).Open(ctx)
+	if err != nil {
+		return err
+	}
+	res, err := call.Results()
+	if err != nil {
+		return err
+	}
+	return r.EncodeCapnp(call.Encoder(), res)
+}
+
+// Tagged_Some is the Go form of the group Tagged.some (@0x8324bea2fc575f3f): its fields are stored in the
+// struct of Tagged.
+type Tagged_Some[T any] struct {
+	Value T
+	Note  string
+}
+
+// CapnpSize, EncodeCapnp and DecodeCapnp make *Tagged_Some an mp.Struct.
+func (*Tagged_Some[T]) CapnpSize() capnp.ObjectSize {
+	return capnp.ObjectSize{DataSize: 8, PointerCount: 2}
+}
+
+func (v *Tagged_Some[T]) EncodeCapnp(e *mp.Encoder, s capnp.Struct) error {
+	if err := mp.SetPtr(e, s, 0, v.Value, mp.CodecFor[T]()); err != nil {
+		return err
+	}
+	if err := e.SetTextNonNull(s, 1, v.Note); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (v *Tagged_Some[T]) DecodeCapnp(d *mp.Decoder, s capnp.Struct) error {
+	var err error
+	if v.Value, err = mp.GetPtr(d, s, 0, mp.CodecFor[T]()); err != nil {
+		return err
+	}
+	if v.Note, err = d.TextDefault(s, 1, "n"); err != nil {
+		return err
+	}
+	return nil
+}

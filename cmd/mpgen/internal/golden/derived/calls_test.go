@@ -513,3 +513,32 @@ func TestUnimplemented(t *testing.T) {
 		t.Errorf("Rename = %v, want ErrUnimplemented", err)
 	}
 }
+
+// TestInstanceMadeOnce: goroutines that describe an instance of a generic
+// interface at once get one description, complete with its methods.
+func TestInstanceMadeOnce(t *testing.T) {
+	const n = 16
+	got := make(chan *mp.Interface[derived.Buffered[string]], n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			x := derived.BufferedInterface[string]()
+			x.Capnp(&textBuffer{}).Release() // serving needs the methods in
+			got <- x
+		}()
+	}
+	wg.Wait()
+	close(got)
+	first := <-got
+	for x := range got {
+		if x != first {
+			t.Fatal("two descriptions of Buffered[string]")
+		}
+	}
+}
+
+type textBuffer struct {
+	derived.UnimplementedBuffered[string]
+}
