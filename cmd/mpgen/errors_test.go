@@ -87,6 +87,15 @@ func TestErrors(t *testing.T) {
 			want: []string{"a.capnp", "C:", "unsupported", "Go", "P1", "P2"},
 		},
 		{
+			name: "an interface extended twice with different arguments",
+			files: map[string]string{
+				"a.capnp": "@0xd2ec7c55e3b9d8a1;\ninterface S(T) { get @0 () -> (v :T); }\n" +
+					"interface A extends(S(Text)) {}\ninterface C extends(A, S(Data)) {}\n",
+			},
+			args: []string{"a.capnp"},
+			want: []string{"a.capnp", "C:", "unsupported", "extends S twice"},
+		},
+		{
 			name: "files in two folders without -out",
 			files: map[string]string{
 				"a.capnp":     "@0xd2ec7c55e3b9d8a1;\nstruct A { x @0 :UInt8; }\n",
