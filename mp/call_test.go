@@ -8,7 +8,7 @@ import (
 
 	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 	"github.com/gomultiprocess/multiprocess/mp"
-	"github.com/gomultiprocess/multiprocess/mp/internal/mptestschema"
+	"github.com/gomultiprocess/multiprocess/internal/mptestschema"
 )
 
 func TestEchoAcrossConnection(t *testing.T) {

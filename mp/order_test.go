@@ -12,7 +12,7 @@ import (
 
 	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 	"github.com/gomultiprocess/multiprocess/mp"
-	"github.com/gomultiprocess/multiprocess/mp/internal/mptestschema"
+	"github.com/gomultiprocess/multiprocess/internal/mptestschema"
 )
 
 // A method whose results are a capability can be called through before it

@@ -35,7 +35,7 @@ func goldenDirs(t *testing.T) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gens = append(gens, "../../mp/internal/mptestschema/gen.go")
+	gens = append(gens, "../../internal/mptestschema/gen.go")
 	var dirs []string
 	for _, g := range gens {
 		dirs = append(dirs, filepath.Dir(g))
@@ -147,7 +147,7 @@ func TestGoldenVet(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("go command not found")
 	}
-	cmd := exec.Command("go", "vet", "./internal/golden/...", "../../mp/internal/mptestschema")
+	cmd := exec.Command("go", "vet", "./internal/golden/...", "../../internal/mptestschema")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("go vet: %v\n%s", err, out)

@@ -1,4 +1,4 @@
-# Interfaces for package mp's own tests: the runtime's mechanisms (calls,
+# Interfaces for the tests of packages mp and protocol: the runtime's mechanisms (calls,
 # callbacks, pipelining, streams, ordering, errors) on small interfaces.
 @0xd4c9e3a5b8f17a02;
 
