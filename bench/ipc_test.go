@@ -13,9 +13,9 @@ import (
 	"capnproto.org/go/capnp/v3"
 
 	"github.com/gomultiprocess/multiprocess/bench/internal/benchschema"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // childExe is the name under which the ipc child is spawned: a symlink to

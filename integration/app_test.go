@@ -15,9 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/walletdb"
 	"github.com/gomultiprocess/multiprocess/ipc"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // Blocks produced on request reach the wallet through its blockConnected

@@ -10,10 +10,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // SIGKILL of the child while 1000 calls from 16 goroutines are in flight:

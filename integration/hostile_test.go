@@ -17,8 +17,8 @@ import (
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
-	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 )
 
 // maxNodeHWMKiB bounds the node's peak resident memory through the hostile

@@ -10,10 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // newIpc returns an Ipc for the test process that spawns the built

@@ -19,9 +19,9 @@ import (
 	"capnproto.org/go/capnp/v3"
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/ipc"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // The test binary doubles as a client process that a test can kill in the

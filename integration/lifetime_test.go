@@ -11,9 +11,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // eventRecorder is a LifetimeListener in the test process.

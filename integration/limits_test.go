@@ -7,8 +7,8 @@ import (
 	"time"
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
-	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 )
 
 // Node.generateBlocks makes at most nodeinit.MaxGenerate blocks per call:

@@ -7,9 +7,9 @@ import (
 	"io/fs"
 	"os"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/process"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // DefaultMaxConnections is how many connections a ListenAddress listener

@@ -16,11 +16,11 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/process"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // addrLog collects an Ipc's log lines for assertions.

@@ -6,9 +6,9 @@ import (
 	"os"
 	"path/filepath"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // This example spawns a child process, asks its Init for an Echo and calls

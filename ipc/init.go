@@ -11,8 +11,8 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
-	"github.com/gomultiprocess/multiprocess/protocol"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/protocol"
 )
 
 // BaseInit implements the Init methods that every executable serves the

@@ -11,9 +11,9 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/process"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // Names of the environment variables through which a parent hands a

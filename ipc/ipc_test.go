@@ -10,11 +10,11 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 const deadline = 30 * time.Second

@@ -8,8 +8,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/gomultiprocess/multiprocess/protocol"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/protocol"
 )
 
 // BenchmarkLifetimeStream streams 100k lifetime events per iteration to a

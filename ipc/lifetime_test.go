@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
 	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 const testDeadline = 30 * time.Second

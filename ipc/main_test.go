@@ -10,9 +10,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // envChild selects how the test binary behaves when it is spawned as a

@@ -11,9 +11,9 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/process"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // PeerInfo is what an executable tells its peers about itself through

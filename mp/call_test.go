@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gomultiprocess/multiprocess/internal/mptestschema"
 	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 	"github.com/gomultiprocess/multiprocess/mp"
-	"github.com/gomultiprocess/multiprocess/internal/mptestschema"
 )
 
 func TestEchoAcrossConnection(t *testing.T) {

@@ -15,9 +15,9 @@ import (
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 	"go.uber.org/goleak"
 
+	"github.com/gomultiprocess/multiprocess/internal/mptestschema"
 	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 	"github.com/gomultiprocess/multiprocess/mp"
-	"github.com/gomultiprocess/multiprocess/internal/mptestschema"
 )
 
 func TestMain(m *testing.M) {

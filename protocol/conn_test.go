@@ -10,10 +10,10 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
-	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
-	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/internal/testschema"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/protocol"
 )
 
 func TestEcho(t *testing.T) {

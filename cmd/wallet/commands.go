@@ -10,8 +10,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/gomultiprocess/multiprocess/internal/chain"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/internal/chain"
 )
 
 // commandTimeout bounds one command, connection included.

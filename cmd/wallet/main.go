@@ -13,9 +13,9 @@ import (
 
 	nodeinit "github.com/gomultiprocess/multiprocess/init/node"
 	walletinit "github.com/gomultiprocess/multiprocess/init/wallet"
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/cli"
 	"github.com/gomultiprocess/multiprocess/ipc"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 const usage = `Usage: wallet -ipcfd N

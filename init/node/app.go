@@ -12,10 +12,10 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/chain"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // MaxGenerate is the most blocks one generateBlocks call produces.

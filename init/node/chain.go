@@ -7,10 +7,10 @@ import (
 	"log/slog"
 	"sync"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/chain"
 	"github.com/gomultiprocess/multiprocess/internal/chainwire"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // chainService serves the chain store over IPC and owns the goroutines

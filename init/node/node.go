@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"time"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/chain"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/process"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // ExeName is the node executable's name; -ipcbind=unix listens on

@@ -12,11 +12,11 @@ import (
 	"sync"
 	"time"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/chainwire"
 	"github.com/gomultiprocess/multiprocess/internal/walletdb"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/protocol"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // syncTimeout bounds how long getBalance and listTransactions wait for

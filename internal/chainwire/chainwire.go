@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/gomultiprocess/multiprocess/internal/chain"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/internal/chain"
 )
 
 // MaxPayouts bounds the payouts a received block may carry.

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/gomultiprocess/multiprocess/internal/testschema"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
 )
 
 // TestCtxWatch: calls under one context share a watch, which cancels

@@ -12,9 +12,9 @@ import (
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 	"github.com/gomultiprocess/multiprocess/internal/testschema"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // validSession is a well-behaved client's side of a session: bootstrap,

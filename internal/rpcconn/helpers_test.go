@@ -15,8 +15,8 @@ import (
 	"capnproto.org/go/capnp/v3/rpc/transport"
 	"capnproto.org/go/capnp/v3/server"
 
-	"github.com/gomultiprocess/multiprocess/internal/testschema"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
 )
 
 // socketPair returns the two ends of a unix stream socketpair.

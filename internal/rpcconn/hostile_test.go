@@ -11,9 +11,9 @@ import (
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 	"github.com/gomultiprocess/multiprocess/internal/testschema"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // rawPeer speaks the protocol by hand, to send what a well-behaved peer

@@ -9,8 +9,8 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
-	"github.com/gomultiprocess/multiprocess/internal/testschema"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
 )
 
 func forEachPair(t *testing.T, fn func(t *testing.T, ts *testServer, boot capnp.Client, client, srv peer)) {

@@ -14,8 +14,8 @@ import (
 	"capnproto.org/go/capnp/v3/rpc"
 	"capnproto.org/go/capnp/v3/rpc/transport"
 
-	"github.com/gomultiprocess/multiprocess/internal/testschema"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
 )
 
 type tableSizes struct{ exports, imports, questions, answers int }

@@ -10,9 +10,9 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
 	"github.com/gomultiprocess/multiprocess/internal/testschema"
-	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 )
 
 // The lock settle looks at is found in go-capnp's Promise, and it is the

@@ -12,8 +12,8 @@ import (
 	"capnproto.org/go/capnp/v3/server"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
-	"github.com/gomultiprocess/multiprocess/internal/testschema"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
 )
 
 // maxGoroutines samples runtime.NumGoroutine until stop is closed.

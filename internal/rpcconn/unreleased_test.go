@@ -8,8 +8,8 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
-	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
 )
 
 // A caller that never releases its answers keeps their places among the

@@ -10,8 +10,8 @@ import (
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
-	"github.com/gomultiprocess/multiprocess/internal/testschema"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
 )
 
 // The raw peer plays the C++ reference's part in a tail call: it answers
