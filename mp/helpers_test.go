@@ -174,3 +174,11 @@ func (s *sink) Total(ctx context.Context) (mptestschema.Sink_Total_Results, erro
 	defer s.mu.Unlock()
 	return mptestschema.Sink_Total_Results{Total: s.total, Count: s.count}, nil
 }
+
+func (m *maker) Count(_ context.Context, items []mptestschema.Item) (mptestschema.Maker_Count_Results, error) {
+	var sum uint64
+	for _, it := range items {
+		sum += it.Value
+	}
+	return mptestschema.Maker_Count_Results{N: uint32(len(items)), Sum: sum}, nil
+}

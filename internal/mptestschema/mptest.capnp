@@ -28,6 +28,15 @@ interface Maker {
 
   fail @4 (code :Text) -> ();
   # fail returns the declared error with the given code.
+
+  count @5 (items :List(Item)) -> (n :UInt32, sum :UInt64);
+  # count returns how many items it was given, and the sum of their
+  # values.
+}
+
+struct Item {
+  value @0 :UInt64;
+  label @1 :Text;
 }
 
 interface Sink {
