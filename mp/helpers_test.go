@@ -120,6 +120,7 @@ func (m *maker) Identity(ctx context.Context, c mptestschema.Echo) (mptestschema
 
 var errNoSuchThing = mp.NewError("mptest.noSuchThing", "no such thing")
 var errBusy = mp.NewErrorOfType(mp.Overloaded, "mptest.busy", "busy, try later")
+var errLostUpstream = mp.NewErrorOfType(mp.Disconnected, "mptest.lostUpstream", "lost the upstream server")
 
 func (m *maker) Fail(ctx context.Context, code string) error {
 	switch code {
@@ -127,6 +128,8 @@ func (m *maker) Fail(ctx context.Context, code string) error {
 		return fmt.Errorf("looking up %q: %w", "x", errNoSuchThing)
 	case "busy":
 		return errBusy
+	case "lostUpstream":
+		return errLostUpstream
 	case "plain":
 		return errors.New("a plain error")
 	case "unimplemented":
