@@ -306,7 +306,14 @@ func (call *Call) SendStream() error {
 	if dc := call.dc; dc != nil {
 		call.dc = nil // it releases itself
 		if err := dc.SendStream(ctx, c.stream.onReturn); err != nil {
-			c.stream.abandon()
+			// A call not sent because its ctx ended leaves the stream
+			// as it was; any other failure (the connection ended) is
+			// the stream's, for Flush and later calls to return.
+			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+				c.stream.abandon()
+			} else {
+				c.stream.returned(err)
+			}
 			return err
 		}
 		return nil
