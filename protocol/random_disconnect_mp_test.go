@@ -164,19 +164,31 @@ func (l *errorLog) Handle(_ context.Context, r slog.Record) error {
 
 const (
 	mpPushes = 8 // stream calls per session
-	mpChecks = 6 // outcomes a session checks: count, echo, callback, its call, Flush, total
+	mpChecks = 7 // outcomes a session checks: count, echo, callback, its call, sink, Flush, total
 )
+
+// mpVariant varies a session beyond its cut.
+type mpVariant struct {
+	// pipelined: the Callback and the Sink are taken with the generated
+	// XPipelined methods, so that the calls on them go through go-capnp's
+	// client until their call has returned (stream calls too).
+	pipelined bool
+	// deadline, if not zero, ends the context of the session's calls
+	// after it.
+	deadline time.Duration
+}
 
 // mpDisconnectSession runs one session on the generated path with the
 // given cut: a plain call (count), a call pipelined on a capability result
 // (makeEcho, echo), a callback into the caller and back (callback, call
 // with depth 3), stream pushes and a Flush (sink), a call after them
 // (total), and the release of every proxy. Every outcome is the right
-// answer or an error matching mp.ErrDisconnected (the errors of the calls
-// that methods make may also be their ctx's); both connections end, Serve
-// with nil or ErrDisconnected; every cleanup hook runs once; every
-// capability either side made is released; nothing is logged at Error.
-func mpDisconnectSession(c cut, payload string, record bool) (sessionResult, error) {
+// answer or an error matching mp.ErrDisconnected, or the calls' ctx's
+// error once it has ended (so may the errors of the calls that methods
+// make with their own ctx); both connections end, Serve with nil or
+// ErrDisconnected; every cleanup hook runs once; every capability either
+// side made is released; nothing is logged at Error.
+func mpDisconnectSession(c cut, v mpVariant, payload string, record bool) (sessionResult, error) {
 	var res sessionResult
 	start := time.Now()
 	a, b, err := socketpairNoT()
@@ -236,6 +248,12 @@ func mpDisconnectSession(c cut, payload string, record bool) (sessionResult, err
 		}()
 	}
 
+	callCtx := ctx
+	if v.deadline > 0 {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithTimeout(ctx, v.deadline)
+		defer cancel()
+	}
 	var errs []error
 	// check records an outcome: ok says that a call that succeeded gave
 	// the right answer.
@@ -248,47 +266,59 @@ func mpDisconnectSession(c cut, payload string, record bool) (sessionResult, err
 			errs = append(errs, fmt.Errorf("%s: wrong answer", what))
 		case errors.Is(err, mp.ErrDisconnected):
 			res.failed = true
+		case callCtx.Err() != nil && errors.Is(err, callCtx.Err()):
+			res.failed = true
 		default:
-			errs = append(errs, fmt.Errorf("%s: %w, want success or mp.ErrDisconnected", what, err))
+			errs = append(errs, fmt.Errorf("%s: %w, want success, mp.ErrDisconnected or ctx's error (ctx: %v)", what, err, callCtx.Err()))
 		}
 		return false
 	}
 	maker := mptestschema.MakerInterface.FromCapnp(proxy).(*mptestschema.MakerClient)
 
 	items := []mptestschema.Item{{Value: 1, Label: "one"}, {Value: 2}, {Value: 39, Label: "three"}}
-	n, err := maker.Count(ctx, items)
+	n, err := maker.Count(callCtx, items)
 	check("count", n.N == 3 && n.Sum == 42, err)
 
-	e := maker.MakeEchoPipelined(ctx)
-	got, err := e.Echo(ctx, payload)
+	e := maker.MakeEchoPipelined(callCtx)
+	got, err := e.Echo(callCtx, payload)
 	check("echo on a pipelined Echo", got == payload, err)
 	mp.Release(e)
 
 	local := &rdCallback{rdObject: client.object(), side: &client}
 	calledBack := false
-	if cbk, err := maker.Callback(ctx); check("callback", true, err) {
-		depth, err := cbk.Call(ctx, 3, local)
+	var cbk mptestschema.Callback
+	if v.pipelined {
+		cbk = maker.CallbackPipelined(callCtx)
+	} else if cbk, err = maker.Callback(callCtx); !check("callback", true, err) {
+		cbk = nil
+	}
+	if cbk != nil {
+		depth, err := cbk.Call(callCtx, 3, local)
 		calledBack = true
 		check("call with a callback", depth == 0, err)
 		mp.Release(cbk)
 	}
 
-	if sink, err := maker.Sink(ctx); err == nil {
+	var sink mptestschema.Sink
+	if v.pipelined {
+		sink = maker.SinkPipelined(callCtx)
+	} else if sink, err = maker.Sink(callCtx); !check("sink", true, err) {
+		sink = nil
+	}
+	if sink != nil {
 		var sum uint64
 		for i := uint32(1); i <= mpPushes; i++ {
-			if sink.Push(ctx, i) == nil {
+			if sink.Push(callCtx, i) == nil {
 				sum += uint64(i)
 			}
 		}
-		flushed := mp.Flush(ctx, sink)
+		flushed := mp.Flush(callCtx, sink)
 		check("Flush", true, flushed)
-		total, err := sink.Total(ctx)
+		total, err := sink.Total(callCtx)
 		// Pushes were delivered in order; after a Flush that succeeded,
 		// all of them.
 		check("total", total.Count <= mpPushes && (flushed != nil || total.Count == mpPushes && total.Total == sum), err)
 		mp.Release(sink)
-	} else {
-		check("sink", true, err)
 	}
 	mp.Release(maker)
 	close(stopTimer)
@@ -370,7 +400,7 @@ func TestMPDisconnectAtRandomPoints(t *testing.T) {
 	// the messages a cut falls in (the layout of other sessions differs
 	// once a call has failed). It also warms up what the process keeps
 	// before the baseline.
-	full, err := mpDisconnectSession(cut{limit: -1, delay: time.Hour}, payload, true)
+	full, err := mpDisconnectSession(cut{limit: -1, delay: time.Hour}, mpVariant{}, payload, true)
 	if err != nil || full.failed || full.calls != mpChecks {
 		t.Fatalf("uncut session: %d of %d checks passed, failed %v: %v", full.calls, mpChecks, full.failed, err)
 	}
@@ -382,7 +412,7 @@ func TestMPDisconnectAtRandomPoints(t *testing.T) {
 	if err != nil {
 		t.Fatalf("server's stream: %v", err)
 	}
-	if full, err = mpDisconnectSession(cut{limit: -1, delay: time.Hour}, payload, false); err != nil || full.calls != mpChecks {
+	if full, err = mpDisconnectSession(cut{limit: -1, delay: time.Hour}, mpVariant{}, payload, false); err != nil || full.calls != mpChecks {
 		t.Fatalf("uncut session: %+v, %v", full, err)
 	}
 	goroutines0 := runtime.NumGoroutine()
@@ -426,11 +456,15 @@ func TestMPDisconnectAtRandomPoints(t *testing.T) {
 				} else {
 					c.delay = time.Duration(rng.Int64N(int64(maxDelay) + 1))
 				}
-				res, err := mpDisconnectSession(c, payload, false)
+				v := mpVariant{pipelined: rng.IntN(2) == 0}
+				if rng.IntN(4) == 0 {
+					v.deadline = time.Duration(rng.Int64N(int64(maxDelay) + 1))
+				}
+				res, err := mpDisconnectSession(c, v, payload, false)
 				mu.Lock()
 				if err != nil {
 					if len(errs) < 10 {
-						errs = append(errs, fmt.Sprintf("iteration %d, %v (%s): %v", i, c, point, err))
+						errs = append(errs, fmt.Sprintf("iteration %d, %v (%s), %+v: %v", i, c, point, v, err))
 					}
 				} else {
 					byCalls[res.calls]++
