@@ -7,11 +7,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
 	"github.com/gomultiprocess/multiprocess/internal/mptestschema"
+	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 	"github.com/gomultiprocess/multiprocess/mp"
 	"github.com/gomultiprocess/multiprocess/mp/mptest"
 	"github.com/gomultiprocess/multiprocess/protocol"
@@ -518,10 +520,11 @@ func TestMPMatrixCapabilityReturnedAfterBreak(t *testing.T) {
 	}
 }
 
-// Calls to a `-> stream` method are in flight when the connection dies
-// (the first one's method waits for its ctx, the others wait for their
-// turn): mp.Flush returns a disconnection error, and later calls on the
-// proxy, stream or not, fail with it.
+// Calls to a `-> stream` method are in flight when the connection dies:
+// the first one's method waits for its ctx, the others wait for their
+// turn, and one more waits for room in the stream window. That one fails
+// with a disconnection error, mp.Flush returns one, and later calls on
+// the proxy, stream or not, fail with one (stream calls with Flush's).
 func TestMPMatrixStreamInFlight(t *testing.T) {
 	for _, side := range sides {
 		t.Run(side.name, func(t *testing.T) {
@@ -533,16 +536,28 @@ func TestMPMatrixStreamInFlight(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for n := uint32(1); n <= 8; n++ {
-				if err := sink.Push(ctx, n); err != nil {
-					t.Fatalf("push %d: %v", n, err)
+			var sent atomic.Int32
+			pushing := make(chan error, 1)
+			go func() {
+				for n := uint32(1); ; n++ {
+					if err := sink.Push(ctx, n); err != nil {
+						pushing <- err
+						return
+					}
+					sent.Add(1)
 				}
-			}
+			}()
 			waitDone(t, "the first push to start", m.entered)
+			eventually(t, "the stream window to fill", func() bool { return sent.Load() >= rpcconn.StreamWindow })
+			time.Sleep(settle)
+			if n := sent.Load(); n != rpcconn.StreamWindow {
+				t.Fatalf("%d pushes sent with none returned, want the stream window (%d)", n, rpcconn.StreamWindow)
+			}
 			side.close(s.mxSession)
+			wantMPDisconnected(t, "the push waiting for room", waitErr(t, "the push waiting for room", pushing))
 			flushed := mp.Flush(ctx, sink)
 			wantMPDisconnected(t, "Flush", flushed)
-			err = sink.Push(ctx, 9)
+			err = sink.Push(ctx, 1000)
 			wantMPDisconnected(t, "push after the end", err)
 			if err != flushed {
 				t.Errorf("push after the end: %v, want Flush's error %v", err, flushed)
