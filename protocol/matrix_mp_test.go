@@ -45,6 +45,7 @@ type mpmMaker struct {
 	entered chan struct{}
 	ended   chan error
 	release chan struct{}
+	backErr chan error // errors of its callbacks' calls back
 
 	made, released counter // echoes made, and released by every holder
 
@@ -53,7 +54,7 @@ type mpmMaker struct {
 }
 
 func newMpmMaker() *mpmMaker {
-	return &mpmMaker{entered: make(chan struct{}, 64), ended: make(chan error, 64), release: make(chan struct{})}
+	return &mpmMaker{entered: make(chan struct{}, 64), ended: make(chan error, 64), release: make(chan struct{}), backErr: make(chan error, 64)}
 }
 
 func (m *mpmMaker) TakesConcurrentCalls() bool { return m.concurrent }
@@ -64,6 +65,23 @@ func (m *mpmMaker) MakeEcho(ctx context.Context) (mptestschema.Echo, error) {
 	}
 	m.made.inc()
 	return &mpmEcho{m: m}, nil
+}
+
+// Callback returns a callback that calls back (depth-1) and reports the
+// error of that call (backErr).
+func (m *mpmMaker) Callback(ctx context.Context) (mptestschema.Callback, error) {
+	return &mpmCallback{m: m}, nil
+}
+
+type mpmCallback struct{ m *mpmMaker }
+
+func (c *mpmCallback) Call(ctx context.Context, depth uint32, back mptestschema.Callback) (uint32, error) {
+	if depth == 0 {
+		return 0, nil
+	}
+	d, err := back.Call(ctx, depth-1, c)
+	c.m.backErr <- err
+	return d, err
 }
 
 // Sink returns a sink whose push of 1 reports that it started (entered)
@@ -136,6 +154,24 @@ func (s *mpmSink) Push(ctx context.Context, n uint32) error {
 	<-ctx.Done()
 	return ctx.Err()
 }
+
+// mpmBlockingCallback is a Callback of the client's own whose call
+// reports that it started and waits for its ctx to end, and reports its
+// error; it counts its release.
+type mpmBlockingCallback struct {
+	entered  chan struct{}
+	ended    chan error
+	released counter
+}
+
+func (c *mpmBlockingCallback) Call(ctx context.Context, _ uint32, _ mptestschema.Callback) (uint32, error) {
+	c.entered <- struct{}{}
+	<-ctx.Done()
+	c.ended <- ctx.Err()
+	return 0, ctx.Err()
+}
+
+func (c *mpmBlockingCallback) CapabilityReleased() { c.released.inc() }
 
 // mpmLocal is an Echo of the client's own, passed to the server: it
 // counts its release.
@@ -377,6 +413,44 @@ func TestMPMatrixDisconnectWhileHandlerBlocks(t *testing.T) {
 			mp.Release(e)
 			s.end(t)
 			eventually(t, "the server to release its Echo", func() bool { return m.released.get() == 1 })
+		})
+	}
+}
+
+// The connection dies while the server's method is calling back into the
+// client, whose method waits: the client's call fails with a
+// disconnection error, the client's method sees its ctx canceled, the
+// server's call back fails with a disconnection error or its ctx's, and
+// the client's callback is released.
+func TestMPMatrixDisconnectDuringCallback(t *testing.T) {
+	for _, side := range sides {
+		t.Run(side.name, func(t *testing.T) {
+			mpmStart(t)
+			m := newMpmMaker()
+			s := newMpmSession(t, m)
+			ctx := testContext(t)
+			cb, err := s.maker.Callback(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			local := &mpmBlockingCallback{entered: make(chan struct{}, 1), ended: make(chan error, 1)}
+			called := make(chan error, 1)
+			go func() {
+				_, err := cb.Call(ctx, 2, local)
+				called <- err
+			}()
+			waitDone(t, "the call back to start", local.entered)
+			side.close(s.mxSession)
+			wantMPDisconnected(t, "the call whose method called back", waitErr(t, "the call", called))
+			if err := waitErr(t, "the called back method's end", local.ended); !errors.Is(err, context.Canceled) {
+				t.Errorf("the called back method saw %v, want context.Canceled", err)
+			}
+			if err := waitErr(t, "the call back", m.backErr); !errors.Is(err, mp.ErrDisconnected) && !errors.Is(err, context.Canceled) {
+				t.Errorf("the server's call back: %v, want ErrDisconnected or context.Canceled", err)
+			}
+			mp.Release(cb)
+			s.end(t)
+			eventually(t, "the client's callback to be released", func() bool { return local.released.get() == 1 })
 		})
 	}
 }
