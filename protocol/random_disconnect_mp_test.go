@@ -382,7 +382,7 @@ func mpDisconnectSession(c cut, v mpVariant, payload string, record bool) (sessi
 // descriptors, proxies): see mpDisconnectSession for what each session
 // checks. MP_DISCONNECT_ITERATIONS overrides the count.
 func TestMPDisconnectAtRandomPoints(t *testing.T) {
-	iterations := 2000
+	iterations := 3000
 	if testing.Short() {
 		iterations = 300
 	}
