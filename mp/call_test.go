@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gomultiprocess/multiprocess/internal/mptestschema"
 	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 	"github.com/gomultiprocess/multiprocess/mp"
-	"github.com/gomultiprocess/multiprocess/mp/internal/mptestschema"
 )
 
 func TestEchoAcrossConnection(t *testing.T) {
@@ -217,5 +217,76 @@ func TestServeWithFacets(t *testing.T) {
 	}
 	if _, err := cb.Call(ctx, 0, nil); !errors.Is(err, mp.ErrUnimplemented) {
 		t.Fatalf("call of an interface the capability does not answer = %v, want ErrUnimplemented", err)
+	}
+}
+
+// A call canceled by its context fails with the context's error, and the
+// method's own context ends, across the connection.
+func TestCancelByContext(t *testing.T) {
+	ctx := testCtx(t)
+	started := make(chan struct{})
+	ended := make(chan error, 1)
+	p := newPair(t, &echoMaker{e: &blockingEcho{started: started, ended: ended}}, nil)
+	e, err := p.maker.MakeEcho(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mp.Release(e)
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.Echo(cctx, "wait")
+		done <- err
+	}()
+	<-started
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled call = %v, want context.Canceled", err)
+	}
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("the method's context did not end")
+		}
+	case <-ctx.Done():
+		t.Fatal("the method never saw the cancellation")
+	}
+	// The connection carries on.
+	if err := p.maker.Fail(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// blockingEcho's Echo waits for its context to end.
+type blockingEcho struct {
+	started chan struct{}
+	ended   chan error
+}
+
+func (b *blockingEcho) Echo(ctx context.Context, _ string) (string, error) {
+	close(b.started)
+	<-ctx.Done()
+	b.ended <- ctx.Err()
+	return "", ctx.Err()
+}
+
+// A `disconnected` exception that a method returns, relaying a loss
+// further away, keeps its type but is not this connection's end.
+func TestRelayedDisconnectedIsNotOurs(t *testing.T) {
+	ctx := testCtx(t)
+	p := newPair(t, &maker{}, nil)
+	err := p.maker.Fail(ctx, "lostUpstream")
+	var re *mp.RemoteError
+	if !errors.As(err, &re) || re.Type != mp.Disconnected {
+		t.Fatalf("relayed loss = %#v, want a RemoteError of type disconnected", err)
+	}
+	if errors.Is(err, mp.ErrDisconnected) {
+		t.Fatal("a relayed disconnected exception matched ErrDisconnected")
+	}
+	if !errors.Is(err, errLostUpstream) {
+		t.Fatal("the declared error was lost")
+	}
+	if err := p.maker.Fail(ctx, ""); err != nil {
+		t.Fatalf("the connection ended: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/exc"
 
 	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 )
@@ -25,6 +26,9 @@ type Client struct {
 	// be a promise, so that imp is final.
 	imp     atomic.Pointer[rpcconn.Import]
 	settled atomic.Bool
+	// fwdConn is the connection of a forwarder in front of cl (package
+	// protocol's proxy of a bootstrap capability), before imp is known.
+	fwdConn atomic.Pointer[rpcconn.Conn]
 
 	closed  atomic.Bool
 	cleanup runtime.Cleanup
@@ -103,6 +107,11 @@ func (c *Client) target() *rpcconn.Import {
 		if !forwards {
 			break
 		}
+		if c.fwdConn.Load() == nil {
+			if rc, ok := f.(interface{ RPCConn() *rpcconn.Conn }); ok {
+				c.fwdConn.Store(rc.RPCConn())
+			}
+		}
 		cl = f.ForwardsTo()
 	}
 	imp := rpcconn.ImportOf(cl)
@@ -111,6 +120,17 @@ func (c *Client) target() *rpcconn.Import {
 	}
 	c.settled.Store(true)
 	return imp
+}
+
+// plainError returns err, from go-capnp's client, as the fast path
+// returns it: go-capnp prefixes a peer's error with the method's name,
+// which the direct path does not.
+func plainError(err error) error {
+	var re *rpcconn.RemoteError
+	if errors.As(err, &re) {
+		return &exc.Exception{Type: re.Type, Cause: re}
+	}
+	return err
 }
 
 // forwarder is implemented by capnp.ClientHooks that forward every call
@@ -234,6 +254,9 @@ func (c *Client) connection() *rpcconn.Conn {
 	if imp := c.imp.Load(); imp != nil {
 		return imp.Conn()
 	}
+	if conn := c.fwdConn.Load(); conn != nil {
+		return conn
+	}
 	return c.conn
 }
 
@@ -250,7 +273,7 @@ func (call *Call) send(ctx context.Context) error {
 	call.rel = rel
 	st, err := ans.Struct()
 	if err != nil {
-		return err
+		return plainError(err)
 	}
 	call.results = st
 	size, _ := st.Message().TotalSize()
@@ -283,7 +306,14 @@ func (call *Call) SendStream() error {
 	if dc := call.dc; dc != nil {
 		call.dc = nil // it releases itself
 		if err := dc.SendStream(ctx, c.stream.onReturn); err != nil {
-			c.stream.abandon()
+			// A call not sent because its ctx ended leaves the stream
+			// as it was; any other failure (the connection ended) is
+			// the stream's, for Flush and later calls to return.
+			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+				c.stream.abandon()
+			} else {
+				c.stream.returned(err)
+			}
 			return err
 		}
 		return nil

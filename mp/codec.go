@@ -119,11 +119,6 @@ func ptr(s capnp.Struct, i uint16) (capnp.Ptr, error) {
 	return s.Ptr(i)
 }
 
-// setPtr sets pointer i of s.
-func setPtr(s capnp.Struct, i uint16, p capnp.Ptr) error {
-	return s.SetPtr(i, p)
-}
-
 // SetText sets pointer i of s to v, null when v is empty.
 func (e *Encoder) SetText(s capnp.Struct, i uint16, v string) error {
 	return s.SetText(i, v)

@@ -91,3 +91,16 @@ func (e *Error) Is(target error) bool {
 func NotImplemented(method string) error {
 	return fmt.Errorf("%s: %w", method, ErrUnimplemented)
 }
+
+// An Interceptor runs around every call that generated code makes or
+// serves through a connection (set with protocol.Options.Interceptor or
+// ipc.Options.Interceptor): it calls next to make or serve the call and
+// returns its error, or one of its own. It may time the call, count it,
+// log it, or refuse it without calling next. info says which method,
+// which side, and which connection (info.Peer() is the protocol.Conn).
+// Calls between values in one process are direct Go calls and pass no
+// interceptor.
+type Interceptor = rpcconn.Interceptor
+
+// CallInfo describes a call to an Interceptor.
+type CallInfo = rpcconn.CallInfo

@@ -15,9 +15,9 @@ import (
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 	"go.uber.org/goleak"
 
+	"github.com/gomultiprocess/multiprocess/internal/mptestschema"
 	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 	"github.com/gomultiprocess/multiprocess/mp"
-	"github.com/gomultiprocess/multiprocess/mp/internal/mptestschema"
 )
 
 func TestMain(m *testing.M) {
@@ -120,6 +120,7 @@ func (m *maker) Identity(ctx context.Context, c mptestschema.Echo) (mptestschema
 
 var errNoSuchThing = mp.NewError("mptest.noSuchThing", "no such thing")
 var errBusy = mp.NewErrorOfType(mp.Overloaded, "mptest.busy", "busy, try later")
+var errLostUpstream = mp.NewErrorOfType(mp.Disconnected, "mptest.lostUpstream", "lost the upstream server")
 
 func (m *maker) Fail(ctx context.Context, code string) error {
 	switch code {
@@ -127,6 +128,8 @@ func (m *maker) Fail(ctx context.Context, code string) error {
 		return fmt.Errorf("looking up %q: %w", "x", errNoSuchThing)
 	case "busy":
 		return errBusy
+	case "lostUpstream":
+		return errLostUpstream
 	case "plain":
 		return errors.New("a plain error")
 	case "unimplemented":
@@ -173,4 +176,12 @@ func (s *sink) Total(ctx context.Context) (mptestschema.Sink_Total_Results, erro
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return mptestschema.Sink_Total_Results{Total: s.total, Count: s.count}, nil
+}
+
+func (m *maker) Count(_ context.Context, items []mptestschema.Item) (mptestschema.Maker_Count_Results, error) {
+	var sum uint64
+	for _, it := range items {
+		sum += it.Value
+	}
+	return mptestschema.Maker_Count_Results{N: uint32(len(items)), Sum: sum}, nil
 }

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gomultiprocess/multiprocess/internal/mptestschema"
 	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 	"github.com/gomultiprocess/multiprocess/mp"
-	"github.com/gomultiprocess/multiprocess/mp/internal/mptestschema"
 )
 
 // A method whose results are a capability can be called through before it

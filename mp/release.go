@@ -3,6 +3,7 @@ package mp
 import (
 	"fmt"
 	"log/slog"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -37,9 +38,16 @@ func Retain[I any](x I) I {
 	if d := InterfaceFor[I](); d != nil {
 		return d.newProxy(newClient(c.ref(), c.connection()))
 	}
-	if y, ok := any(newClient(c.ref(), c.connection())).(I); ok {
+	nc := newClient(c.ref(), c.connection())
+	if y, ok := any(nc).(I); ok {
 		return y // I is *Client, or an interface it satisfies
 	}
+	if t := reflect.TypeOf(x); reflect.TypeOf(nc).ConvertibleTo(t) {
+		// I is a generated proxy type (type EchoClient mp.Client), as
+		// held for its XPipelined methods.
+		return reflect.ValueOf(nc).Convert(t).Interface().(I)
+	}
+	nc.Close()
 	panic(fmt.Sprintf("mp: Retain of %T: no generated interface of that type", x))
 }
 

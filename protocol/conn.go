@@ -25,7 +25,6 @@ import (
 // then return promptly, or Done never closes.
 type Conn struct {
 	log     *slog.Logger
-	calls   *callLog // nil unless DebugCalls
 	done    chan struct{}
 	started time.Time
 
@@ -149,9 +148,9 @@ func newConn(ctx context.Context, nc net.Conn, opts *Options, role string, newIn
 	c.log = opts.logger().With(slog.Group("conn", attrs...))
 	ro := opts.rpcOptions()
 	ro.Logger, ro.Owner = c.log, c
+	ro.Interceptor = opts.interceptor()
 	if opts.debugCalls() {
-		c.calls = newCallLog(c.log)
-		ro.Observe = c.calls.observe
+		ro.Interceptor = chain(ro.Interceptor, (&callLog{log: c.log}).intercept)
 	}
 
 	if newInit != nil {
@@ -214,9 +213,6 @@ func (c *Conn) run(ctx context.Context) {
 		args = append(args, "err", cause)
 	}
 	c.log.Info("connection closed", args...)
-	if c.calls != nil {
-		c.calls.endAll(c.Err())
-	}
 
 	for i := len(cleanups) - 1; i >= 0; i-- {
 		cleanups[i]()

@@ -3,17 +3,22 @@ package protocol_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
 
-	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
-	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/internal/testschema"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/internal/mptestschema"
+	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/mp"
+	"github.com/gomultiprocess/multiprocess/protocol"
 )
 
 func TestEcho(t *testing.T) {
@@ -322,34 +327,44 @@ func TestPanicInMethod(t *testing.T) {
 	}
 }
 
+// DebugCalls logs each call made and served through generated code, with
+// its method, duration and error; NewServer's methods log "call run".
 func TestDebugCalls(t *testing.T) {
 	ctx := testContext(t)
 	clog, clogBuf := newLogger(t, "client")
 	slg, slogBuf := newLogger(t, "server")
 	a, b := socketpair(t)
-	serve(t, ctx, b, newInit(true), &protocol.Options{Logger: slg, DebugCalls: true})
+	serve(t, ctx, b, func(*protocol.Conn) capnp.Client {
+		return mptestschema.MakerInterface.Capnp(&genMaker{})
+	}, &protocol.Options{Logger: slg, DebugCalls: true})
 	_, client := connect(t, a, &protocol.Options{Logger: clog, DebugCalls: true})
-	boot := schema.Init(client)
-	defer boot.Release()
-	echo, releaseEcho := makeEcho(ctx, boot)
-	defer releaseEcho()
-	if _, err := callEcho(ctx, echo, "hi"); err != nil {
+	maker := mptestschema.MakerInterface.FromCapnp(client)
+	defer mp.Release(maker)
+	e, err := maker.MakeEcho(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := callEcho(ctx, echo, "fail"); err == nil {
-		t.Fatal("echo(fail) succeeded")
+	defer mp.Release(e)
+	if _, err := e.Echo(ctx, "hi"); err != nil {
+		t.Fatal(err)
 	}
-
+	if err := maker.Fail(ctx, "boom"); err == nil {
+		t.Fatal("fail succeeded")
+	}
 	eventually(t, "call lines", func() bool {
-		return len(slogBuf.Lines("level=DEBUG", "call served", "method=Echo.echo", "duration=")) == 2 &&
-			len(slogBuf.Lines("level=DEBUG", "call run", "method=Echo.echo", "duration=")) == 2 &&
-			len(clogBuf.Lines("level=DEBUG", "call made", "method=Echo.echo", "duration=", "conn.id=")) == 2
+		return len(slogBuf.Lines("level=DEBUG", "call served", "method=Echo.echo", "duration=")) == 1 &&
+			len(clogBuf.Lines("level=DEBUG", "call made", "method=Echo.echo", "duration=", "conn.id=")) == 1 &&
+			len(slogBuf.Lines("level=DEBUG", "call served", "method=Maker.makeEcho")) == 1 &&
+			len(clogBuf.Lines("level=DEBUG", "call made", "method=Maker.fail", "err=", "failing as asked: boom")) == 1 &&
+			len(slogBuf.Lines("level=DEBUG", "call served", "method=Maker.fail", "err=", "failing as asked: boom")) == 1
 	})
-	// Names of interfaces that are not registered come from NewServer.
+
+	// Methods served through NewServer (go-capnp's generated API) log
+	// "call run".
 	slow := newSlow()
 	a2, b2 := socketpair(t)
 	serve(t, ctx, b2, func(*protocol.Conn) capnp.Client {
-		return protocol.NewServer(testschema.Slow_Methods(nil, slow), slow, nil)
+		return protocol.NewServer(testschema.Slow_Methods(nil, slow), slow, &protocol.ServerOptions{Logger: slg, DebugCalls: true})
 	}, &protocol.Options{Logger: slg, DebugCalls: true})
 	_, slowClient := connect(t, a2, nil)
 	defer slowClient.Release()
@@ -357,28 +372,81 @@ func TestDebugCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "Slow.echo line", func() bool {
-		return len(slogBuf.Lines("call served", "method=Slow.echo")) == 1
+		return len(slogBuf.Lines("call run", "method=Slow.echo")) == 1
 	})
+}
 
-	for name, lines := range map[string][]string{
-		"made":   clogBuf.Lines("call made", "method=Init.makeEcho"),
-		"served": slogBuf.Lines("call served", "method=Init.makeEcho"),
-		"run":    slogBuf.Lines("call run", "method=Init.makeEcho"),
-	} {
-		if len(lines) != 1 {
-			t.Errorf("want one %q line for Init.makeEcho, got %q", name, lines)
+// The interceptor of Options runs around the calls made and served, on
+// both sides, and may refuse one.
+func TestInterceptor(t *testing.T) {
+	ctx := testContext(t)
+	var mu sync.Mutex
+	var seen []string
+	refuse := errors.New("refused by the interceptor")
+	icept := func(ctx context.Context, info *mp.CallInfo, next func(context.Context) error) error {
+		side := "made"
+		if info.Server {
+			side = "served"
 		}
+		if _, ok := info.Peer().(*protocol.Conn); !ok {
+			return fmt.Errorf("peer is %T, want *protocol.Conn", info.Peer())
+		}
+		mu.Lock()
+		seen = append(seen, side+" "+displayName(info))
+		mu.Unlock()
+		if info.Server && info.Method.MethodName == "fail" {
+			return refuse
+		}
+		return next(ctx)
 	}
-	for name, lines := range map[string][]string{
-		"made":   clogBuf.Lines("call made", "method=Echo.echo", "err=", "echo asked to fail"),
-		"served": slogBuf.Lines("call served", "method=Echo.echo", "err=", "echo asked to fail"),
-		"run":    slogBuf.Lines("call run", "method=Echo.echo", "err=", "echo asked to fail"),
-	} {
-		if len(lines) != 1 {
-			t.Errorf("want one %q line for the failed echo with its error, got %q", name, lines)
+	a, b := socketpair(t)
+	serve(t, ctx, b, func(*protocol.Conn) capnp.Client {
+		return mptestschema.MakerInterface.Capnp(&genMaker{})
+	}, &protocol.Options{Interceptor: icept})
+	_, client := connect(t, a, &protocol.Options{Interceptor: icept})
+	maker := mptestschema.MakerInterface.FromCapnp(client)
+	defer mp.Release(maker)
+	if err := maker.Fail(ctx, ""); err == nil || err.Error() != refuse.Error() {
+		t.Fatalf("fail = %v, want the interceptor's refusal", err)
+	}
+	e, err := maker.MakeEcho(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mp.Release(e)
+	if got, err := e.Echo(ctx, "through"); err != nil || got != "through" {
+		t.Fatalf("echo = %q, %v", got, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, want := range []string{"made Maker.fail", "served Maker.fail", "served Maker.makeEcho", "made Echo.echo", "served Echo.echo"} {
+		if !slices.Contains(seen, want) {
+			t.Errorf("interceptor did not see %q (saw %q)", want, seen)
 		}
 	}
 }
+
+func displayName(info *mp.CallInfo) string {
+	return info.Method.InterfaceName + "." + info.Method.MethodName
+}
+
+// genMaker implements mptestschema.Maker: Fail fails with its code.
+type genMaker struct {
+	mptestschema.UnimplementedMaker
+}
+
+func (*genMaker) MakeEcho(context.Context) (mptestschema.Echo, error) { return genEcho{}, nil }
+
+func (*genMaker) Fail(_ context.Context, code string) error {
+	if code == "" {
+		return nil
+	}
+	return fmt.Errorf("failing as asked: %s", code)
+}
+
+type genEcho struct{}
+
+func (genEcho) Echo(_ context.Context, s string) (string, error) { return s, nil }
 
 func TestIsDisconnected(t *testing.T) {
 	cases := []struct {

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/internal/testschema"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/protocol"
 )
 
 // trickleConn delivers every Write in two parts, pause apart: the first

@@ -16,10 +16,10 @@ import (
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
-	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
-	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
+	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 	"github.com/gomultiprocess/multiprocess/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/protocol"
 )
 
 // Each limit that a peer can trip, through Listen: the offending

@@ -16,8 +16,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
-	"github.com/gomultiprocess/multiprocess/protocol"
 	"github.com/gomultiprocess/multiprocess/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/protocol"
 )
 
 // listen runs protocol.Listen on a fresh unix socket and returns its

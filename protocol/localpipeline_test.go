@@ -7,8 +7,8 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
-	"github.com/gomultiprocess/multiprocess/protocol"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/protocol"
 )
 
 // choosyInit's makeEcho waits for gate, then answers with what result

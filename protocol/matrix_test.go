@@ -10,10 +10,10 @@ import (
 	"capnproto.org/go/capnp/v3"
 	"go.uber.org/goleak"
 
-	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
-	"github.com/gomultiprocess/multiprocess/protocol"
-	"github.com/gomultiprocess/multiprocess/internal/testschema"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/internal/fdcheck"
+	"github.com/gomultiprocess/multiprocess/internal/testschema"
+	"github.com/gomultiprocess/multiprocess/protocol"
 )
 
 // The disconnect matrix, after libmultiprocess's test/mp/test/test.cpp:

@@ -11,8 +11,8 @@ import (
 
 	"github.com/gomultiprocess/multiprocess/internal/rpcmsg"
 
-	"github.com/gomultiprocess/multiprocess/protocol"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
+	"github.com/gomultiprocess/multiprocess/protocol"
 )
 
 // A peer on go-capnp's own rpc.Conn ends the connection with an Abort

@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"capnproto.org/go/capnp/v3"
+
+	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
 )
 
 // proxyHook is the capnp.ClientHook behind the client that Connect returns:
@@ -30,9 +32,6 @@ type proxyHook struct {
 }
 
 func (p *proxyHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
-	if p.conn.calls != nil {
-		learnName(s.Method)
-	}
 	return p.inner.SendCall(ctx, s)
 }
 
@@ -45,6 +44,10 @@ func (p *proxyHook) Brand() capnp.Brand { return capnp.Brand{Value: p} }
 // ForwardsTo returns the capability p forwards to, for package mp, which
 // calls it directly (p's lifetime stays the proxy's).
 func (p *proxyHook) ForwardsTo() capnp.Client { return p.inner }
+
+// RPCConn returns p's RPC connection, for package mp: the interceptor of
+// the calls it forwards is the connection's.
+func (p *proxyHook) RPCConn() *rpcconn.Conn { return p.conn.rpc() }
 
 func (p *proxyHook) Shutdown() {
 	p.inner.Release()

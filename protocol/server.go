@@ -62,7 +62,6 @@ func NewServer(methods []server.Method, impl any, opts *ServerOptions) capnp.Cli
 	}
 	wrapped := make([]server.Method, len(methods))
 	for i, m := range methods {
-		learnName(m.Method)
 		wrapped[i] = server.Method{Method: m.Method, Impl: guard(m, log, debugCalls)}
 	}
 	shutdown, _ := impl.(server.Shutdowner)

@@ -128,38 +128,6 @@ func defaultPtr(t *typ, v schema.Value) (capnp.Ptr, error) {
 	return capnp.Ptr{}, fmt.Errorf("a %v value for a pointer type", v.Which())
 }
 
-// canonical returns the canonical encoding of p: a single segment without
-// segment table whose root pointer is p, as mp.DefaultPtr reads it.
-func canonical(p capnp.Ptr) ([]byte, error) {
-	if s := p.Struct(); s.IsValid() {
-		return capnp.Canonicalize(s)
-	}
-	l := p.List()
-	if !l.IsValid() {
-		return nil, fmt.Errorf("a default value that is neither a struct nor a list")
-	}
-	// go-capnp canonicalizes structs only: canonicalize a struct whose
-	// one pointer is the list, and drop the root pointer. The struct's
-	// pointer then comes first, and points, relative to itself, to the
-	// list laid out right after it.
-	_, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
-	if err != nil {
-		return nil, err
-	}
-	w, err := capnp.NewRootStruct(seg, capnp.ObjectSize{PointerCount: 1})
-	if err != nil {
-		return nil, err
-	}
-	if err := w.SetPtr(0, l.ToPtr()); err != nil {
-		return nil, err
-	}
-	b, err := capnp.Canonicalize(w)
-	if err != nil {
-		return nil, err
-	}
-	return b[8:], nil
-}
-
 // bytesLiteral formats b as a []byte literal.
 func bytesLiteral(b []byte) string {
 	var sb strings.Builder

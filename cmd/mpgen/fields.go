@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"capnproto.org/go/capnp/v3/std/capnp/schema"
+
+	"github.com/gomultiprocess/multiprocess/cmd/mpgen/internal/canon"
 )
 
 // A slot is a value stored in a struct: a field, a parameter or a
@@ -190,7 +192,7 @@ func (fg *fileGen) defaultVar(sl *slot) string {
 	if !p.IsValid() {
 		return ""
 	}
-	b, err := canonical(p)
+	b, err := canon.Encode(p)
 	if err != nil {
 		fg.fail(fmt.Errorf("default of %s: %w", sl.name, err))
 		return ""
@@ -255,7 +257,18 @@ func (fg *fileGen) ifaceExpr(t *typ) string {
 // made once; those of types that mention a type parameter are looked up
 // at run time.
 func (fg *fileGen) codec(t *typ) string {
-	if t.hasParam() {
+	if t.hasGenericIface() {
+		// Composed where it is used: see hasGenericIface.
+		switch t.kind {
+		case kInterface:
+			return fg.ifaceExpr(t) + ".Codec()"
+		case kList:
+			if t.elem.kind != kStruct {
+				return "mp.ListCodec(" + fg.codec(t.elem) + ")"
+			}
+		}
+	}
+	if t.hasParam() || t.hasGenericIface() {
 		return "mp.CodecFor[" + fg.goType(t) + "]()"
 	}
 	switch t.kind {

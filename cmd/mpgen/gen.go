@@ -182,7 +182,8 @@ func (g *gen) importMappings() error {
 			base = base[i+1:]
 		}
 		want := packageName(base)
-		if fixedImports[want] != "" {
+		if fixedImports[want] != "" || locals[want] {
+			// Generated code would hide it.
 			want += "_"
 		}
 		name, _ := g.pkgScope.claim(want, "the package of "+f.name)
@@ -208,8 +209,12 @@ type fileGen struct {
 	vars    []string          // codec and default variables, declared at the end
 	imports map[string]string // imported schema packages: name -> path
 	uses    map[string]bool   // fixed imports used: context, math...
-	where   string            // the node being generated, for errors
-	err     error
+	// instances are the instances of generic interfaces that the file
+	// mentions: its init function makes their descriptions, which
+	// mp.CodecFor needs.
+	instances map[string]bool
+	where     string // the node being generated, for errors
+	err       error
 }
 
 func (fg *fileGen) fail(err error) {
@@ -254,7 +259,7 @@ func (fg *fileGen) p(format string, args ...any) {
 
 // genFile generates the Go file of f.
 func (g *gen) genFile(f *file) ([]byte, error) {
-	fg := &fileGen{g: g, f: f, imports: make(map[string]string), uses: map[string]bool{"mp": true}}
+	fg := &fileGen{g: g, f: f, imports: make(map[string]string), uses: map[string]bool{"mp": true}, instances: map[string]bool{}}
 	for _, c := range g.rq.children(f.node) {
 		fg.genNode(c)
 	}
@@ -287,6 +292,18 @@ func (g *gen) genFile(f *file) ([]byte, error) {
 	out.Write(fg.body.Bytes())
 	for _, v := range fg.vars {
 		out.WriteString(v)
+	}
+	if len(fg.instances) > 0 {
+		insts := make([]string, 0, len(fg.instances))
+		for x := range fg.instances {
+			insts = append(insts, x)
+		}
+		sort.Strings(insts)
+		out.WriteString("\n// The instances of generic interfaces used here, described before any\n// value is decoded (mp.CodecFor finds them).\nfunc init() {\n")
+		for _, x := range insts {
+			out.WriteString(x + "\n")
+		}
+		out.WriteString("}\n")
 	}
 	src, err := format.Source(out.Bytes())
 	if err != nil {

@@ -60,7 +60,7 @@ func (fg *fileGen) paramNames(m *method, ctxNode *node) []string {
 	}
 	out := make([]string, len(m.params))
 	for i, sl := range m.params {
-		out[i] = localName(sl.name, func(s string) bool { return taken[s] })
+		out[i] = localName(sl.name, func(s string) bool { return taken[s] || fg.g.pkgTaken(s) })
 		taken[out[i]] = true
 	}
 	return out
@@ -226,7 +226,9 @@ func (fg *fileGen) genInterface(n *node) {
 
 	fg.genUnimplemented(n, d, ms, tparams, targs)
 
-	fg.p("var (\n")
+	if len(ms.own) > 0 {
+		fg.p("var (\n")
+	}
 	for _, m := range ms.own {
 		stream := ""
 		if m.stream {
@@ -235,7 +237,9 @@ func (fg *fileGen) genInterface(n *node) {
 		fg.p("%s = mp.Method{InterfaceID: %#x, MethodID: %d, InterfaceName: %q, MethodName: %q,\nParamsSize: capnp.ObjectSize{DataSize: %d, PointerCount: %d}, ResultsSize: capnp.ObjectSize{DataSize: %d, PointerCount: %d}%s}\n",
 			d.methods[m.index].desc, n.id, m.index, n.path(), m.name, m.paramsSize[0], m.paramsSize[1], m.resultsSize[0], m.resultsSize[1], stream)
 	}
-	fg.p(")\n\n")
+	if len(ms.own) > 0 {
+		fg.p(")\n\n")
+	}
 
 	// The method tables: the interface's own, then each ancestor's.
 	tables := []string{}

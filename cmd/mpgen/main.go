@@ -92,6 +92,9 @@ func writeFiles(files []outFile) error {
 		if old, err := os.ReadFile(f.path); err == nil && bytes.Equal(old, f.data) {
 			continue
 		}
+		if err := os.MkdirAll(filepath.Dir(f.path), 0o755); err != nil {
+			return err
+		}
 		if err := os.WriteFile(f.path, f.data, 0o644); err != nil {
 			return err
 		}

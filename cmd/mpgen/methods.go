@@ -62,7 +62,7 @@ func (g *gen) methodSet(n *node) (*methodSet, error) {
 	}
 	b := g.selfBindings(n)
 	ms := &methodSet{}
-	seen := map[uint64]bool{}
+	seen := map[uint64]string{} // ancestors, with their arguments
 	var visit func(x *node, b bindings, direct bool) error
 	visit = func(x *node, b bindings, direct bool) error {
 		supers, err := x.Interface().Superclasses()
@@ -84,10 +84,14 @@ func (g *gen) methodSet(n *node) (*methodSet, error) {
 			if direct {
 				ms.parents = append(ms.parents, a)
 			}
-			if seen[sn.id] {
+			key := typeKeys(args)
+			if prev, ok := seen[sn.id]; ok {
+				if prev != key {
+					return fmt.Errorf("unsupported: it extends %s twice, with different generic arguments", sn.path())
+				}
 				continue
 			}
-			seen[sn.id] = true
+			seen[sn.id] = key
 			sb := substBindings(sn, args)
 			a.methods, err = g.methods(sn, sb, args)
 			if err != nil {
@@ -174,6 +178,7 @@ func (g *gen) resolveMethod(m *method, b bindings) error {
 	m.resultsSize = structSize(rn)
 	m.resultsNode = rn
 	if pn.isImplicit() {
+		b := implicitBindings(pn, b)
 		for _, f := range pn.fields() {
 			if f.Which() != schema.Field_Which_slot {
 				return fmt.Errorf("parameter lists hold plain fields only")
@@ -200,6 +205,7 @@ func (g *gen) resolveMethod(m *method, b bindings) error {
 	case rn.id == stream.StreamResult_TypeID:
 		m.stream = true
 	case rn.isImplicit():
+		b := implicitBindings(rn, b)
 		names, _ := memberNames(rn)
 		for j, f := range rn.fields() {
 			if f.Which() != schema.Field_Which_slot {
@@ -256,4 +262,39 @@ func structSize(n *node) [2]uint32 {
 // path with dots as underscores.
 func (g *gen) ownerName(n *node) string {
 	return strings.NewReplacer(".", "_", "$", "_").Replace(n.path())
+}
+
+// typeKeys returns a string that is the same for equal lists of types.
+func typeKeys(ts []*typ) string {
+	var b strings.Builder
+	var key func(t *typ)
+	key = func(t *typ) {
+		if t == nil {
+			b.WriteString("nil")
+			return
+		}
+		fmt.Fprintf(&b, "%d:%s(", t.kind, t.any)
+		if t.node != nil {
+			fmt.Fprintf(&b, "%x", t.node.id)
+		}
+		if t.pnode != nil {
+			fmt.Fprintf(&b, "p%x.%d", t.pnode.id, t.pidx)
+		}
+		if t.elem != nil {
+			key(t.elem)
+		}
+		if t.bound != nil {
+			key(t.bound)
+		}
+		for _, a := range t.args {
+			key(a)
+			b.WriteString(",")
+		}
+		b.WriteString(")")
+	}
+	for _, t := range ts {
+		key(t)
+		b.WriteString(";")
+	}
+	return b.String()
 }

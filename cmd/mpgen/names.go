@@ -18,6 +18,9 @@ func title(s string) string {
 	return string(s[0]-'a'+'A') + s[1:]
 }
 
+// capitalize upper-cases the first letter of a sentence.
+func capitalize(s string) string { return title(s) }
+
 // lowerFirst lower-cases the first letter of a Go name.
 func lowerFirst(s string) string {
 	if s == "" || s[0] < 'A' || s[0] > 'Z' {
@@ -101,7 +104,7 @@ func (s *scope) claim(want, what string) (string, string) {
 		}
 		if _, taken := s.takenBy[c]; !taken {
 			s.takenBy[c] = what
-			return c, fmt.Sprintf("%s is named %s because %s is %s.", what, c, want, s.takenBy[want])
+			return c, fmt.Sprintf("%s is named %s because %s is %s.", capitalize(what), c, want, s.takenBy[want])
 		}
 	}
 }
@@ -218,7 +221,7 @@ func (g *gen) fileNames(f *file) (*names, error) {
 			d.unimpl = nm.claim("Unimplemented"+d.name, "the unimplemented "+n.path())
 			mset, err := g.methodSet(n)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%s: %w", f.name, err)
 			}
 			for i, m := range n.methods() {
 				mname, _ := m.Name()

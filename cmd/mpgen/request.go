@@ -276,7 +276,10 @@ func (n *node) paramNames() []string {
 func (n *node) genericChain() []*node {
 	var chain []*node
 	for x := n; x != nil; x = x.scopeParent() {
-		if len(x.paramNames()) > 0 {
+		// The implicit structs of a generic method (`m @0 [T] (x :T)`)
+		// have its parameters, which mpgen maps to AnyPointer (see
+		// implicitBindings).
+		if len(x.paramNames()) > 0 && !x.isImplicit() {
 			chain = append(chain, x)
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"capnproto.org/go/capnp/v3/std/capnp/schema"
+
+	"github.com/gomultiprocess/multiprocess/cmd/mpgen/internal/canon"
 )
 
 // A member is one field of a struct or group.
@@ -376,7 +378,7 @@ func (fg *fileGen) genConst(n *node) {
 			fg.p("%svar %s %s\n\n", doc, d.name, fg.goType(t))
 			return
 		}
-		b, err := canonical(p)
+		b, err := canon.Encode(p)
 		if err != nil {
 			fg.fail(err)
 			return

@@ -114,6 +114,31 @@ func (t *typ) hasParam() bool {
 	return false
 }
 
+// hasGenericIface reports whether t mentions an instance of a generic
+// interface, whose description is made on first use (and so cannot be in
+// a package-level codec variable without risking an initialization
+// cycle).
+func (t *typ) hasGenericIface() bool {
+	if t == nil {
+		return false
+	}
+	if t.kind == kInterface && len(t.args) > 0 {
+		return true
+	}
+	if t.kind == kParam {
+		return t.bound.hasGenericIface()
+	}
+	if t.elem.hasGenericIface() {
+		return true
+	}
+	for _, a := range t.args {
+		if a.hasGenericIface() {
+			return true
+		}
+	}
+	return false
+}
+
 // bindings maps the generic parameters visible in a context to types.
 type bindings map[paramKey]*typ
 
@@ -272,7 +297,7 @@ func (g *gen) applyBrand(n *node, brand schema.Brand, b bindings) ([]*typ, error
 // selfBindings returns the context inside n's own declaration: its
 // chain's parameters bound to the Go type parameters of n's type.
 func (g *gen) selfBindings(n *node) bindings {
-	b := bindings{}
+	b := implicitBindings(n, bindings{})
 	i := 0
 	for _, c := range n.genericChain() {
 		for j := range c.paramNames() {
@@ -281,6 +306,26 @@ func (g *gen) selfBindings(n *node) bindings {
 		}
 	}
 	return b
+}
+
+// implicitBindings returns b with the parameters of a generic method's
+// implicit struct n bound to AnyPointer, as SPEC.md maps them.
+func implicitBindings(n *node, b bindings) bindings {
+	if !n.isImplicit() {
+		return b
+	}
+	ps := n.paramNames()
+	if len(ps) == 0 {
+		return b
+	}
+	out := bindings{}
+	for k, v := range b {
+		out[k] = v
+	}
+	for i := range ps {
+		out[paramKey{n.id, uint16(i)}] = &typ{kind: kAnyPointer, any: "AnyPointer"}
+	}
+	return out
 }
 
 // substBindings returns the context in which the members of n (an
@@ -360,6 +405,9 @@ func (fg *fileGen) goType(t *typ) string {
 	case kStruct:
 		return "*" + fg.nodeType(t.node, t.args)
 	case kInterface:
+		if len(t.args) > 0 && !t.hasParam() {
+			fg.instances[fg.ifaceExpr(t)] = true
+		}
 		return fg.nodeType(t.node, t.args)
 	case kAnyPointer:
 		return "mp.AnyPointer"

@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/gomultiprocess/multiprocess/internal/chain/boltfile"
 )
 
 // Reward is what each produced block pays, in the smallest unit.
@@ -28,7 +30,31 @@ var (
 	ErrNotFound = errors.New("chain: no such block")
 	// ErrClosed is returned by calls on a closed Store.
 	ErrClosed = errors.New("chain: store closed")
+	// ErrDamaged is what every *DamagedError matches with errors.Is.
+	ErrDamaged = errors.New("chain: database damaged")
 )
+
+// DamagedError says that the chain database is damaged. Open returns it
+// when the check it makes finds damage; a Store returns it from the call
+// that finds damage later (bbolt panicked or faulted, a block does not
+// match its hash), and from every call after that, without reading the
+// file again. It matches ErrDamaged, and Err, with errors.Is.
+type DamagedError struct {
+	Path   string // the database file
+	Detail string // what is wrong, in a few words
+	Err    error  // what found it: a *boltfile.Error
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("chain database %s is damaged (%s): restore it from a backup, or start the node with an empty data directory to begin a new chain", e.Path, e.Detail)
+}
+
+func (e *DamagedError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrDamaged}
+	}
+	return []error{ErrDamaged, e.Err}
+}
 
 var (
 	bucketBlocks = []byte("blocks") // height (8 bytes, big-endian) -> JSON block
@@ -39,49 +65,91 @@ var (
 // concurrent use. Appends are serialised and each is durable when it
 // returns.
 type Store struct {
-	db *bolt.DB
+	db *boltfile.DB
 
 	mu     sync.Mutex
 	tip    Block
 	closed bool
-	// newTip is closed and replaced whenever the tip moves or the store
-	// closes; followers wait on it.
+	// newTip is closed and replaced whenever the tip moves, the store
+	// closes or damage is found; followers wait on it.
 	newTip chan struct{}
 }
 
 // Open opens the chain database at path, creating it with a genesis block
-// when it does not exist.
+// when it does not exist. It checks the whole file first (see
+// boltfile.Open for what that costs) and the blocks it relies on: the
+// first, the tip and the tip's index entry. A damaged file is a
+// *DamagedError.
 func Open(path string) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: OpenTimeout})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("%w: %s", ErrInUse, path)
+	o := boltfile.Options{
+		Timeout: OpenTimeout,
+		Damaged: func(e *boltfile.Error) error { return &DamagedError{Path: path, Detail: e.Problem, Err: e} },
 	}
-	if err != nil {
+	db, err := boltfile.Open(path, o)
+	if errors.Is(err, fs.ErrNotExist) {
+		db, err = boltfile.Create(path, o, createChain)
+		if errors.Is(err, fs.ErrExist) { // another process was quicker
+			db, err = boltfile.Open(path, o)
+		}
+	}
+	switch {
+	case errors.Is(err, boltfile.ErrInUse):
+		return nil, fmt.Errorf("%w: %s", ErrInUse, path)
+	case errors.Is(err, ErrDamaged):
+		return nil, err
+	case err != nil:
 		return nil, fmt.Errorf("chain: open %s: %w", path, err)
 	}
 	s := &Store{db: db, newTip: make(chan struct{})}
-	err = db.Update(func(tx *bolt.Tx) error {
-		blocks, err := tx.CreateBucketIfNotExists(bucketBlocks)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.CreateBucketIfNotExists(bucketIndex); err != nil {
-			return err
-		}
-		k, v := blocks.Cursor().Last()
-		if k == nil {
-			genesis := Block{Time: time.Unix(1231006505, 0)}
-			genesis.Hash = genesis.ComputeHash()
-			s.tip = genesis
-			return put(tx, &genesis)
-		}
-		return decode(v, &s.tip)
-	})
-	if err != nil {
+	if err := db.View(func(tx *bolt.Tx) error { return readTip(tx, &s.tip) }); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("chain: open %s: %w", path, err)
+		if !errors.Is(err, ErrDamaged) {
+			err = fmt.Errorf("chain: open %s: %w", path, err)
+		}
+		return nil, err
 	}
 	return s, nil
+}
+
+func createChain(tx *bolt.Tx) error {
+	if _, err := tx.CreateBucket(bucketBlocks); err != nil {
+		return err
+	}
+	if _, err := tx.CreateBucket(bucketIndex); err != nil {
+		return err
+	}
+	genesis := Block{Time: time.Unix(1231006505, 0)}
+	genesis.Hash = genesis.ComputeHash()
+	return put(tx, &genesis)
+}
+
+func buckets(tx *bolt.Tx) (blocks, index *bolt.Bucket, err error) {
+	blocks, index = tx.Bucket(bucketBlocks), tx.Bucket(bucketIndex)
+	if blocks == nil || index == nil {
+		return nil, nil, boltfile.Damage(nil, "its blocks or its index are missing")
+	}
+	return blocks, index, nil
+}
+
+// readTip reads the last block, and checks the first block and the tip's
+// index entry on the way.
+func readTip(tx *bolt.Tx, tip *Block) error {
+	blocks, index, err := buckets(tx)
+	if err != nil {
+		return err
+	}
+	c := blocks.Cursor()
+	if k, _ := c.First(); k == nil || string(k) != string(key(0)) {
+		return boltfile.Damage(nil, "its genesis block is missing")
+	}
+	k, v := c.Last()
+	if err := decode(k, v, tip); err != nil {
+		return err
+	}
+	if h := index.Get(tip.Hash[:]); string(h) != string(k) {
+		return boltfile.Damage(nil, "the index has no entry for block %d", tip.Height)
+	}
+	return nil
 }
 
 func key(height uint64) []byte {
@@ -95,18 +163,32 @@ func put(tx *bolt.Tx, b *Block) error {
 	if err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketBlocks).Put(key(b.Height), v); err != nil {
+	blocks, index, err := buckets(tx)
+	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketIndex).Put(b.Hash[:], key(b.Height))
+	if err := blocks.Put(key(b.Height), v); err != nil {
+		return err
+	}
+	return index.Put(b.Hash[:], key(b.Height))
 }
 
-func decode(v []byte, b *Block) error {
+// decode decodes the block stored under key k. A block that does not
+// decode, does not match its hash or is not the block of its height means
+// damage.
+func decode(k, v []byte, b *Block) error {
+	if len(k) != 8 {
+		return boltfile.Damage(nil, "a block is filed under a %d-byte key", len(k))
+	}
+	height := binary.BigEndian.Uint64(k)
 	if err := json.Unmarshal(v, b); err != nil {
-		return fmt.Errorf("decode block: %w", err)
+		return boltfile.Damage(err, "block %d does not decode", height)
 	}
 	if b.ComputeHash() != b.Hash {
-		return fmt.Errorf("block %d is corrupt: its hash does not match its contents", b.Height)
+		return boltfile.Damage(nil, "block %d does not match its hash", height)
+	}
+	if b.Height != height {
+		return boltfile.Damage(nil, "block %d is filed under height %d", b.Height, height)
 	}
 	return nil
 }
@@ -125,6 +207,9 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
+// Err returns the *DamagedError found in the database, or nil.
+func (s *Store) Err() error { return s.db.Err() }
+
 // Tip returns the last block of the chain.
 func (s *Store) Tip() Block {
 	s.mu.Lock()
@@ -135,12 +220,21 @@ func (s *Store) Tip() Block {
 // BlockAt returns the block at height.
 func (s *Store) BlockAt(height uint64) (Block, error) {
 	var b Block
+	tip := s.Tip().Height
 	err := s.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketBlocks).Get(key(height))
-		if v == nil {
+		blocks, _, err := buckets(tx)
+		if err != nil {
+			return err
+		}
+		k := key(height)
+		v := blocks.Get(k)
+		switch {
+		case v == nil && height <= tip:
+			return boltfile.Damage(nil, "block %d is missing", height)
+		case v == nil:
 			return fmt.Errorf("%w at height %d", ErrNotFound, height)
 		}
-		return decode(v, &b)
+		return decode(k, v, &b)
 	})
 	return b, err
 }
@@ -149,15 +243,25 @@ func (s *Store) BlockAt(height uint64) (Block, error) {
 func (s *Store) BlockByHash(h Hash) (Block, error) {
 	var b Block
 	err := s.view(func(tx *bolt.Tx) error {
-		k := tx.Bucket(bucketIndex).Get(h[:])
+		blocks, index, err := buckets(tx)
+		if err != nil {
+			return err
+		}
+		k := index.Get(h[:])
 		if k == nil {
 			return fmt.Errorf("%w with hash %s", ErrNotFound, h)
 		}
-		v := tx.Bucket(bucketBlocks).Get(k)
+		v := blocks.Get(k)
 		if v == nil {
-			return fmt.Errorf("%w with hash %s", ErrNotFound, h)
+			return boltfile.Damage(nil, "the index names a missing block for hash %s", h)
 		}
-		return decode(v, &b)
+		if err := decode(k, v, &b); err != nil {
+			return err
+		}
+		if b.Hash != h {
+			return boltfile.Damage(nil, "the index names block %d for hash %s", b.Height, h)
+		}
+		return nil
 	})
 	return b, err
 }
@@ -170,7 +274,7 @@ func (s *Store) view(fn func(*bolt.Tx) error) error {
 		return ErrClosed
 	}
 	err := s.db.View(fn)
-	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+	if errors.Is(err, boltfile.ErrClosed) {
 		return ErrClosed
 	}
 	return err
@@ -194,6 +298,12 @@ func (s *Store) Append(t time.Time, payouts []Payout) (Block, error) {
 	// Holding mu across the write serialises appends; readers use bbolt's
 	// own concurrency and never need mu for long.
 	if err := s.db.Update(func(tx *bolt.Tx) error { return put(tx, &b) }); err != nil {
+		if errors.Is(err, ErrDamaged) {
+			// Followers waiting for a block learn of the damage instead.
+			close(s.newTip)
+			s.newTip = make(chan struct{})
+			return Block{}, err
+		}
 		return Block{}, fmt.Errorf("chain: append block %d: %w", b.Height, err)
 	}
 	s.tip = b
@@ -205,8 +315,8 @@ func (s *Store) Append(t time.Time, payouts []Payout) (Block, error) {
 // Follow calls fn with every block from height from on, in order, each
 // call after the previous one has returned: first the blocks already in
 // the chain, then each new one as it is appended. It returns when fn
-// fails (with fn's error), when ctx ends, or when the store closes
-// (ErrClosed).
+// fails (with fn's error), when ctx ends, when the store closes
+// (ErrClosed), or when damage is found (a *DamagedError).
 func (s *Store) Follow(ctx context.Context, from uint64, fn func(context.Context, Block) error) error {
 	next := from
 	for {
@@ -215,6 +325,9 @@ func (s *Store) Follow(ctx context.Context, from uint64, fn func(context.Context
 		s.mu.Unlock()
 		if closed {
 			return ErrClosed
+		}
+		if err := s.db.Err(); err != nil {
+			return err
 		}
 		if next > tip {
 			select {

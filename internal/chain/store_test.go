@@ -3,6 +3,7 @@ package chain
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -10,7 +11,14 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if pristineDir != "" {
+			_ = os.RemoveAll(pristineDir)
+		}
+		os.Exit(code)
+	}))
+}
 
 func TestHashCoversContents(t *testing.T) {
 	b := Block{Height: 1, Time: time.Unix(10, 0), Payouts: []Payout{{"a", 5}}}

@@ -12,15 +12,14 @@ import (
 // A frameReader reads one connection's messages in the standard stream
 // framing. Memory follows the bytes the peer sends, not the sizes it
 // claims: a frame's buffer starts at a few times what has arrived (about
-// minFrameChunk before anything has) and, each time it is full while more
-// is claimed,
-// is replaced by one frameGrowth times larger, into which its bytes are
-// copied. The sizes are the claim divided by powers of frameGrowth, so
-// that the last buffer before the whole frame holds a quarter of it.
-// So a peer that claims 64 MiB and sends 8 bytes costs about
-// minFrameChunk, one that stops part way at most 5 times what it sent
-// (a buffer returns to the pool only once filled: see putRecvBuf), and a
-// whole frame has at most a third of its bytes copied once more.
+// minFrameChunk before anything has) and, each time it is full while
+// more is claimed, is replaced by one frameGrowth times larger, into
+// which its bytes are copied. The sizes are the claim divided by powers
+// of frameGrowth, so that the last buffer before the whole frame holds a
+// quarter of it. So a peer that claims 64 MiB and sends 8 bytes costs
+// about minFrameChunk, one that stops part way at most 5 times what it
+// sent (a buffer returns to the pool only once filled: see putRecvBuf),
+// and a whole frame has at most a third of its bytes copied once more.
 //
 // Only the first frame of its size on a connection pays for the growth:
 // a frame no larger than the largest one read whole on the connection

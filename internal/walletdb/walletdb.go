@@ -10,14 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/gomultiprocess/multiprocess/internal/chain"
+	"github.com/gomultiprocess/multiprocess/internal/chain/boltfile"
 	"github.com/gomultiprocess/multiprocess/mp"
 )
 
@@ -41,7 +40,32 @@ var (
 	// ErrOutOfOrder is returned by ApplyBlock for a block that does not
 	// follow the last one applied.
 	ErrOutOfOrder = mp.NewError("walletdb.outOfOrder", "walletdb: block out of order")
+	// ErrDamaged is what every *DamagedError matches with errors.Is.
+	ErrDamaged = mp.NewError("walletdb.damaged", "walletdb: wallet database damaged")
 )
+
+// DamagedError says that a wallet database is damaged. Open returns it
+// when the check it makes finds damage; a DB returns it from the call
+// that finds damage later (bbolt panicked or faulted, a record does not
+// decode, the payouts do not add up to the balance), and from every call
+// after that, without reading the file again. It matches ErrDamaged, and
+// Err, with errors.Is.
+type DamagedError struct {
+	Path   string // the database file
+	Detail string // what is wrong, in a few words
+	Err    error  // what found it: a *boltfile.Error
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("wallet database %s is damaged (%s): restore it from a backup, or move it away to start afresh with an empty wallet", e.Path, e.Detail)
+}
+
+func (e *DamagedError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrDamaged}
+	}
+	return []error{ErrDamaged, e.Err}
+}
 
 var (
 	bucketMeta      = []byte("meta")      // seed, next, lasthash, nextaddr, balance
@@ -69,83 +93,111 @@ type State struct {
 
 // DB is one wallet's database. Its methods are safe for concurrent use.
 type DB struct {
-	db *bolt.DB
+	db *boltfile.DB
 
-	mu      sync.Mutex
-	state   State
-	closed  bool
-	applied chan struct{} // closed and replaced when state.Next moves or the DB closes
+	mu     sync.Mutex
+	state  State
+	closed bool
+	// applied is closed and replaced when state.Next moves, the DB
+	// closes or damage is found.
+	applied chan struct{}
 }
 
-// Create creates the wallet database at path; ErrExists if it exists.
+// Create creates the wallet database at path; ErrExists if it exists. The
+// file appears under its name only once it is complete, so a crash during
+// Create never leaves a half-made wallet.
 func Create(path string) (*DB, error) {
-	if _, err := os.Stat(path); err == nil {
+	db, err := boltfile.Create(path, options(path), func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucket(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucket(bucketAddresses); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucket(bucketTxs); err != nil {
+			return err
+		}
+		seed := make([]byte, 32)
+		if _, err := rand.Read(seed); err != nil {
+			return err
+		}
+		return meta.Put([]byte("seed"), seed)
+	})
+	if errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("%w: %s", ErrExists, path)
 	}
-	return open(path, true)
+	return open(path, db, err)
 }
 
 // Open opens the existing wallet database at path; ErrNotExist if there
-// is none, ErrInUse if another process has it open.
+// is none, ErrInUse if another process has it open, a *DamagedError if
+// it is damaged. It checks the whole file first (see boltfile.Open for
+// what that costs), then the records the wallet relies on.
 func Open(path string) (*DB, error) {
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+	db, err := boltfile.Open(path, options(path))
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s", ErrNotExist, path)
 	}
-	return open(path, false)
+	return open(path, db, err)
 }
 
-func open(path string, create bool) (*DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: OpenTimeout})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("%w: %s", ErrInUse, path)
+func options(path string) boltfile.Options {
+	return boltfile.Options{
+		Timeout: OpenTimeout,
+		Damaged: func(e *boltfile.Error) error { return &DamagedError{Path: path, Detail: e.Problem, Err: e} },
 	}
-	if err != nil {
+}
+
+func open(path string, db *boltfile.DB, err error) (*DB, error) {
+	switch {
+	case errors.Is(err, boltfile.ErrInUse):
+		return nil, fmt.Errorf("%w: %s", ErrInUse, path)
+	case errors.Is(err, ErrDamaged):
+		return nil, err
+	case err != nil:
 		return nil, fmt.Errorf("walletdb: open %s: %w", path, err)
 	}
 	w := &DB{db: db, applied: make(chan struct{})}
-	err = db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil {
-			if !create {
-				return errors.New("not a wallet database")
-			}
-			var err error
-			if meta, err = tx.CreateBucket(bucketMeta); err != nil {
-				return err
-			}
-			if _, err := tx.CreateBucket(bucketAddresses); err != nil {
-				return err
-			}
-			if _, err := tx.CreateBucket(bucketTxs); err != nil {
-				return err
-			}
-			seed := make([]byte, 32)
-			if _, err := rand.Read(seed); err != nil {
-				return err
-			}
-			if err := meta.Put([]byte("seed"), seed); err != nil {
-				return err
-			}
+	err = db.View(func(tx *bolt.Tx) error {
+		meta, _, _, err := buckets(tx)
+		if err != nil {
+			return err
 		}
-		w.state = readState(meta)
-		return nil
+		if len(meta.Get([]byte("seed"))) != 32 {
+			return boltfile.Damage(nil, "its seed is missing")
+		}
+		w.state, err = readState(meta)
+		return err
 	})
 	if err != nil {
 		_ = db.Close()
-		if create {
-			_ = os.Remove(path)
+		if !errors.Is(err, ErrDamaged) {
+			err = fmt.Errorf("walletdb: open %s: %w", path, err)
 		}
-		return nil, fmt.Errorf("walletdb: open %s: %w", path, err)
+		return nil, err
 	}
 	return w, nil
 }
 
-func getUint(b *bolt.Bucket, k string) uint64 {
-	v := b.Get([]byte(k))
-	if len(v) != 8 {
-		return 0
+func buckets(tx *bolt.Tx) (meta, addrs, txs *bolt.Bucket, err error) {
+	meta, addrs, txs = tx.Bucket(bucketMeta), tx.Bucket(bucketAddresses), tx.Bucket(bucketTxs)
+	if meta == nil || addrs == nil || txs == nil {
+		return nil, nil, nil, boltfile.Damage(nil, "it is not a wallet, or its records are missing")
 	}
-	return binary.BigEndian.Uint64(v)
+	return meta, addrs, txs, nil
+}
+
+// getUint reads a number from the meta bucket; absent is 0.
+func getUint(b *bolt.Bucket, k string) (uint64, error) {
+	v := b.Get([]byte(k))
+	switch len(v) {
+	case 0:
+		return 0, nil
+	case 8:
+		return binary.BigEndian.Uint64(v), nil
+	}
+	return 0, boltfile.Damage(nil, "its record %q is %d bytes long, not 8", k, len(v))
 }
 
 func putUint(b *bolt.Bucket, k string, n uint64) error {
@@ -154,12 +206,23 @@ func putUint(b *bolt.Bucket, k string, n uint64) error {
 	return b.Put([]byte(k), v[:])
 }
 
-func readState(meta *bolt.Bucket) State {
+func readState(meta *bolt.Bucket) (State, error) {
 	var s State
-	s.Next = getUint(meta, "next")
-	s.Balance = int64(getUint(meta, "balance"))
-	copy(s.LastHash[:], meta.Get([]byte("lasthash")))
-	return s
+	next, err := getUint(meta, "next")
+	if err != nil {
+		return s, err
+	}
+	balance, err := getUint(meta, "balance")
+	if err != nil {
+		return s, err
+	}
+	s.Next, s.Balance = next, int64(balance)
+	if h := meta.Get([]byte("lasthash")); len(h) == len(s.LastHash) {
+		copy(s.LastHash[:], h)
+	} else if len(h) != 0 || s.Next > 0 {
+		return s, boltfile.Damage(nil, "its record of the last block applied is damaged")
+	}
+	return s, nil
 }
 
 // Close closes the database. Close is idempotent.
@@ -182,17 +245,30 @@ func (w *DB) State() State {
 	return w.state
 }
 
+// Err returns the *DamagedError found in the database, or nil.
+func (w *DB) Err() error { return w.db.Err() }
+
 // NewAddress derives, records and returns a new receiving address.
 func (w *DB) NewAddress() (string, error) {
 	var addr string
 	err := w.update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		n := getUint(meta, "nextaddr")
+		meta, addrs, _, err := buckets(tx)
+		if err != nil {
+			return err
+		}
+		seed := meta.Get([]byte("seed"))
+		if len(seed) != 32 {
+			return boltfile.Damage(nil, "its seed is missing")
+		}
+		n, err := getUint(meta, "nextaddr")
+		if err != nil {
+			return err
+		}
 		var idx [8]byte
 		binary.BigEndian.PutUint64(idx[:], n)
-		sum := sha256.Sum256(append(append([]byte(nil), meta.Get([]byte("seed"))...), idx[:]...))
+		sum := sha256.Sum256(append(append([]byte(nil), seed...), idx[:]...))
 		addr = "mp1" + hex.EncodeToString(sum[:20])
-		if err := tx.Bucket(bucketAddresses).Put([]byte(addr), idx[:]); err != nil {
+		if err := addrs.Put([]byte(addr), idx[:]); err != nil {
 			return err
 		}
 		return putUint(meta, "nextaddr", n+1)
@@ -211,6 +287,9 @@ func (w *DB) ApplyBlock(b chain.Block) (applied bool, err error) {
 	if w.closed {
 		return false, ErrClosed
 	}
+	if err := w.db.Err(); err != nil {
+		return false, err
+	}
 	st := w.state
 	if b.Height < st.Next {
 		return false, nil
@@ -220,9 +299,10 @@ func (w *DB) ApplyBlock(b chain.Block) (applied bool, err error) {
 	}
 	// Holding mu across the write keeps state equal to what is on disk.
 	err = w.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		addrs := tx.Bucket(bucketAddresses)
-		txs := tx.Bucket(bucketTxs)
+		meta, addrs, txs, err := buckets(tx)
+		if err != nil {
+			return err
+		}
 		for _, p := range b.Payouts {
 			if addrs.Get([]byte(p.Address)) == nil {
 				continue
@@ -252,6 +332,12 @@ func (w *DB) ApplyBlock(b chain.Block) (applied bool, err error) {
 		}
 		return meta.Put([]byte("lasthash"), st.LastHash[:])
 	})
+	if errors.Is(err, ErrDamaged) {
+		// Whoever waits for this block learns of the damage instead.
+		close(w.applied)
+		w.applied = make(chan struct{})
+		return false, err
+	}
 	if err != nil {
 		return false, fmt.Errorf("walletdb: apply block %d: %w", b.Height, err)
 	}
@@ -262,7 +348,7 @@ func (w *DB) ApplyBlock(b chain.Block) (applied bool, err error) {
 }
 
 // WaitApplied waits until every block up to height has been applied, or
-// ctx ends, or the DB closes.
+// ctx ends, or the DB closes, or damage is found (a *DamagedError).
 func (w *DB) WaitApplied(ctx context.Context, height uint64) error {
 	for {
 		w.mu.Lock()
@@ -273,6 +359,9 @@ func (w *DB) WaitApplied(ctx context.Context, height uint64) error {
 		}
 		if closed {
 			return ErrClosed
+		}
+		if err := w.db.Err(); err != nil {
+			return err
 		}
 		select {
 		case <-wake:
@@ -298,18 +387,41 @@ func (w *DB) BalanceAt(height uint64) (int64, error) {
 	return sum, nil
 }
 
-// Transactions returns what the wallet received, oldest first.
+// Transactions returns what the wallet received, oldest first. It checks
+// what it reads: records that do not decode, that are out of order or
+// that do not add up to the balance mean damage.
 func (w *DB) Transactions() ([]Transaction, error) {
 	var out []Transaction
 	err := w.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketTxs).ForEach(func(_, v []byte) error {
+		out = nil
+		meta, addrs, txs, err := buckets(tx)
+		if err != nil {
+			return err
+		}
+		st, err := readState(meta)
+		if err != nil {
+			return err
+		}
+		var sum int64
+		err = txs.ForEach(func(k, v []byte) error {
 			var t Transaction
 			if err := json.Unmarshal(v, &t); err != nil {
-				return err
+				return boltfile.Damage(err, "payout %x does not decode", k)
 			}
+			if len(out) > 0 && t.Height < out[len(out)-1].Height || t.Height >= st.Next || addrs.Get([]byte(t.Address)) == nil {
+				return boltfile.Damage(nil, "payout %x is not one the wallet received", k)
+			}
+			sum += t.Amount
 			out = append(out, t)
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		if sum != st.Balance {
+			return boltfile.Damage(nil, "its payouts add up to %d, not to its balance %d", sum, st.Balance)
+		}
+		return nil
 	})
 	return out, err
 }
@@ -321,7 +433,11 @@ func (w *DB) view(fn func(*bolt.Tx) error) error {
 	if closed {
 		return ErrClosed
 	}
-	return w.db.View(fn)
+	err := w.db.View(fn)
+	if errors.Is(err, boltfile.ErrClosed) {
+		return ErrClosed
+	}
+	return err
 }
 
 func (w *DB) update(fn func(*bolt.Tx) error) error {

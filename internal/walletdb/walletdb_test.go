@@ -3,6 +3,7 @@ package walletdb
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,7 +13,14 @@ import (
 	"github.com/gomultiprocess/multiprocess/internal/chain"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if pristineDir != "" {
+			_ = os.RemoveAll(pristineDir)
+		}
+		os.Exit(code)
+	}))
+}
 
 func TestApplyBlockExactlyOnce(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "w.db")

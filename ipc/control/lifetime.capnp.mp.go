@@ -231,8 +231,6 @@ type LifetimeSubscription interface {
 // added to the interface.
 type UnimplementedLifetimeSubscription struct{}
 
-var ()
-
 // LifetimeSubscriptionMethods are the methods LifetimeSubscription declares itself (not those it inherits).
 var LifetimeSubscriptionMethods = []mp.ServerMethod{}
 

@@ -186,6 +186,32 @@ type Maker interface {
 	Identity(ctx context.Context, cap_ Echo) (Echo, error)
 	// Fail returns the declared error with the given code.
 	Fail(ctx context.Context, code string) error
+	// Count returns how many items it was given, and the sum of their
+	// values.
+	Count(ctx context.Context, items []Item) (Maker_Count_Results, error)
+}
+
+// Maker_Count_Results are the results of Maker.count.
+type Maker_Count_Results struct {
+	N   uint32
+	Sum uint64
+}
+
+// CapnpSize, EncodeCapnp and DecodeCapnp make *Maker_Count_Results an mp.Struct.
+func (*Maker_Count_Results) CapnpSize() capnp.ObjectSize {
+	return capnp.ObjectSize{DataSize: 16, PointerCount: 0}
+}
+
+func (v *Maker_Count_Results) EncodeCapnp(e *mp.Encoder, s capnp.Struct) error {
+	s.SetUint32(0, v.N)
+	s.SetUint64(8, v.Sum)
+	return nil
+}
+
+func (v *Maker_Count_Results) DecodeCapnp(d *mp.Decoder, s capnp.Struct) error {
+	v.N = s.Uint32(0)
+	v.Sum = s.Uint64(8)
+	return nil
 }
 
 // UnimplementedMaker implements Maker with methods that fail as not implemented:
@@ -213,6 +239,10 @@ func (UnimplementedMaker) Fail(context.Context, string) error {
 	return mp.NotImplemented("Maker.fail")
 }
 
+func (UnimplementedMaker) Count(context.Context, []Item) (Maker_Count_Results, error) {
+	return Maker_Count_Results{}, mp.NotImplemented("Maker.count")
+}
+
 var (
 	maker_makeEcho = mp.Method{InterfaceID: 0xc02ca3492b84bfc2, MethodID: 0, InterfaceName: "Maker", MethodName: "makeEcho",
 		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 0}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}}
@@ -224,6 +254,8 @@ var (
 		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}}
 	maker_fail = mp.Method{InterfaceID: 0xc02ca3492b84bfc2, MethodID: 4, InterfaceName: "Maker", MethodName: "fail",
 		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 0}}
+	maker_count = mp.Method{InterfaceID: 0xc02ca3492b84bfc2, MethodID: 5, InterfaceName: "Maker", MethodName: "count",
+		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}, ResultsSize: capnp.ObjectSize{DataSize: 16, PointerCount: 0}}
 )
 
 // MakerMethods are the methods Maker declares itself (not those it inherits).
@@ -233,6 +265,7 @@ var MakerMethods = []mp.ServerMethod{
 	{Method: &maker_sink, Serve: serveMaker_sink},
 	{Method: &maker_identity, Serve: serveMaker_identity},
 	{Method: &maker_fail, Serve: serveMaker_fail},
+	{Method: &maker_count, Serve: serveMaker_count},
 }
 
 // MakerInterface describes Maker to the runtime.
@@ -378,6 +411,27 @@ func (p *MakerClient) Fail(ctx context.Context, code string) error {
 	return err
 }
 
+func (p *MakerClient) Count(ctx context.Context, items []Item) (Maker_Count_Results, error) {
+	call, err := (*mp.Client)(p).NewCall(ctx, &maker_count)
+	if err != nil {
+		return Maker_Count_Results{}, err
+	}
+	defer call.Finish()
+	params, e := call.Params(), call.Encoder()
+	if err := mp.SetPtr(e, params, 0, items, codec_List_Item); err != nil {
+		return Maker_Count_Results{}, err
+	}
+	res, err := call.Send()
+	if err != nil {
+		return Maker_Count_Results{}, err
+	}
+	var r Maker_Count_Results
+	if err := r.DecodeCapnp(call.Decoder(), res); err != nil {
+		return Maker_Count_Results{}, err
+	}
+	return r, nil
+}
+
 func serveMaker_makeEcho(ctx context.Context, impl any, call *mp.ServerCall) error {
 	r, err := impl.(Maker).MakeEcho(ctx)
 	if err != nil {
@@ -438,6 +492,57 @@ func serveMaker_fail(ctx context.Context, impl any, call *mp.ServerCall) error {
 		return err
 	}
 	return impl.(Maker).Fail(ctx, code)
+}
+
+func serveMaker_count(ctx context.Context, impl any, call *mp.ServerCall) error {
+	params, d := call.Params(), call.Decoder()
+	items, err := mp.GetPtr(d, params, 0, codec_List_Item)
+	if err != nil {
+		return err
+	}
+	r, err := impl.(Maker).Count(ctx, items)
+	if err != nil {
+		return err
+	}
+	res, err := call.Results()
+	if err != nil {
+		return err
+	}
+	return r.EncodeCapnp(call.Encoder(), res)
+}
+
+// Item is the Go form of the Cap'n Proto struct Item (@0xd0257ca23b4279e6).
+type Item struct {
+	Value uint64
+	Label string
+}
+
+// CapnpSize, EncodeCapnp and DecodeCapnp make *Item an mp.Struct.
+func (*Item) CapnpSize() capnp.ObjectSize {
+	return capnp.ObjectSize{DataSize: 8, PointerCount: 1}
+}
+
+func (v *Item) EncodeCapnp(e *mp.Encoder, s capnp.Struct) error {
+	s.SetUint64(0, v.Value)
+	if err := e.SetText(s, 0, v.Label); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (v *Item) DecodeCapnp(d *mp.Decoder, s capnp.Struct) error {
+	var err error
+	v.Value = s.Uint64(0)
+	if v.Label, err = d.Text(s, 0); err != nil {
+		return err
+	}
+	return nil
+}
+
+// NewItem returns an Item holding the schema's defaults: what a struct that
+// was never written reads as.
+func NewItem() *Item {
+	return &Item{}
 }
 
 // Sink is the Go form of the Cap'n Proto interface Sink (@0x94504b382e5fda20).
@@ -561,3 +666,5 @@ func serveSink_total(ctx context.Context, impl any, call *mp.ServerCall) error {
 	}
 	return r.EncodeCapnp(call.Encoder(), res)
 }
+
+var codec_List_Item = mp.StructListCodec[Item]()

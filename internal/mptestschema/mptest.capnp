@@ -1,4 +1,4 @@
-# Interfaces for package mp's own tests: the runtime's mechanisms (calls,
+# Interfaces for the tests of packages mp and protocol: the runtime's mechanisms (calls,
 # callbacks, pipelining, streams, ordering, errors) on small interfaces.
 @0xd4c9e3a5b8f17a02;
 
@@ -28,6 +28,15 @@ interface Maker {
 
   fail @4 (code :Text) -> ();
   # fail returns the declared error with the given code.
+
+  count @5 (items :List(Item)) -> (n :UInt32, sum :UInt64);
+  # count returns how many items it was given, and the sum of their
+  # values.
+}
+
+struct Item {
+  value @0 :UInt64;
+  label @1 :Text;
 }
 
 interface Sink {
