@@ -318,6 +318,13 @@ func (c *Conn) forward(ctx context.Context, t callTarget, r capnp.Recv) capnp.Pi
 func returnAnswer(ret capnp.Returner, ans *capnp.Answer, release capnp.ReleaseFunc) {
 	defer release()
 	st, err := ans.Struct()
+	var re *RemoteError
+	if errors.As(err, &re) {
+		// Relay the peer's exception as it came: go-capnp's Answer
+		// prefixes it with the method's IDs, which the next caller
+		// would read as part of the reason.
+		err = &exc.Exception{Type: re.Type, Cause: re}
+	}
 	if err == nil {
 		var out capnp.Struct
 		if out, err = ret.AllocResults(st.Size()); err == nil {
