@@ -10,6 +10,7 @@ import (
 
 	"github.com/gomultiprocess/multiprocess/bench/internal/benchschema"
 	"github.com/gomultiprocess/multiprocess/bench/internal/mpbench"
+	"github.com/gomultiprocess/multiprocess/bench/internal/probe"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/mp"
 )
@@ -51,13 +52,13 @@ func benchEcho(b *testing.B, size int, withData bool) {
 		p := startRaw(b)
 		frame := newFrame(opEcho, size)
 		b.SetBytes(int64(size))
-		pr := startProbe(b, p.stats)
+		pr := probe.Start(b, p.stats)
 		for range b.N {
 			if err := p.echo(frame); err != nil {
 				b.Fatal(err)
 			}
 		}
-		pr.stop("")
+		pr.Stop("")
 		if err := p.close(); err != nil {
 			b.Fatal(err)
 		}
@@ -66,13 +67,13 @@ func benchEcho(b *testing.B, size int, withData bool) {
 		p := startNetRPC(b)
 		payload := newFrame(opEcho, size)[rawHeader:]
 		b.SetBytes(int64(size))
-		pr := startProbe(b, p.stats)
+		pr := probe.Start(b, p.stats)
 		for range b.N {
 			if err := p.echo(payload); err != nil {
 				b.Fatal(err)
 			}
 		}
-		pr.stop("")
+		pr.Stop("")
 		if err := p.close(); err != nil {
 			b.Fatal(err)
 		}
@@ -87,13 +88,13 @@ func benchEcho(b *testing.B, size int, withData bool) {
 		defer mp.Release(e)
 		payload := string(newFrame(opEcho, size)[rawHeader:])
 		b.SetBytes(int64(size))
-		pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+		pr := probe.Start(b, func() (probe.Stats, error) { return p.stats(ctx) })
 		for range b.N {
 			if err := mpEchoText(ctx, e, payload); err != nil {
 				b.Fatal(err)
 			}
 		}
-		pr.stop("")
+		pr.Stop("")
 	})
 	if withData {
 		b.Run(implMPData, func(b *testing.B) {
@@ -106,13 +107,13 @@ func benchEcho(b *testing.B, size int, withData bool) {
 			defer mp.Release(e)
 			payload := newFrame(opEcho, size)[rawHeader:]
 			b.SetBytes(int64(size))
-			pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+			pr := probe.Start(b, func() (probe.Stats, error) { return p.stats(ctx) })
 			for range b.N {
 				if err := mpEchoData(ctx, e, payload); err != nil {
 					b.Fatal(err)
 				}
 			}
-			pr.stop("")
+			pr.Stop("")
 		})
 	}
 	b.Run(implCapnp, func(b *testing.B) {
@@ -125,13 +126,13 @@ func benchEcho(b *testing.B, size int, withData bool) {
 		defer e.Release()
 		payload := string(newFrame(opEcho, size)[rawHeader:])
 		b.SetBytes(int64(size))
-		pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+		pr := probe.Start(b, func() (probe.Stats, error) { return p.stats(ctx) })
 		for range b.N {
 			if err := capnpEchoCall(ctx, e, payload); err != nil {
 				b.Fatal(err)
 			}
 		}
-		pr.stop("")
+		pr.Stop("")
 	})
 }
 
@@ -146,11 +147,11 @@ func BenchmarkConcurrent16(b *testing.B) {
 	s := string(payload)
 	b.Run(implNetRPC, func(b *testing.B) {
 		p := startNetRPC(b)
-		pr := startProbe(b, p.stats)
+		pr := probe.Start(b, p.stats)
 		if err := concurrently(b.N, func(int) error { return p.echo(payload) }); err != nil {
 			b.Fatal(err)
 		}
-		pr.stop("calls/s")
+		pr.Stop("calls/s")
 		if err := p.close(); err != nil {
 			b.Fatal(err)
 		}
@@ -173,11 +174,11 @@ func BenchmarkConcurrent16(b *testing.B) {
 					defer mp.Release(e)
 					echoes[i] = e
 				}
-				pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+				pr := probe.Start(b, func() (probe.Stats, error) { return p.stats(ctx) })
 				if err := concurrently(b.N, func(i int) error { return mpEchoText(ctx, echoes[i], s) }); err != nil {
 					b.Fatal(err)
 				}
-				pr.stop("calls/s")
+				pr.Stop("calls/s")
 			})
 		}
 	})
@@ -199,11 +200,11 @@ func BenchmarkConcurrent16(b *testing.B) {
 					defer e.Release()
 					echoes[i] = e
 				}
-				pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+				pr := probe.Start(b, func() (probe.Stats, error) { return p.stats(ctx) })
 				if err := concurrently(b.N, func(i int) error { return capnpEchoCall(ctx, echoes[i], s) }); err != nil {
 					b.Fatal(err)
 				}
-				pr.stop("calls/s")
+				pr.Stop("calls/s")
 			})
 		}
 	})
@@ -242,7 +243,7 @@ func BenchmarkPipelined(b *testing.B) {
 		b.Run("pipelined", func(b *testing.B) {
 			ctx := b.Context()
 			p := startMP(b)
-			pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+			pr := probe.Start(b, func() (probe.Stats, error) { return p.stats(ctx) })
 			for range b.N {
 				e := p.init.MakeEchoPipelined(ctx)
 				err := mpEchoText(ctx, e, payload)
@@ -251,12 +252,12 @@ func BenchmarkPipelined(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			pr.stop("")
+			pr.Stop("")
 		})
 		b.Run("sequential", func(b *testing.B) {
 			ctx := b.Context()
 			p := startMP(b)
-			pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+			pr := probe.Start(b, func() (probe.Stats, error) { return p.stats(ctx) })
 			for range b.N {
 				e, err := p.init.MakeEcho(ctx)
 				if err != nil {
@@ -268,14 +269,14 @@ func BenchmarkPipelined(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			pr.stop("")
+			pr.Stop("")
 		})
 	})
 	b.Run(implCapnp, func(b *testing.B) {
 		b.Run("pipelined", func(b *testing.B) {
 			ctx := b.Context()
 			p := startCapnp(b)
-			pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+			pr := probe.Start(b, func() (probe.Stats, error) { return p.stats(ctx) })
 			for range b.N {
 				made, release := p.init.MakeEcho(ctx, nil)
 				err := capnpEchoCall(ctx, made.Result(), payload)
@@ -284,12 +285,12 @@ func BenchmarkPipelined(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			pr.stop("")
+			pr.Stop("")
 		})
 		b.Run("sequential", func(b *testing.B) {
 			ctx := b.Context()
 			p := startCapnp(b)
-			pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+			pr := probe.Start(b, func() (probe.Stats, error) { return p.stats(ctx) })
 			for range b.N {
 				e, err := p.makeEcho(ctx)
 				if err != nil {
@@ -301,7 +302,7 @@ func BenchmarkPipelined(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			pr.stop("")
+			pr.Stop("")
 		})
 	})
 }
@@ -314,14 +315,14 @@ func BenchmarkStream64B(b *testing.B) {
 		p := startRaw(b)
 		frame := newFrame(opSink, streamPayload)
 		b.SetBytes(streamPayload)
-		pr := startProbe(b, p.stats)
+		pr := probe.Start(b, p.stats)
 		for range b.N {
 			if err := p.push(frame); err != nil {
 				b.Fatal(err)
 			}
 		}
 		count, _, err := p.done()
-		pr.stop("msgs/s")
+		pr.Stop("msgs/s")
 		checkCount(b, count, err)
 		if err := p.close(); err != nil {
 			b.Fatal(err)
@@ -335,7 +336,7 @@ func BenchmarkStream64B(b *testing.B) {
 		done := make(chan *rpc.Call, b.N)
 		var empty struct{}
 		b.SetBytes(streamPayload)
-		pr := startProbe(b, p.stats)
+		pr := probe.Start(b, p.stats)
 		for range b.N {
 			p.client.Go("NetRPC.Push", payload, &empty, done)
 		}
@@ -345,7 +346,7 @@ func BenchmarkStream64B(b *testing.B) {
 			}
 		}
 		count, _, err := p.done()
-		pr.stop("msgs/s")
+		pr.Stop("msgs/s")
 		checkCount(b, count, err)
 		if err := p.close(); err != nil {
 			b.Fatal(err)
@@ -361,7 +362,7 @@ func BenchmarkStream64B(b *testing.B) {
 		defer mp.Release(s)
 		payload := newFrame(opSink, streamPayload)[rawHeader:]
 		b.SetBytes(streamPayload)
-		pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+		pr := probe.Start(b, func() (probe.Stats, error) { return p.stats(ctx) })
 		for range b.N {
 			if err := s.Push(ctx, payload); err != nil {
 				b.Fatal(err)
@@ -371,7 +372,7 @@ func BenchmarkStream64B(b *testing.B) {
 			b.Fatal(err)
 		}
 		done, err := s.Done(ctx)
-		pr.stop("msgs/s")
+		pr.Stop("msgs/s")
 		checkCount(b, done.Count, err)
 	})
 	b.Run(implCapnp, func(b *testing.B) {
@@ -384,7 +385,7 @@ func BenchmarkStream64B(b *testing.B) {
 		defer s.Release()
 		payload := newFrame(opSink, streamPayload)[rawHeader:]
 		b.SetBytes(streamPayload)
-		pr := startProbe(b, func() (childStats, error) { return p.stats(ctx) })
+		pr := probe.Start(b, func() (probe.Stats, error) { return p.stats(ctx) })
 		for range b.N {
 			err := s.Push(ctx, func(p benchschema.Sink_push_Params) error {
 				return p.SetData(payload)
@@ -397,7 +398,7 @@ func BenchmarkStream64B(b *testing.B) {
 			b.Fatal(err)
 		}
 		count, _, err := capnpSinkDone(ctx, s)
-		pr.stop("msgs/s")
+		pr.Stop("msgs/s")
 		checkCount(b, count, err)
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 
 	"github.com/gomultiprocess/multiprocess/bench/internal/benchschema"
+	"github.com/gomultiprocess/multiprocess/bench/internal/probe"
 	schema "github.com/gomultiprocess/multiprocess/internal/capnpschema"
 	"github.com/gomultiprocess/multiprocess/process"
 	"github.com/gomultiprocess/multiprocess/protocol"
@@ -113,7 +114,7 @@ func (*capnpInit) Stats(_ context.Context, call benchschema.Bench_stats) error {
 	if err != nil {
 		return err
 	}
-	s := ownStats()
+	s := probe.Own()
 	w.SetPid(int32(s.PID))
 	w.SetGoroutines(uint32(s.Goroutines))
 	w.SetPeakGoroutines(uint32(s.PeakGoroutines))
@@ -171,7 +172,7 @@ func (s *capnpSink) Push(_ context.Context, call benchschema.Sink_push) error {
 	}
 	s.count.Add(1)
 	s.bytes.Add(uint64(len(data)))
-	childGoroutines.sample()
+	probe.Goroutines.Sample()
 	return nil
 }
 
@@ -276,18 +277,18 @@ func capnpSinkDone(ctx context.Context, s benchschema.Sink) (count, bytes uint64
 	return res.Count(), res.Bytes(), nil
 }
 
-func (p *capnpPeer) stats(ctx context.Context) (childStats, error) {
+func (p *capnpPeer) stats(ctx context.Context) (probe.Stats, error) {
 	fut, release := p.bench.Stats(ctx, nil)
 	defer release()
 	res, err := fut.Struct()
 	if err != nil {
-		return childStats{}, err
+		return probe.Stats{}, err
 	}
 	s, err := res.Stats()
 	if err != nil {
-		return childStats{}, err
+		return probe.Stats{}, err
 	}
-	return childStats{
+	return probe.Stats{
 		PID:               int(s.Pid()),
 		Goroutines:        int(s.Goroutines()),
 		PeakGoroutines:    int(s.PeakGoroutines()),

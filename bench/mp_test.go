@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gomultiprocess/multiprocess/bench/internal/mpbench"
+	"github.com/gomultiprocess/multiprocess/bench/internal/probe"
 	"github.com/gomultiprocess/multiprocess/ipc"
 	"github.com/gomultiprocess/multiprocess/mp"
 	"github.com/gomultiprocess/multiprocess/protocol"
@@ -53,7 +54,7 @@ func (mpInit) MakeEcho(context.Context) (mpbench.Echo, error) { return mpEcho{},
 func (mpInit) MakeSink(context.Context) (mpbench.Sink, error) { return &mpSink{}, nil }
 
 func (mpInit) Stats(context.Context) (*mpbench.Stats, error) {
-	s := ownStats()
+	s := probe.Own()
 	return &mpbench.Stats{
 		Pid:               int32(s.PID),
 		Goroutines:        uint32(s.Goroutines),
@@ -83,7 +84,7 @@ type mpSink struct {
 func (s *mpSink) Push(_ context.Context, data []byte) error {
 	s.count.Add(1)
 	s.bytes.Add(uint64(len(data)))
-	childGoroutines.sample()
+	probe.Goroutines.Sample()
 	return nil
 }
 
@@ -170,12 +171,12 @@ func mpEchoData(ctx context.Context, e mpbench.Echo, payload []byte) error {
 	return checkReply(got, payload)
 }
 
-func (p *mpPeer) stats(ctx context.Context) (childStats, error) {
+func (p *mpPeer) stats(ctx context.Context) (probe.Stats, error) {
 	s, err := p.init.Stats(ctx)
 	if err != nil {
-		return childStats{}, err
+		return probe.Stats{}, err
 	}
-	return childStats{
+	return probe.Stats{
 		PID:               int(s.Pid),
 		Goroutines:        int(s.Goroutines),
 		PeakGoroutines:    int(s.PeakGoroutines),

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/gomultiprocess/multiprocess/bench/internal/probe"
 	"github.com/gomultiprocess/multiprocess/process"
 )
 
@@ -26,7 +27,7 @@ func (*NetRPC) Echo(args []byte, reply *[]byte) error {
 func (s *NetRPC) Push(args []byte, _ *struct{}) error {
 	s.count.Add(1)
 	s.bytes.Add(uint64(len(args)))
-	childGoroutines.sample()
+	probe.Goroutines.Sample()
 	return nil
 }
 
@@ -36,10 +37,10 @@ func (s *NetRPC) Done(_ struct{}, reply *[2]uint64) error {
 	return nil
 }
 
-// Stats returns the child's stats as childStats.fields (net/rpc wants an
+// Stats returns the child's stats as probe.Stats.fields (net/rpc wants an
 // exported or unnamed type).
 func (*NetRPC) Stats(_ struct{}, reply *[]uint64) error {
-	*reply = ownStats().fields()
+	*reply = probe.Own().Fields()
 	return nil
 }
 
@@ -88,15 +89,12 @@ func (p *netrpcPeer) done() (count, bytes uint64, err error) {
 	return reply[0], reply[1], err
 }
 
-func (p *netrpcPeer) stats() (childStats, error) {
+func (p *netrpcPeer) stats() (probe.Stats, error) {
 	var v []uint64
 	if err := p.client.Call("NetRPC.Stats", struct{}{}, &v); err != nil {
-		return childStats{}, err
+		return probe.Stats{}, err
 	}
-	if len(v) != statsFields {
-		return childStats{}, fmt.Errorf("stats: %d fields, want %d", len(v), statsFields)
-	}
-	return statsFromFields(v), nil
+	return probe.FromFields(v)
 }
 
 // close closes the client and its socket, on which the child exits, and

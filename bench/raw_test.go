@@ -10,6 +10,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/gomultiprocess/multiprocess/bench/internal/probe"
 	"github.com/gomultiprocess/multiprocess/process"
 )
 
@@ -93,15 +94,15 @@ func rawChildMain() int {
 		case opSink:
 			count++
 			bytes += uint64(len(buf) - rawHeader)
-			childGoroutines.sample()
+			probe.Goroutines.Sample()
 			continue
 		case opDone:
 			reply = newFrame(opDone, 16)
 			binary.LittleEndian.PutUint64(reply[rawHeader:], count)
 			binary.LittleEndian.PutUint64(reply[rawHeader+8:], bytes)
 		case opStats:
-			reply = newFrame(opStats, 8*statsFields)
-			for i, v := range ownStats().fields() {
+			reply = newFrame(opStats, 8*probe.NumFields)
+			for i, v := range probe.Own().Fields() {
 				binary.LittleEndian.PutUint64(reply[rawHeader+8*i:], v)
 			}
 		default:
@@ -179,23 +180,23 @@ func (p *rawPeer) done() (count, bytes uint64, err error) {
 	return binary.LittleEndian.Uint64(p.buf[rawHeader:]), binary.LittleEndian.Uint64(p.buf[rawHeader+8:]), nil
 }
 
-func (p *rawPeer) stats() (childStats, error) {
+func (p *rawPeer) stats() (probe.Stats, error) {
 	if _, err := p.conn.Write(newFrame(opStats, 0)); err != nil {
-		return childStats{}, err
+		return probe.Stats{}, err
 	}
 	var err error
 	p.buf, err = readFrame(p.r, p.buf)
 	if err != nil {
-		return childStats{}, err
+		return probe.Stats{}, err
 	}
-	if len(p.buf) != rawHeader+8*statsFields || p.buf[4] != opStats {
-		return childStats{}, fmt.Errorf("stats: bad reply of %d bytes", len(p.buf))
+	if len(p.buf) != rawHeader+8*probe.NumFields || p.buf[4] != opStats {
+		return probe.Stats{}, fmt.Errorf("stats: bad reply of %d bytes", len(p.buf))
 	}
-	v := make([]uint64, statsFields)
+	v := make([]uint64, probe.NumFields)
 	for i := range v {
 		v[i] = binary.LittleEndian.Uint64(p.buf[rawHeader+8*i:])
 	}
-	return statsFromFields(v), nil
+	return probe.FromFields(v)
 }
 
 // close closes the socket, on which the child exits, and returns an

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gomultiprocess/multiprocess/bench/internal/benchschema"
 	"github.com/gomultiprocess/multiprocess/bench/internal/mpbench"
+	"github.com/gomultiprocess/multiprocess/bench/internal/probe"
 	"github.com/gomultiprocess/multiprocess/mp"
 )
 
@@ -233,16 +234,6 @@ func TestBareExecExits(t *testing.T) {
 	}
 }
 
-func TestPeakRSS(t *testing.T) {
-	kib, err := peakRSSKiB(os.Getpid())
-	if err != nil || kib == 0 {
-		t.Fatalf("peakRSSKiB = %d, %v", kib, err)
-	}
-	if _, err := peakRSSKiB(-1); err == nil {
-		t.Fatal("peakRSSKiB of no process succeeded")
-	}
-}
-
 func checkStream(t *testing.T, want, count, bytes uint64, err error) {
 	t.Helper()
 	if err != nil {
@@ -253,7 +244,7 @@ func checkStream(t *testing.T, want, count, bytes uint64, err error) {
 	}
 }
 
-func checkStats(t *testing.T, s childStats, err error) {
+func checkStats(t *testing.T, s probe.Stats, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
