@@ -164,6 +164,10 @@ type Call struct {
 	results capnp.Struct
 	place   func(capnp.Struct) error // c.placeArgs, made once per Call
 	sendFn  func(context.Context) error
+
+	// scope holds the results once a Data result has been borrowed
+	// from them (Borrow): Finish hands them to it.
+	scope *borrowScope
 }
 
 var callPool = sync.Pool{New: func() any {
@@ -185,6 +189,7 @@ func (c *Client) NewCall(ctx context.Context, m *Method) (*Call, error) {
 	}
 	call := callPool.Get().(*Call)
 	call.client, call.ctx, call.m = c, ctx, m
+	call.enc.call = call
 	if imp := c.target(); imp != nil {
 		dc, err := imp.NewCall(m.capnp(), m.ParamsSize, m.Stream)
 		if err != nil {
@@ -267,6 +272,7 @@ func (call *Call) send(ctx context.Context) error {
 		}
 		call.results = dc.Results()
 		call.dec.reset(DecodeBudget(dc.ResultsSize()), false, call.client.connection())
+		call.dec.call = call
 		return nil
 	}
 	ans, rel := call.client.cl.SendCall(ctx, capnp.Send{Method: call.m.capnp(), ArgsSize: call.m.ParamsSize, PlaceArgs: call.place})
@@ -278,7 +284,23 @@ func (call *Call) send(ctx context.Context) error {
 	call.results = st
 	size, _ := st.Message().TotalSize()
 	call.dec.reset(DecodeBudget(size), false, call.client.connection())
+	call.dec.call = call
 	return nil
+}
+
+// borrowResults reports whether a Data result may be read in place (the
+// call's context borrows results, Borrow), and if so makes Finish keep
+// the results for the borrow.
+func (call *Call) borrowResults() bool {
+	if call.scope != nil {
+		return true
+	}
+	s := borrowOf(call.ctx)
+	if s == nil || !s.open() {
+		return false
+	}
+	call.scope = s
+	return true
 }
 
 func (call *Call) placeArgs(s capnp.Struct) error {
@@ -336,6 +358,18 @@ func (call *Call) Finish() {
 	if call.client == nil {
 		return
 	}
+	if s := call.scope; s != nil {
+		// Borrowed results stay until the borrow's release.
+		call.scope = nil
+		if call.dc != nil {
+			s.keep(call.dc.ReleaseKeepResults())
+			call.dc = nil
+		}
+		if call.rel != nil {
+			s.keep(call.rel)
+			call.rel = nil
+		}
+	}
 	if call.dc != nil {
 		call.dc.Release()
 		call.dc = nil
@@ -351,6 +385,7 @@ func (call *Call) Finish() {
 	call.client, call.ctx, call.m = nil, nil, nil
 	call.params, call.results = capnp.Struct{}, capnp.Struct{}
 	call.dec = Decoder{}
+	call.enc = Encoder{}
 	callPool.Put(call)
 }
 

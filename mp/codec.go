@@ -19,6 +19,41 @@ type Encoder struct {
 	// the results are sent. Nil when encoding parameters, which the
 	// caller keeps.
 	handed *[]*Client
+
+	// Where large Text and Data fields may be sent from where their
+	// bytes are (lend.go): call, the direct call whose parameters are
+	// written (Data too if the caller lends them, as call.ctx says);
+	// ret, the Return whose results are written (Data that lies within
+	// the call's parameters). Both nil: fields are copied.
+	call *Call
+	ret  resultLender
+}
+
+// resultLender is the Return of a call delivered by a connection
+// (rpcconn's answer).
+type resultLender interface {
+	LendText(s capnp.Struct, i uint16, v string) bool
+	LendArgs(s capnp.Struct, i uint16, b []byte) bool
+}
+
+func (e *Encoder) lendText(s capnp.Struct, i uint16, v string) bool {
+	if len(v) < MinLend {
+		return false
+	}
+	if e.call != nil && e.call.dc != nil {
+		return e.call.dc.LendText(s, i, v)
+	}
+	return e.ret != nil && e.ret.LendText(s, i, v)
+}
+
+func (e *Encoder) lendData(s capnp.Struct, i uint16, v []byte) bool {
+	if len(v) < MinLend {
+		return false
+	}
+	if c := e.call; c != nil && c.dc != nil {
+		return lends(c.ctx) && c.dc.Lend(s, i, v)
+	}
+	return e.ret != nil && e.ret.LendArgs(s, i, v)
 }
 
 // handOver records c, a proxy written into the message, if the encoder
@@ -43,6 +78,9 @@ type Decoder struct {
 	// releases when the method returns (parameters are borrowed);
 	// nil when decoding results, which belong to the caller.
 	lent *[]*Client
+	// call is the call whose results are decoded, if any: its context
+	// may borrow large Data results (Borrow) rather than copy them.
+	call *Call
 }
 
 // lend records c, a proxy made while decoding, if the decoder decodes
@@ -121,12 +159,18 @@ func ptr(s capnp.Struct, i uint16) (capnp.Ptr, error) {
 
 // SetText sets pointer i of s to v, null when v is empty.
 func (e *Encoder) SetText(s capnp.Struct, i uint16, v string) error {
+	if e.lendText(s, i, v) {
+		return nil
+	}
 	return s.SetText(i, v)
 }
 
 // SetTextNonNull sets pointer i of s to v, an empty text when v is
 // empty: for fields whose default is not empty.
 func (e *Encoder) SetTextNonNull(s capnp.Struct, i uint16, v string) error {
+	if e.lendText(s, i, v) {
+		return nil
+	}
 	return s.SetNewText(i, v)
 }
 
@@ -164,6 +208,9 @@ func (d *Decoder) text(p capnp.Ptr) (string, error) {
 func (e *Encoder) SetData(s capnp.Struct, i uint16, v []byte) error {
 	if v == nil {
 		return s.SetPtr(i, capnp.Ptr{})
+	}
+	if e.lendData(s, i, v) {
+		return nil
 	}
 	l, err := capnp.NewData(s.Segment(), v)
 	if err != nil {
@@ -205,6 +252,9 @@ func (d *Decoder) data(p capnp.Ptr) ([]byte, error) {
 		if b == nil {
 			b = []byte{}
 		}
+		return b, nil
+	}
+	if len(b) >= MinLend && d.call != nil && d.call.borrowResults() {
 		return b, nil
 	}
 	if err := d.Charge(int64(len(b))); err != nil {

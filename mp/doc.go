@@ -14,6 +14,7 @@
 //     what (below);
 //   - [Flush], which waits for the calls to `-> stream` methods sent so
 //     far;
+//   - [Lend] and [Borrow], for payloads too large to copy (below);
 //   - declared errors ([NewError]) that keep their identity across
 //     processes, [ErrDisconnected], [ErrUnimplemented];
 //   - [AnyPointer], the Go form of Cap'n Proto's AnyPointer;
@@ -38,6 +39,38 @@
 //
 // The same holds whether the call goes through a connection or is a
 // direct Go call in one process.
+//
+// # Large payloads: lending and borrowing
+//
+// Across a connection the rules above cost copies, which for payloads of
+// megabytes cost more than sending them. The runtime leaves them out
+// where nobody can see the difference, and where the caller says so:
+//
+//   - Text (string) parameters and results of [MinLend] bytes or more
+//     are sent from the string's own bytes: a Go string never changes.
+//   - A []byte (Data) result that a method returns from within its own
+//     parameters (an echo, a slice of what it was given) is sent from
+//     where the parameters are; the runtime keeps them until it is
+//     written. Any other Data result is copied when the method returns.
+//   - A caller lends its Data parameters with [Lend]: the call is sent
+//     from the caller's slices rather than a copy of them. Lent bytes are
+//     read for the duration of the call, until it returns however it
+//     ends, and never after: the caller must not change them meanwhile
+//     (as with io.Writer), and may as soon as the call has returned.
+//     Calls that return before they are sent (`-> stream` methods,
+//     XPipelined methods) copy.
+//   - A caller borrows Data results with [Borrow]: they are read where
+//     the received message holds them, and stay valid until the caller
+//     calls the release function Borrow returned; after it they must not
+//     be used. Without Borrow a Data result is the caller's own copy, as
+//     the rule above says.
+//
+// Text results are always the caller's own strings, and Text and Data
+// parameters reach a method as the rule above says (Data borrowed for
+// the call, Text as a string of its own): the method cannot tell whether
+// its caller lent them. Lend and Borrow change nothing for values under
+// MinLend bytes, and nothing for calls to a local value in this process,
+// which get and return the caller's and the method's own values.
 //
 // A proxy that becomes unreachable without being released is released by
 // the runtime (runtime.AddCleanup); with [SetDebug] it logs a warning

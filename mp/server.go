@@ -318,6 +318,9 @@ func (sc *ServerCall) serve() (err error) {
 	sc.dec.reset(DecodeBudget(size), true, conn)
 	sc.dec.lent = &sc.lent
 	sc.enc.handed = &sc.handed
+	if l, ok := sc.r.Returner.(resultLender); ok {
+		sc.enc.ret = l
+	}
 	defer func() {
 		if v := recover(); v != nil {
 			err = sc.recovered(ctx, conn, v)

@@ -46,3 +46,24 @@ interface Sink {
   total @1 () -> (total :UInt64, count :UInt32);
   # total returns the sum and the number of the values pushed.
 }
+
+interface Blob {
+  # Large payloads: what the runtime sends without copying (lent
+  # segments) and what it copies.
+
+  echoData @0 (data :Data) -> (data :Data);
+  # echoData returns its argument: the result lies within the
+  # parameters.
+
+  echoText @1 (text :Text) -> (text :Text);
+  # echoText returns its argument.
+
+  copyData @2 (data :Data) -> (data :Data);
+  # copyData returns a copy of its argument that it owns.
+
+  pushData @3 (data :Data) -> stream;
+  # pushData records the size and a checksum of data.
+
+  sum @4 () -> (count :UInt64, bytes :UInt64, digest :UInt64);
+  # sum returns what pushData recorded.
+}

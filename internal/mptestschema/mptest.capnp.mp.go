@@ -667,4 +667,268 @@ func serveSink_total(ctx context.Context, impl any, call *mp.ServerCall) error {
 	return r.EncodeCapnp(call.Encoder(), res)
 }
 
+// Blob is the Go form of the Cap'n Proto interface Blob (@0xee38556848bf783b).
+//
+// Large payloads: what the runtime sends without copying (lent
+// segments) and what it copies.
+type Blob interface {
+	// EchoData returns its argument: the result lies within the
+	// parameters.
+	EchoData(ctx context.Context, data []byte) ([]byte, error)
+	// EchoText returns its argument.
+	EchoText(ctx context.Context, text string) (string, error)
+	// CopyData returns a copy of its argument that it owns.
+	CopyData(ctx context.Context, data []byte) ([]byte, error)
+	// PushData records the size and a checksum of data.
+	PushData(ctx context.Context, data []byte) error
+	// Sum returns what pushData recorded.
+	Sum(ctx context.Context) (Blob_Sum_Results, error)
+}
+
+// Blob_Sum_Results are the results of Blob.sum.
+type Blob_Sum_Results struct {
+	Count  uint64
+	Bytes  uint64
+	Digest uint64
+}
+
+// CapnpSize, EncodeCapnp and DecodeCapnp make *Blob_Sum_Results an mp.Struct.
+func (*Blob_Sum_Results) CapnpSize() capnp.ObjectSize {
+	return capnp.ObjectSize{DataSize: 24, PointerCount: 0}
+}
+
+func (v *Blob_Sum_Results) EncodeCapnp(e *mp.Encoder, s capnp.Struct) error {
+	s.SetUint64(0, v.Count)
+	s.SetUint64(8, v.Bytes)
+	s.SetUint64(16, v.Digest)
+	return nil
+}
+
+func (v *Blob_Sum_Results) DecodeCapnp(d *mp.Decoder, s capnp.Struct) error {
+	v.Count = s.Uint64(0)
+	v.Bytes = s.Uint64(8)
+	v.Digest = s.Uint64(16)
+	return nil
+}
+
+// UnimplementedBlob implements Blob with methods that fail as not implemented:
+// embed it in an implementation to stay compatible when methods are
+// added to the interface.
+type UnimplementedBlob struct{}
+
+func (UnimplementedBlob) EchoData(context.Context, []byte) ([]byte, error) {
+	return nil, mp.NotImplemented("Blob.echoData")
+}
+
+func (UnimplementedBlob) EchoText(context.Context, string) (string, error) {
+	return "", mp.NotImplemented("Blob.echoText")
+}
+
+func (UnimplementedBlob) CopyData(context.Context, []byte) ([]byte, error) {
+	return nil, mp.NotImplemented("Blob.copyData")
+}
+
+func (UnimplementedBlob) PushData(context.Context, []byte) error {
+	return mp.NotImplemented("Blob.pushData")
+}
+
+func (UnimplementedBlob) Sum(context.Context) (Blob_Sum_Results, error) {
+	return Blob_Sum_Results{}, mp.NotImplemented("Blob.sum")
+}
+
+var (
+	blob_echoData = mp.Method{InterfaceID: 0xee38556848bf783b, MethodID: 0, InterfaceName: "Blob", MethodName: "echoData",
+		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}}
+	blob_echoText = mp.Method{InterfaceID: 0xee38556848bf783b, MethodID: 1, InterfaceName: "Blob", MethodName: "echoText",
+		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}}
+	blob_copyData = mp.Method{InterfaceID: 0xee38556848bf783b, MethodID: 2, InterfaceName: "Blob", MethodName: "copyData",
+		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}}
+	blob_pushData = mp.Method{InterfaceID: 0xee38556848bf783b, MethodID: 3, InterfaceName: "Blob", MethodName: "pushData",
+		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 0}, Stream: true}
+	blob_sum = mp.Method{InterfaceID: 0xee38556848bf783b, MethodID: 4, InterfaceName: "Blob", MethodName: "sum",
+		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 0}, ResultsSize: capnp.ObjectSize{DataSize: 24, PointerCount: 0}}
+)
+
+// BlobMethods are the methods Blob declares itself (not those it inherits).
+var BlobMethods = []mp.ServerMethod{
+	{Method: &blob_echoData, Serve: serveBlob_echoData},
+	{Method: &blob_echoText, Serve: serveBlob_echoText},
+	{Method: &blob_copyData, Serve: serveBlob_copyData},
+	{Method: &blob_pushData, Serve: serveBlob_pushData},
+	{Method: &blob_sum, Serve: serveBlob_sum},
+}
+
+// BlobInterface describes Blob to the runtime.
+var BlobInterface = mp.NewInterface[Blob](0xee38556848bf783b, "Blob",
+	func(c *mp.Client) Blob { return (*BlobClient)(c) })
+
+var _ = BlobInterface.AddMethods(BlobMethods)
+
+// BlobClient is a proxy for a Blob served elsewhere: its methods call it.
+type BlobClient mp.Client
+
+var (
+	_ Blob = (*BlobClient)(nil)
+	_ Blob = UnimplementedBlob{}
+)
+
+// MPClient returns the proxy's mp.Client.
+func (p *BlobClient) MPClient() *mp.Client { return (*mp.Client)(p) }
+
+// Close releases the proxy's capability; calls made afterwards fail.
+func (p *BlobClient) Close() error { return (*mp.Client)(p).Close() }
+
+func (p *BlobClient) EchoData(ctx context.Context, data []byte) ([]byte, error) {
+	call, err := (*mp.Client)(p).NewCall(ctx, &blob_echoData)
+	if err != nil {
+		return nil, err
+	}
+	defer call.Finish()
+	params, e := call.Params(), call.Encoder()
+	if err := e.SetData(params, 0, data); err != nil {
+		return nil, err
+	}
+	res, err := call.Send()
+	if err != nil {
+		return nil, err
+	}
+	return call.Decoder().Data(res, 0)
+}
+
+func (p *BlobClient) EchoText(ctx context.Context, text string) (string, error) {
+	call, err := (*mp.Client)(p).NewCall(ctx, &blob_echoText)
+	if err != nil {
+		return "", err
+	}
+	defer call.Finish()
+	params, e := call.Params(), call.Encoder()
+	if err := e.SetText(params, 0, text); err != nil {
+		return "", err
+	}
+	res, err := call.Send()
+	if err != nil {
+		return "", err
+	}
+	return call.Decoder().Text(res, 0)
+}
+
+func (p *BlobClient) CopyData(ctx context.Context, data []byte) ([]byte, error) {
+	call, err := (*mp.Client)(p).NewCall(ctx, &blob_copyData)
+	if err != nil {
+		return nil, err
+	}
+	defer call.Finish()
+	params, e := call.Params(), call.Encoder()
+	if err := e.SetData(params, 0, data); err != nil {
+		return nil, err
+	}
+	res, err := call.Send()
+	if err != nil {
+		return nil, err
+	}
+	return call.Decoder().Data(res, 0)
+}
+
+func (p *BlobClient) PushData(ctx context.Context, data []byte) error {
+	call, err := (*mp.Client)(p).NewCall(ctx, &blob_pushData)
+	if err != nil {
+		return err
+	}
+	params, e := call.Params(), call.Encoder()
+	if err := e.SetData(params, 0, data); err != nil {
+		call.Finish()
+		return err
+	}
+	return call.SendStream()
+}
+
+func (p *BlobClient) Sum(ctx context.Context) (Blob_Sum_Results, error) {
+	call, err := (*mp.Client)(p).NewCall(ctx, &blob_sum)
+	if err != nil {
+		return Blob_Sum_Results{}, err
+	}
+	defer call.Finish()
+	res, err := call.Send()
+	if err != nil {
+		return Blob_Sum_Results{}, err
+	}
+	var r Blob_Sum_Results
+	if err := r.DecodeCapnp(call.Decoder(), res); err != nil {
+		return Blob_Sum_Results{}, err
+	}
+	return r, nil
+}
+
+func serveBlob_echoData(ctx context.Context, impl any, call *mp.ServerCall) error {
+	params, d := call.Params(), call.Decoder()
+	data, err := d.Data(params, 0)
+	if err != nil {
+		return err
+	}
+	r, err := impl.(Blob).EchoData(ctx, data)
+	if err != nil {
+		return err
+	}
+	res, err := call.Results()
+	if err != nil {
+		return err
+	}
+	return call.Encoder().SetData(res, 0, r)
+}
+
+func serveBlob_echoText(ctx context.Context, impl any, call *mp.ServerCall) error {
+	params, d := call.Params(), call.Decoder()
+	text, err := d.Text(params, 0)
+	if err != nil {
+		return err
+	}
+	r, err := impl.(Blob).EchoText(ctx, text)
+	if err != nil {
+		return err
+	}
+	res, err := call.Results()
+	if err != nil {
+		return err
+	}
+	return call.Encoder().SetText(res, 0, r)
+}
+
+func serveBlob_copyData(ctx context.Context, impl any, call *mp.ServerCall) error {
+	params, d := call.Params(), call.Decoder()
+	data, err := d.Data(params, 0)
+	if err != nil {
+		return err
+	}
+	r, err := impl.(Blob).CopyData(ctx, data)
+	if err != nil {
+		return err
+	}
+	res, err := call.Results()
+	if err != nil {
+		return err
+	}
+	return call.Encoder().SetData(res, 0, r)
+}
+
+func serveBlob_pushData(ctx context.Context, impl any, call *mp.ServerCall) error {
+	params, d := call.Params(), call.Decoder()
+	data, err := d.Data(params, 0)
+	if err != nil {
+		return err
+	}
+	return impl.(Blob).PushData(ctx, data)
+}
+
+func serveBlob_sum(ctx context.Context, impl any, call *mp.ServerCall) error {
+	r, err := impl.(Blob).Sum(ctx)
+	if err != nil {
+		return err
+	}
+	res, err := call.Results()
+	if err != nil {
+		return err
+	}
+	return r.EncodeCapnp(call.Encoder(), res)
+}
+
 var codec_List_Item = mp.StructListCodec[Item]()

@@ -33,6 +33,13 @@ type answer struct {
 	content capnp.Ptr
 	alloced bool
 	err     error
+	// ext holds the Return's lent segments (lend.go); keepArgs says
+	// that one of them lies in the parameters, which are then released
+	// once the writer is done with it (extQueued: ext.onDone does), not
+	// when the call returns.
+	ext       *outExt
+	keepArgs  bool
+	extQueued bool
 
 	// Guarded by c.mu.
 	returned    bool // Return has run and pipelined calls are drained
@@ -245,7 +252,17 @@ func (a *answer) exceptionMessage(err error) *capnp.Message {
 // delivers the pipelined calls that were waiting for it, in order.
 func (a *answer) Return() {
 	c := a.c
-	a.releaseArgs()
+	if a.keepArgs {
+		// Released after the Return is written, or below if it is not
+		// sent after all.
+		defer func() {
+			if !a.extQueued {
+				a.releaseArgs()
+			}
+		}()
+	} else {
+		a.releaseArgs()
+	}
 	if !a.inReader.Load() {
 		c.waitQueue(&a.ctx, c.lim.maxQueue)
 	}
@@ -415,7 +432,11 @@ func (a *answer) sendReturn(out *capnp.Message) (kick bool) {
 			a.sent = true
 			return false
 		}
-		return c.enqueue(out, a)
+		if a.ext != nil && a.keepArgs {
+			a.ext.onDone = a.releaseArgs
+			a.extQueued = true
+		}
+		return c.enqueueExt(out, a, a.ext)
 	}
 	if !a.redirect {
 		a.sent, a.msgReleased = true, true

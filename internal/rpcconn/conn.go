@@ -127,6 +127,7 @@ type outMsg struct {
 	msg    *capnp.Message
 	size   uint64
 	sentTo *answer // msg is its Return: a.onSent once written or dropped; else msg is released
+	ext    *outExt // lent segments sent after msg's own, or nil (lend.go)
 }
 
 // NewConn runs the RPC protocol on rwc, which the Conn owns from then on.
@@ -427,15 +428,25 @@ func (c *Conn) send(msg *capnp.Message, a *answer) {
 // The queue's size counts the memory msg holds (heldSize), not only the
 // bytes it will write.
 func (c *Conn) enqueue(msg *capnp.Message, a *answer) bool {
+	return c.enqueueExt(msg, a, nil)
+}
+
+// enqueueExt is enqueue for a message with lent segments (ext, which may
+// be nil): the writer sends them after msg's own, and calls ext.finish
+// once done with them.
+func (c *Conn) enqueueExt(msg *capnp.Message, a *answer, ext *outExt) bool {
 	size := heldSize(msg)
+	if ext != nil {
+		size += ext.size
+	}
 	c.qmu.Lock()
 	if c.stop {
 		c.qmu.Unlock()
-		dropOut(outMsg{msg, size, a})
+		dropOut(outMsg{msg, size, a, ext})
 		return false
 	}
 	kick := len(c.outq) == 0 && !c.writing && len(c.pending) == 0
-	c.outq = append(c.outq, outMsg{msg, size, a})
+	c.outq = append(c.outq, outMsg{msg, size, a, ext})
 	c.outBytes += size
 	c.qmu.Unlock()
 	return kick
@@ -509,7 +520,7 @@ func (c *Conn) flush() {
 					c.observe(true, m)
 				}
 			}
-			buf, failed = appendFrame(buf, batch[i].msg)
+			buf, failed = appendFrame(buf, batch[i].msg, batch[i].ext)
 		}
 		dropOut(batch[i])
 		batch[i] = outMsg{}
@@ -545,6 +556,7 @@ func (c *Conn) flush() {
 }
 
 func dropOut(m outMsg) {
+	m.ext.finish()
 	if m.sentTo != nil {
 		m.sentTo.onSent()
 	} else {
@@ -639,7 +651,10 @@ func (c *Conn) writer() {
 						c.observe(true, m)
 					}
 				}
-				err := writeFrame(bw, c.rwc, batch[i].msg, hdr)
+				err := writeFrame(bw, c.rwc, batch[i].msg, batch[i].ext, hdr)
+				if err == nil && batch[i].ext != nil {
+					err = c.writeExt(bw, batch[i].ext)
+				}
 				dropOut(batch[i])
 				if err != nil {
 					failed = err
@@ -678,7 +693,7 @@ func (c *Conn) writer() {
 		}
 		if stop {
 			if abort != nil && failed == nil {
-				if writeFrame(bw, c.rwc, abort, hdr) == nil {
+				if writeFrame(bw, c.rwc, abort, nil, hdr) == nil {
 					bw.Flush()
 				}
 				releaseOut(abort)

@@ -42,6 +42,7 @@ type Call struct {
 	method capnp.Method
 	stream bool
 	msg    *capnp.Message // the Call message, until sent
+	ext    *outExt        // its lent segments, if any (lend.go)
 	call   rpccp.Call
 	pay    rpccp.Payload
 	params capnp.Struct
@@ -107,12 +108,14 @@ func (dc *Call) Send(ctx context.Context) error {
 	dc.done = make(chan struct{})
 	msg := dc.msg
 	dc.msg = nil
-	q, err := dc.c.sendMsg(ctx, callTarget{imp: dc.imp}, dc.method, msg, dc.call, dc.pay, true, dc)
+	q, err := dc.c.sendMsg(ctx, callTarget{imp: dc.imp}, dc.method, msg, dc.ext, dc.call, dc.pay, true, dc)
 	if err != nil {
 		return err
 	}
 	dc.q = q
 	<-dc.done
+	// The caller may change the bytes it lent once Send returns.
+	dc.ext.detach()
 	return dc.err
 }
 
@@ -128,7 +131,8 @@ func (dc *Call) SendStream(ctx context.Context, onReturn func(error)) error {
 	dc.onReturn = onReturn
 	msg := dc.msg
 	dc.msg = nil
-	_, err := dc.c.sendMsg(ctx, callTarget{imp: dc.imp}, dc.method, msg, dc.call, dc.pay, true, dc)
+	dc.ext.detach() // nothing waits for the write
+	_, err := dc.c.sendMsg(ctx, callTarget{imp: dc.imp}, dc.method, msg, dc.ext, dc.call, dc.pay, true, dc)
 	return err
 }
 
@@ -165,6 +169,30 @@ func (dc *Call) Release() {
 	if m != nil {
 		recycleRecv(m)
 	}
+}
+
+// ReleaseKeepResults is Release for a caller that keeps reading the
+// results (borrowed, as package mp's Borrow lets it): the call's place
+// among the calls in flight is given back now, and the results message
+// when the returned function is called (once; it may be dropped, leaving
+// the message to the garbage collector).
+func (dc *Call) ReleaseKeepResults() func() {
+	q := dc.q
+	if dc.msg != nil || q == nil {
+		dc.Release()
+		return func() {}
+	}
+	dc.q = nil
+	c := q.c
+	c.mu.Lock()
+	m := q.result
+	q.result = nil
+	c.releaseBudget(q)
+	c.mu.Unlock()
+	if m == nil {
+		return func() {}
+	}
+	return func() { recycleRecv(m) }
 }
 
 // settleDirect is settle for a direct call. The caller holds no lock.
@@ -216,7 +244,8 @@ func (h *importClient) Conn() *Conn { return h.c }
 func (dc *Call) SendPipelined(ctx context.Context) (*capnp.Answer, func()) {
 	msg := dc.msg
 	dc.msg = nil
-	q, err := dc.c.sendMsg(ctx, callTarget{imp: dc.imp}, dc.method, msg, dc.call, dc.pay, true, nil)
+	dc.ext.detach() // nothing waits for the write
+	q, err := dc.c.sendMsg(ctx, callTarget{imp: dc.imp}, dc.method, msg, dc.ext, dc.call, dc.pay, true, nil)
 	if err != nil {
 		return capnp.ErrorAnswer(dc.method, err), func() {}
 	}

@@ -172,23 +172,11 @@ func unexpectedEOF(err error) error {
 // frameHeaderSize bytes or more. (capnp.Encoder allocates on every
 // message.) A segment as large as w's buffer goes to direct itself, after
 // what w holds: through w, bufio would first copy a buffer's worth of it.
-func writeFrame(w *bufio.Writer, direct io.Writer, msg *capnp.Message, hdr []byte) error {
-	n := msg.NumSegments()
-	if n < 1 || n > MaxSegments {
-		return fmt.Errorf("rpcconn: outgoing message has %d segments", n)
-	}
-	binary.LittleEndian.PutUint32(hdr, uint32(n-1))
-	hlen := 4 + 4*n
-	for i := int64(0); i < n; i++ {
-		seg, err := msg.Segment(capnp.SegmentID(i))
-		if err != nil {
-			return err
-		}
-		binary.LittleEndian.PutUint32(hdr[4+4*i:], uint32(len(seg.Data())/8))
-	}
-	if hlen%8 != 0 {
-		binary.LittleEndian.PutUint32(hdr[hlen:], 0)
-		hlen += 4
+// Lent segments (ext) are the caller's to write, after it.
+func writeFrame(w *bufio.Writer, direct io.Writer, msg *capnp.Message, ext *outExt, hdr []byte) error {
+	n, hlen, err := frameHeader(hdr, msg, ext)
+	if err != nil {
+		return err
 	}
 	if _, err := w.Write(hdr[:hlen]); err != nil {
 		return err
@@ -200,6 +188,38 @@ func writeFrame(w *bufio.Writer, direct io.Writer, msg *capnp.Message, hdr []byt
 		}
 	}
 	return nil
+}
+
+// frameHeader writes the frame header of msg and ext into hdr and
+// returns msg's own segment count and the header's length.
+func frameHeader(hdr []byte, msg *capnp.Message, ext *outExt) (int64, int, error) {
+	n := msg.NumSegments()
+	total := n
+	if ext != nil {
+		total += int64(len(ext.segs))
+	}
+	if n < 1 || total > MaxSegments {
+		return 0, 0, fmt.Errorf("rpcconn: outgoing message has %d segments", total)
+	}
+	binary.LittleEndian.PutUint32(hdr, uint32(total-1))
+	for i := int64(0); i < n; i++ {
+		seg, err := msg.Segment(capnp.SegmentID(i))
+		if err != nil {
+			return 0, 0, err
+		}
+		binary.LittleEndian.PutUint32(hdr[4+4*i:], uint32(len(seg.Data())/8))
+	}
+	if ext != nil {
+		for i := range ext.segs {
+			binary.LittleEndian.PutUint32(hdr[4+4*(n+int64(i)):], ext.segs[i].words())
+		}
+	}
+	hlen := int(4 + 4*total)
+	if hlen%8 != 0 {
+		binary.LittleEndian.PutUint32(hdr[hlen:], 0)
+		hlen += 4
+	}
+	return n, hlen, nil
 }
 
 // writeSegment writes b through w, or, from w's size up, to direct once
@@ -216,13 +236,18 @@ func writeSegment(w *bufio.Writer, direct io.Writer, b []byte) error {
 	return err
 }
 
-// appendFrame appends msg in the standard stream framing to dst.
-func appendFrame(dst []byte, msg *capnp.Message) ([]byte, error) {
+// appendFrame appends msg, and ext's lent segments if any, in the
+// standard stream framing to dst.
+func appendFrame(dst []byte, msg *capnp.Message, ext *outExt) ([]byte, error) {
 	n := msg.NumSegments()
-	if n < 1 || n > MaxSegments {
-		return dst, fmt.Errorf("rpcconn: outgoing message has %d segments", n)
+	total := n
+	if ext != nil {
+		total += int64(len(ext.segs))
 	}
-	dst = binary.LittleEndian.AppendUint32(dst, uint32(n-1))
+	if n < 1 || total > MaxSegments {
+		return dst, fmt.Errorf("rpcconn: outgoing message has %d segments", total)
+	}
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(total-1))
 	for i := int64(0); i < n; i++ {
 		seg, err := msg.Segment(capnp.SegmentID(i))
 		if err != nil {
@@ -230,12 +255,26 @@ func appendFrame(dst []byte, msg *capnp.Message) ([]byte, error) {
 		}
 		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(seg.Data())/8))
 	}
-	if n%2 == 0 {
+	if ext != nil {
+		for i := range ext.segs {
+			dst = binary.LittleEndian.AppendUint32(dst, ext.segs[i].words())
+		}
+	}
+	if total%2 == 0 {
 		dst = binary.LittleEndian.AppendUint32(dst, 0)
 	}
 	for i := int64(0); i < n; i++ {
 		seg, _ := msg.Segment(capnp.SegmentID(i))
 		dst = append(dst, seg.Data()...)
+	}
+	if ext != nil {
+		ext.mu.Lock()
+		ext.writing = true
+		for _, s := range ext.segs {
+			dst = append(dst, s.b...)
+			dst = append(dst, zeroPad[:s.pad]...)
+		}
+		ext.mu.Unlock()
 	}
 	return dst, nil
 }

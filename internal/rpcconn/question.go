@@ -351,7 +351,7 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 		msg.Release()
 		return nil, capnp.ErrorAnswer(s.Method, exc.WrapError("rpcconn: build call", err)), func() {}
 	}
-	q, err := c.sendMsg(ctx, t, s.Method, msg, call, params, block, nil)
+	q, err := c.sendMsg(ctx, t, s.Method, msg, nil, call, params, block, nil)
 	if err == errRedirect {
 		// The Return (or a cancellation) won the race: the promise is
 		// (being) settled, and the peer may have forgotten the answer,
@@ -375,13 +375,17 @@ func (c *Conn) sendCall(ctx context.Context, t callTarget, s capnp.Send, block b
 var errRedirect = errors.New("rpcconn: promised answer settled")
 
 // sendMsg sends msg, a Call message built for t (call is its Call, params
-// its params) without its question ID, and returns its question. block
+// its params; ext its lent segments, or nil) without its question ID, and
+// returns its question. block
 // says whether it may wait for the calls-in-flight limits (not when
 // called from the reader). dc is the direct call the question settles,
 // or nil for a question with a go-capnp Promise. On an error other than
 // errRedirect, msg has been released.
-func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *capnp.Message, call rpccp.Call, params rpccp.Payload, block bool, dc *Call) (*question, error) {
+func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *capnp.Message, ext *outExt, call rpccp.Call, params rpccp.Payload, block bool, dc *Call) (*question, error) {
 	size := msgSize(msg)
+	if ext != nil {
+		size += ext.size
+	}
 	var release []capnp.Client
 	c.mu.Lock()
 	// Whether the method streams matters only with many calls in
@@ -485,7 +489,7 @@ func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *c
 	if ctx.Done() != nil {
 		c.watch(q, ctx)
 	}
-	kick := c.enqueue(msg, nil)
+	kick := c.enqueueExt(msg, nil, ext)
 	// With other calls in flight, the writer batches.
 	direct := c.qOpen <= 1
 	c.mu.Unlock()
