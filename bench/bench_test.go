@@ -20,7 +20,7 @@ const (
 	implRaw    = "raw"    // the raw socketpair baseline
 	implNetRPC = "netrpc" // net/rpc, the other baseline
 	implMP     = "mp"     // the generated path: mpgen's interfaces through ipc
-	implMPData = "mpdata" // the same, echoing Data rather than Text
+	implMPData = "mpdata" // the same, echoing Data rather than Text, lent and borrowed
 	implCapnp  = "capnp"  // the capnpc-go path: go-capnp's generated API on our connection
 )
 
@@ -108,8 +108,14 @@ func benchEcho(b *testing.B, size int, withData bool) {
 			payload := newFrame(opEcho, size)[rawHeader:]
 			b.SetBytes(int64(size))
 			pr := probe.Start(b, func() (probe.Stats, error) { return p.stats(ctx) })
+			// The caller lends its bytes and borrows the result's,
+			// until it has checked them.
+			lend := mp.Lend(ctx)
 			for range b.N {
-				if err := mpEchoData(ctx, e, payload); err != nil {
+				cctx, release := mp.Borrow(lend)
+				err := mpEchoData(cctx, e, payload)
+				release()
+				if err != nil {
 					b.Fatal(err)
 				}
 			}
