@@ -21,7 +21,13 @@ import (
 const (
 	benchPkg = "github.com/gomultiprocess/multiprocess/bench"
 	floorPkg = "github.com/gomultiprocess/multiprocess/bench/floor"
+	peersPkg = "github.com/gomultiprocess/multiprocess/bench/peers"
 )
+
+// peersModule is the peers' module directory, from this module's root: a
+// module of its own, whose dependencies (gRPC, protobuf) come from the Go
+// module proxy when it is built.
+const peersModule = "bench/peers"
 
 // A pass is one invocation of a test binary within a round: the package,
 // the benchmarks it selects and how long each runs.
@@ -30,6 +36,11 @@ type pass struct {
 	pkg       string
 	bench     string // -test.bench
 	benchtime string // -test.benchtime
+	// module is the directory of the package's module, relative to this
+	// module's root, when it is another module; such a package is
+	// optional: if it cannot be built, its passes are left out and the
+	// report says why.
+	module string
 }
 
 func main() {
@@ -40,11 +51,13 @@ func main() {
 	bigN := flag.Int("bigcalls", issueBigCalls, "1 MiB calls per run")
 	rawOut := flag.String("o", "", "also write the raw go test output of every round to this file (and its stderr to FILE.stderr)")
 	from := flag.String("from", "", "make the report from this file of saved go test output instead of running the suite")
+	noPeers := flag.Bool("nopeers", false, "leave out the peers module (bench/peers: gRPC, go-capnp's rpc)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./bench/report [flags]\n\n"+
-			"Runs package bench's benchmarks -count times, interleaved, and prints a markdown\n"+
-			"table of medians, ratios to the raw baseline and the targets, with bench/floor's\n"+
-			"figures beside them.\n\n")
+			"Runs package bench's benchmarks and those of the peers module (bench/peers)\n"+
+			"-count times, interleaved, and prints a markdown table of medians, ratios to\n"+
+			"the raw baseline and to each peer, and the targets, with bench/floor's figures\n"+
+			"beside them.\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -58,11 +71,21 @@ func main() {
 	if *from != "" {
 		err = fromFile(os.Stdout, *from)
 	} else {
+		timed := "^(BenchmarkEcho|BenchmarkConcurrent16|BenchmarkPipelined|BenchmarkSpawn)$"
+		big, stream := fmt.Sprintf("%dx", *bigN), fmt.Sprintf("%dx", *streamN)
+		// Each of package bench's passes is followed by the peers' same
+		// pass, so that they alternate in time as the baselines and ours do.
 		passes := []pass{
-			{"timed", benchPkg, "^(BenchmarkEcho|BenchmarkConcurrent16|BenchmarkPipelined|BenchmarkSpawn)$", *benchtime},
-			{"1 MiB calls", benchPkg, "^BenchmarkEcho1MiB$", fmt.Sprintf("%dx", *bigN)},
-			{"streaming", benchPkg, "^BenchmarkStream64B$", fmt.Sprintf("%dx", *streamN)},
-			{"floor", floorPkg, ".", *floortime},
+			{name: "timed", pkg: benchPkg, bench: timed, benchtime: *benchtime},
+			{name: "peers, timed", pkg: peersPkg, bench: timed, benchtime: *benchtime, module: peersModule},
+			{name: "1 MiB calls", pkg: benchPkg, bench: "^BenchmarkEcho1MiB$", benchtime: big},
+			{name: "peers, 1 MiB calls", pkg: peersPkg, bench: "^BenchmarkEcho1MiB$", benchtime: big, module: peersModule},
+			{name: "streaming", pkg: benchPkg, bench: "^BenchmarkStream64B$", benchtime: stream},
+			{name: "peers, streaming", pkg: peersPkg, bench: "^BenchmarkStream64B$", benchtime: stream, module: peersModule},
+			{name: "floor", pkg: floorPkg, bench: ".", benchtime: *floortime},
+		}
+		if *noPeers {
+			passes = slices.DeleteFunc(passes, func(p pass) bool { return p.module != "" })
 		}
 		err = runSuite(ctx, os.Stdout, *count, passes, *rawOut)
 	}
@@ -95,7 +118,7 @@ func fromFile(w io.Writer, path string) error {
 		runs[len(runs)-1][res.name] = res
 	}
 	fmt.Fprintf(w, "Figures from %s: medians of %d runs; a ratio is the median of the per-run ratios, lowest and highest in brackets.\n\n", path, len(runs))
-	figures{runs}.render(w)
+	figures{runs: runs, peersMissing: "the saved output has none of their results"}.render(w)
 	return nil
 }
 
@@ -116,22 +139,34 @@ func runSuite(ctx context.Context, w io.Writer, count int, passes []pass, rawOut
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	root, err := goOutput(ctx, "", "list", "-m", "-f", "{{.Dir}}")
+	if err != nil {
+		return fmt.Errorf("find the module (run this inside it): %w", err)
+	}
 	bins := make(map[string]testBinary)
+	peersMissing := "left out (-nopeers)"
 	for _, p := range passes {
 		if _, ok := bins[p.pkg]; ok {
 			continue
 		}
-		dir, err := goOutput(ctx, "", "list", "-f", "{{.Dir}}", p.pkg)
-		if err != nil {
-			return fmt.Errorf("find package %s (run this inside the module): %w", p.pkg, err)
-		}
 		bin := filepath.Join(tmp, fmt.Sprintf("%d.test", len(bins)))
 		progress("building %s", p.pkg)
-		if _, err := goOutput(ctx, "", "test", "-c", "-o", bin, p.pkg); err != nil {
+		tb, err := build(ctx, root, p, bin)
+		if err != nil && p.module != "" {
+			// Most likely its modules could not be downloaded.
+			peersMissing = "bench/peers could not be built: " + firstLine(err.Error())
+			progress("%s; carrying on without it", peersMissing)
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("build the benchmarks: %w", err)
 		}
-		bins[p.pkg] = testBinary{bin, dir}
+		if p.module != "" {
+			peersMissing = ""
+		}
+		bins[p.pkg] = tb
 	}
+	passes = slices.DeleteFunc(slices.Clone(passes), func(p pass) bool { _, ok := bins[p.pkg]; return !ok })
 	dir := bins[benchPkg].dir
 
 	// The raw output keeps stdout and stderr apart: a log line on stderr
@@ -175,8 +210,37 @@ func runSuite(ctx context.Context, w io.Writer, count int, passes []pass, rawOut
 		"Load average (1 min) %.2f–%.2f during the run, which took %s.\n\n",
 		started.Format("2006-01-02"), info, count, describePasses(passes),
 		slices.Min(loads), slices.Max(loads), time.Since(started).Round(time.Second))
-	figures{runs}.render(w)
+	figures{runs: runs, peersMissing: peersMissing}.render(w)
 	return nil
+}
+
+// build builds the test binary of p's package into bin; a package of
+// another module is built in that module's directory, below root.
+func build(ctx context.Context, root string, p pass, bin string) (testBinary, error) {
+	modDir := root
+	if p.module != "" {
+		modDir = filepath.Join(root, filepath.FromSlash(p.module))
+	}
+	dir, err := goOutput(ctx, modDir, "list", "-f", "{{.Dir}}", p.pkg)
+	if err != nil {
+		return testBinary{}, fmt.Errorf("find package %s: %w", p.pkg, err)
+	}
+	if _, err := goOutput(ctx, modDir, "test", "-c", "-o", bin, p.pkg); err != nil {
+		return testBinary{}, err
+	}
+	return testBinary{bin, dir}, nil
+}
+
+// firstLine returns the first line of s that says something: the go
+// command's own error, rather than the line that says which command
+// failed with which exit status.
+func firstLine(s string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.Contains(l, ": exit status ") {
+			return l
+		}
+	}
+	return strings.TrimSpace(s)
 }
 
 func describePasses(passes []pass) string {

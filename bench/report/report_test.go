@@ -62,7 +62,7 @@ func TestRatioAndMedian(t *testing.T) {
 		{"a": {metrics: map[string]float64{"ns/op": 10}}, "b": {metrics: map[string]float64{"ns/op": 10}}},
 		{"a": {metrics: map[string]float64{"ns/op": 99}}}, // no b: no ratio
 	}
-	f := figures{runs}
+	f := figures{runs: runs}
 	r := f.ratio("a", "b", "ns/op")
 	if !r.ok || r.med != 2 || r.lo != 1 || r.hi != 3 {
 		t.Errorf("ratio = %+v; want median 2 of 3, 1, 2", r)
@@ -160,5 +160,56 @@ func TestFormat(t *testing.T) {
 	}
 	if median([]float64{3, 1, 2}) != 2 || median([]float64{4, 1, 3, 2}) != 2.5 {
 		t.Error("median")
+	}
+}
+
+// TestPeers checks the peers' columns: their figures, the generated
+// path's ratios to them, and the target of gRPC's streaming rate.
+func TestPeers(t *testing.T) {
+	var out bytes.Buffer
+	if err := fromFile(&out, "testdata/with-peers.txt"); err != nil {
+		t.Fatal(err)
+	}
+	report := out.String()
+	for _, want := range []string{
+		"medians of 2 runs",
+		"| per call, cross-process | raw socketpair | net/rpc | generated | capnpc-go | net/rpc ÷ raw | generated ÷ raw | capnpc-go ÷ raw | gRPC | go-capnp rpc | generated ÷ gRPC | generated ÷ go-capnp rpc |",
+		// 30/50 and 45/50; 30/60 and 45/60.
+		"| round trip, 8 B | 22.5 us | – | 37.5 us | – | – | 1.65x (1.50x–1.80x) | – | 50.0 us | 60.0 us | 0.75x (0.60x–0.90x) | 0.62x (0.50x–0.75x) |",
+		// Rates: 600/800 and 600/480; 600/26 in both.
+		"| streaming 100000 x 64 B, one way | 400.0k msgs/s | – | 600.0k msgs/s | – | – | 1.50x | – | 640.0k msgs/s | 26.0k msgs/s | 1.00x (0.75x–1.25x) | 23x |",
+		// A peer's spawn beside the bare exec of its own binary.
+		"| spawn to first completed call | 2.00 ms (bare exec) | – | 2.40 ms | – | – | 1.20x of bare exec | – | 3.00 ms (1.50x of its bare exec) | – | 0.80x | – |",
+		"| context switches per 8 B call, parent / child | 2 / 2.10 | – | 2.90 / 3 | – | 2.80 / 2.90 | 3.70 / 3.60 |  |",
+		"| CPU per 8 B call, parent / child (us) | – | – | – | – | 30 / 31 | 41 / 35 | – |",
+		"| streaming 100000 x 64 B: peak goroutines, parent / child | – | – | – | – | 11 / 7 | 57000 / 8 |  |",
+		// At least 1x gRPC's rate: a median of 1.00x is met.
+		"| streaming 64 B messages at least gRPC's msgs/s in the same run (its client-streaming call) | 1.00x (0.75x–1.25x) | **met** | – |",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+}
+
+// TestNoPeers checks that a report without the peers' results says so and
+// leaves their columns out.
+func TestNoPeers(t *testing.T) {
+	var out bytes.Buffer
+	if err := fromFile(&out, "testdata/two-rounds.txt"); err != nil {
+		t.Fatal(err)
+	}
+	report := out.String()
+	for _, want := range []string{
+		"The peers (gRPC, go-capnp's rpc) are not in this report: the saved output has none of their results.",
+		"| per call, cross-process | raw socketpair | net/rpc | generated | capnpc-go | net/rpc ÷ raw | generated ÷ raw | capnpc-go ÷ raw |\n",
+		"| streaming 64 B messages at least gRPC's msgs/s in the same run (its client-streaming call) | – (no gRPC figure: the saved output has none of their results) | not measured | – |",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+	if strings.Contains(report, "go-capnp rpc |") {
+		t.Errorf("a report without the peers has their columns:\n%s", report)
 	}
 }

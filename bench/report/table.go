@@ -46,6 +46,27 @@ const (
 	spawnMP       = "BenchmarkSpawn/mp"
 	spawnCapnp    = "BenchmarkSpawn/capnp"
 
+	// The peers module's (bench/peers): gRPC over a unix socket, its
+	// bytes echo (grpcdata), go-capnp's rpc package, and the bare exec of
+	// the peers' own test binary.
+	echo8GRPC       = "BenchmarkEcho/8B/grpc"
+	echo8GoCapnp    = "BenchmarkEcho/8B/gocapnp"
+	echo4GRPC       = "BenchmarkEcho/4KiB/grpc"
+	echo4GoCapnp    = "BenchmarkEcho/4KiB/gocapnp"
+	echo1MGRPC      = "BenchmarkEcho1MiB/grpc"
+	echo1MGRPCData  = "BenchmarkEcho1MiB/grpcdata"
+	echo1MGoCapnp   = "BenchmarkEcho1MiB/gocapnp"
+	concGRPC        = "BenchmarkConcurrent16/grpc"
+	concGoCapShared = "BenchmarkConcurrent16/gocapnp/shared"
+	concGoCapEach   = "BenchmarkConcurrent16/gocapnp/percaller"
+	pipeGoCapnp     = "BenchmarkPipelined/gocapnp/pipelined"
+	seqGoCapnp      = "BenchmarkPipelined/gocapnp/sequential"
+	streamGRPC      = "BenchmarkStream64B/grpc"
+	streamGoCapnp   = "BenchmarkStream64B/gocapnp"
+	spawnPeersExec  = "BenchmarkSpawn/peersexec"
+	spawnGRPC       = "BenchmarkSpawn/grpc"
+	spawnGoCapnp    = "BenchmarkSpawn/gocapnp"
+
 	floorCaller       = "BenchmarkCaller/echo8B"
 	floorPromise      = "BenchmarkCaller/promise"
 	floorServer       = "BenchmarkServer/echo8B"
@@ -88,7 +109,31 @@ const (
 )
 
 // figures computes medians and ratios over the runs of a report.
-type figures struct{ runs []run }
+type figures struct {
+	runs []run
+	// peersMissing says why the runs have no results of the peers
+	// module, if they have none.
+	peersMissing string
+}
+
+// peerNames are the peers' benchmarks; hasPeers looks for any of them.
+var peerNames = []string{
+	echo8GRPC, echo8GoCapnp, echo4GRPC, echo4GoCapnp, echo1MGRPC, echo1MGRPCData, echo1MGoCapnp,
+	concGRPC, concGoCapEach, concGoCapShared, pipeGoCapnp, seqGoCapnp, streamGRPC, streamGoCapnp,
+	spawnPeersExec, spawnGRPC, spawnGoCapnp,
+}
+
+// hasPeers reports whether any run has a result of the peers module.
+func (f figures) hasPeers() bool {
+	for _, r := range f.runs {
+		for _, n := range peerNames {
+			if _, ok := r[n]; ok {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // values returns the metric of a benchmark in every run that has it.
 func (f figures) values(name, unit string) []float64 {
@@ -371,6 +416,12 @@ func (f figures) targets() []target {
 		return m, known, met
 	}
 	add("streaming 64 B messages at least 1.5x raw's msgs/s (one write per message)", streamRate, streamMP, streamCapnp, streamNote)
+	grpcNote := streamNote
+	if !f.hasPeers() && f.peersMissing != "" {
+		grpcNote = "no gRPC figure: " + f.peersMissing
+	}
+	add("streaming 64 B messages at least gRPC's msgs/s in the same run (its client-streaming call)",
+		f.ratioCheck(streamGRPC, msgsS, atLeast(1)), streamMP, streamCapnp, grpcNote)
 	add(fmt.Sprintf("streaming with bounded goroutines (at most %d per process), parent / child", goroutineBound),
 		f.boundCheck(parentGor, childGor, goroutineBound, false, ""), streamMP, streamCapnp, streamNote)
 	add(fmt.Sprintf("streaming under %d MiB peak RSS, parent / child", peakBoundMiB),
@@ -389,49 +440,123 @@ func (f figures) targets() []target {
 func (f figures) render(w io.Writer) {
 	pr := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	row := func(cells ...string) { pr("| %s |\n", strings.Join(cells, " | ")) }
+	peers := f.hasPeers()
 
 	streamN := f.iterations(streamMP)
 	bigN := f.iterations(echo1MMP)
 
 	pr("Generated: mpgen's plain-Go interfaces through package ipc, which the targets apply to. " +
-		"capnpc-go: go-capnp's generated API on the same connection, served by protocol.NewServer (bench/README.md).\n\n")
+		"capnpc-go: go-capnp's generated API on the same connection, served by protocol.NewServer (bench/README.md).")
+	if peers {
+		pr(" The peers (bench/peers, a module of its own): gRPC, grpc-go and protobuf over a unix socket as " +
+			"hashicorp/go-plugin runs it; go-capnp rpc, go-capnp's own rpc package with the capnpc-go path's code. " +
+			"A ratio to a peer is of the row's figure, generated ÷ peer: below 1 is faster for a time, above 1 for a rate.")
+	} else if f.peersMissing != "" {
+		pr(" The peers (gRPC, go-capnp's rpc) are not in this report: %s.", f.peersMissing)
+	}
+	pr("\n\n")
+
+	// peerCells are the peers' figures and the generated path's ratios to
+	// them, for the Speed table; none without the peers.
+	peerCells := func(grpc, gocapnp, mp, unit string, fig func(string) string) []string {
+		if !peers {
+			return nil
+		}
+		cell := func(n string) string {
+			if n == "" {
+				return dash
+			}
+			return fig(n)
+		}
+		ratio := func(n string) string {
+			if n == "" || mp == "" {
+				return dash
+			}
+			return f.ratio(mp, n, unit).String()
+		}
+		return []string{cell(grpc), cell(gocapnp), ratio(grpc), ratio(gocapnp)}
+	}
+	dur := func(n string) string { return f.dur(n) }
+	rate := func(unit, label string) func(string) string {
+		return func(n string) string { return f.rate(n, unit, label) }
+	}
 
 	pr("### Speed\n\n")
-	row("per call, cross-process", "raw socketpair", "net/rpc", "generated", "capnpc-go", "net/rpc ÷ raw", "generated ÷ raw", "capnpc-go ÷ raw")
-	row(slices.Repeat([]string{"---"}, 8)...)
-	for _, e := range []struct{ label, raw, netrpc, mp, capnp string }{
-		{"round trip, 8 B", echo8Raw, echo8NetRPC, echo8MP, echo8Capnp},
-		{"round trip, 4 KiB", echo4Raw, echo4NetRPC, echo4MP, echo4Capnp},
-		{fmt.Sprintf("round trip, 1 MiB (%d calls), Text", bigN), echo1MRaw, echo1MNetRPC, echo1MMP, echo1MCapnp},
-		{fmt.Sprintf("round trip, 1 MiB (%d calls), Data", bigN), echo1MRaw, echo1MNetRPC, echo1MMPData, ""},
-	} {
-		row(e.label, f.dur(e.raw), f.dur(e.netrpc), f.dur(e.mp), f.dur(e.capnp),
-			f.ratio(e.netrpc, e.raw, nsOp).String(), f.ratio(e.mp, e.raw, nsOp).String(), f.ratio(e.capnp, e.raw, nsOp).String())
+	head := []string{"per call, cross-process", "raw socketpair", "net/rpc", "generated", "capnpc-go", "net/rpc ÷ raw", "generated ÷ raw", "capnpc-go ÷ raw"}
+	if peers {
+		head = append(head, "gRPC", "go-capnp rpc", "generated ÷ gRPC", "generated ÷ go-capnp rpc")
 	}
-	row("makeEcho().echo(), pipelined, 8 B", dash, dash, f.dur(pipeMP), f.dur(pipeCapnp), dash,
-		f.ratio(pipeMP, echo8Raw, nsOp).of("of raw 8 B"), f.ratio(pipeCapnp, echo8Raw, nsOp).of("of raw 8 B"))
-	row("makeEcho(), then echo(), 8 B", dash, dash, f.dur(seqMP), f.dur(seqCapnp), dash,
-		f.ratio(seqMP, echo8Raw, nsOp).of("of raw 8 B"), f.ratio(seqCapnp, echo8Raw, nsOp).of("of raw 8 B"))
-	for _, c := range []struct{ label, mp, capnp string }{
-		{"16 goroutines, 8 B calls, one capability each", concMPEach, concCapEach},
-		{"16 goroutines, 8 B calls, one shared capability", concMPShared, concCapShared},
+	row(head...)
+	row(slices.Repeat([]string{"---"}, len(head))...)
+	for _, e := range []struct{ label, raw, netrpc, mp, capnp, grpc, gocapnp string }{
+		{"round trip, 8 B", echo8Raw, echo8NetRPC, echo8MP, echo8Capnp, echo8GRPC, echo8GoCapnp},
+		{"round trip, 4 KiB", echo4Raw, echo4NetRPC, echo4MP, echo4Capnp, echo4GRPC, echo4GoCapnp},
+		{fmt.Sprintf("round trip, 1 MiB (%d calls), Text", bigN), echo1MRaw, echo1MNetRPC, echo1MMP, echo1MCapnp, echo1MGRPC, echo1MGoCapnp},
+		{fmt.Sprintf("round trip, 1 MiB (%d calls), Data", bigN), echo1MRaw, echo1MNetRPC, echo1MMPData, "", echo1MGRPCData, ""},
 	} {
-		row(c.label, dash, f.rate(concNetRPC, callsS, "calls/s"), f.rate(c.mp, callsS, "calls/s"), f.rate(c.capnp, callsS, "calls/s"),
-			dash, f.ratio(c.mp, concNetRPC, callsS).of("of net/rpc"), f.ratio(c.capnp, concNetRPC, callsS).of("of net/rpc"))
+		row(append([]string{e.label, f.dur(e.raw), f.dur(e.netrpc), f.dur(e.mp), f.dur(e.capnp),
+			f.ratio(e.netrpc, e.raw, nsOp).String(), f.ratio(e.mp, e.raw, nsOp).String(), f.ratio(e.capnp, e.raw, nsOp).String()},
+			peerCells(e.grpc, e.gocapnp, e.mp, nsOp, dur)...)...)
 	}
-	row(fmt.Sprintf("streaming %d x 64 B, one way", streamN), f.rate(streamRaw, msgsS, "msgs/s"), f.rate(streamNetRPC, msgsS, "msgs/s"),
+	row(append([]string{"makeEcho().echo(), pipelined, 8 B", dash, dash, f.dur(pipeMP), f.dur(pipeCapnp), dash,
+		f.ratio(pipeMP, echo8Raw, nsOp).of("of raw 8 B"), f.ratio(pipeCapnp, echo8Raw, nsOp).of("of raw 8 B")},
+		peerCells("", pipeGoCapnp, pipeMP, nsOp, dur)...)...)
+	row(append([]string{"makeEcho(), then echo(), 8 B", dash, dash, f.dur(seqMP), f.dur(seqCapnp), dash,
+		f.ratio(seqMP, echo8Raw, nsOp).of("of raw 8 B"), f.ratio(seqCapnp, echo8Raw, nsOp).of("of raw 8 B")},
+		peerCells("", seqGoCapnp, seqMP, nsOp, dur)...)...)
+	for _, c := range []struct{ label, mp, capnp, gocapnp string }{
+		{"16 goroutines, 8 B calls, one capability each", concMPEach, concCapEach, concGoCapEach},
+		{"16 goroutines, 8 B calls, one shared capability", concMPShared, concCapShared, concGoCapShared},
+	} {
+		row(append([]string{c.label, dash, f.rate(concNetRPC, callsS, "calls/s"), f.rate(c.mp, callsS, "calls/s"), f.rate(c.capnp, callsS, "calls/s"),
+			dash, f.ratio(c.mp, concNetRPC, callsS).of("of net/rpc"), f.ratio(c.capnp, concNetRPC, callsS).of("of net/rpc")},
+			peerCells(concGRPC, c.gocapnp, c.mp, callsS, rate(callsS, "calls/s"))...)...)
+	}
+	row(append([]string{fmt.Sprintf("streaming %d x 64 B, one way", streamN), f.rate(streamRaw, msgsS, "msgs/s"), f.rate(streamNetRPC, msgsS, "msgs/s"),
 		f.rate(streamMP, msgsS, "msgs/s"), f.rate(streamCapnp, msgsS, "msgs/s"),
-		f.ratio(streamNetRPC, streamRaw, msgsS).String(), f.ratio(streamMP, streamRaw, msgsS).String(), f.ratio(streamCapnp, streamRaw, msgsS).String())
-	row("spawn to first completed call", f.dur(spawnExec)+" (bare exec)", dash, f.dur(spawnMP), f.dur(spawnCapnp), dash,
-		f.ratio(spawnMP, spawnExec, nsOp).of("of bare exec"), f.ratio(spawnCapnp, spawnExec, nsOp).of("of bare exec"))
+		f.ratio(streamNetRPC, streamRaw, msgsS).String(), f.ratio(streamMP, streamRaw, msgsS).String(), f.ratio(streamCapnp, streamRaw, msgsS).String()},
+		peerCells(streamGRPC, streamGoCapnp, streamMP, msgsS, rate(msgsS, "msgs/s"))...)...)
+	// A peer's spawn is shown with its ratio to the bare exec of its own
+	// test binary, which is not package bench's.
+	spawnFig := func(n string) string {
+		d := f.dur(n)
+		if r := f.ratio(n, spawnPeersExec, nsOp); r.ok {
+			d += " (" + formatRatio(r.med) + " of its bare exec)"
+		}
+		return d
+	}
+	row(append([]string{"spawn to first completed call", f.dur(spawnExec) + " (bare exec)", dash, f.dur(spawnMP), f.dur(spawnCapnp), dash,
+		f.ratio(spawnMP, spawnExec, nsOp).of("of bare exec"), f.ratio(spawnCapnp, spawnExec, nsOp).of("of bare exec")},
+		peerCells(spawnGRPC, spawnGoCapnp, spawnMP, nsOp, spawnFig)...)...)
 
 	pr("\n### Resources\n\n")
-	row("", "raw socketpair", "net/rpc", "generated", "capnpc-go", "go-capnp floor (bench/floor)")
-	row(slices.Repeat([]string{"---"}, 6)...)
-	four := func(label string, cell func(name string) string, names [4]string, floor string) {
-		row(label, cell(names[0]), cell(names[1]), cell(names[2]), cell(names[3]), floor)
+	resHead := []string{"", "raw socketpair", "net/rpc", "generated", "capnpc-go"}
+	if peers {
+		resHead = append(resHead, "gRPC", "go-capnp rpc")
 	}
-	unit := func(u string) func(string) string { return func(n string) string { return f.num(n, u) } }
+	resHead = append(resHead, "go-capnp floor (bench/floor)")
+	row(resHead...)
+	row(slices.Repeat([]string{"---"}, len(resHead))...)
+	// line writes one row: cell applied to the four benchmarks of package
+	// bench, then to the two peers' when the report has them, then floor.
+	line := func(label string, cell func(name string) string, names [4]string, peerNames [2]string, floor string) {
+		cells := []string{label}
+		for _, n := range names {
+			cells = append(cells, cell(n))
+		}
+		if peers {
+			cells = append(cells, cell(peerNames[0]), cell(peerNames[1]))
+		}
+		row(append(cells, floor)...)
+	}
+	unit := func(u string) func(string) string {
+		return func(n string) string {
+			if n == "" {
+				return dash
+			}
+			return f.num(n, u)
+		}
+	}
 	pairOf := func(pu, cu, suffix string) func(string) string {
 		return func(n string) string {
 			if n == "" {
@@ -447,39 +572,47 @@ func (f figures) render(w io.Writer) {
 		return f.pairScaled(n, parentCPU, childCPU, 1e-3)
 	}
 	echo8 := [4]string{echo8Raw, echo8NetRPC, echo8MP, echo8Capnp}
+	echo8Peers := [2]string{echo8GRPC, echo8GoCapnp}
 	echo1M := [4]string{echo1MRaw, echo1MNetRPC, echo1MMP, echo1MCapnp}
+	echo1MPeers := [2]string{echo1MGRPC, echo1MGoCapnp}
+	echo1MData := [4]string{"", "", echo1MMPData, ""}
+	echo1MDataPeers := [2]string{echo1MGRPCData, ""}
 	stream := [4]string{streamRaw, streamNetRPC, streamMP, streamCapnp}
-	four("allocations per 8 B call, parent / child", pairOf(parentAllocs, childAllocs, ""), echo8,
+	streamPeers := [2]string{streamGRPC, streamGoCapnp}
+	line("allocations per 8 B call, parent / child", pairOf(parentAllocs, childAllocs, ""), echo8, echo8Peers,
 		f.floorPair(floorCaller, floorServer, allocsOp, 1, "caller / server"))
 	floorBytes := f.num(floorCaller, bytesOp)
 	if floorBytes != dash {
 		floorBytes += " (caller)"
 	}
-	four("bytes allocated per 8 B call, parent", unit(bytesOp), echo8, floorBytes)
-	four("CPU per 8 B call, parent / child (us)", cpuOf, echo8,
+	line("bytes allocated per 8 B call, parent", unit(bytesOp), echo8, echo8Peers, floorBytes)
+	line("CPU per 8 B call, parent / child (us)", cpuOf, echo8, echo8Peers,
 		f.floorPair(floorCaller, floorServer, cpuOp, 1e-3, "caller / server"))
-	four("goroutines started per 8 B call, parent / child", pairOf(parentGoNew, childGoNew, ""), echo8, "")
-	four("context switches per 8 B call, parent / child", pairOf(parentCtxsw, childCtxsw, ""), echo8, "")
-	four("CPU per 1 MiB call, Text, parent / child (us)", cpuOf, echo1M, "")
-	row("CPU per 1 MiB call, Data, parent / child (us)", dash, dash, cpuOf(echo1MMPData), dash, "")
-	four(fmt.Sprintf("peak RSS over %d calls of 1 MiB, Text, parent / child", bigN), pairOf(parentPeak, childPeak, " MiB"), echo1M, "")
-	row(fmt.Sprintf("peak RSS over %d calls of 1 MiB, Data, parent / child", bigN), dash, dash, f.pair(echo1MMPData, parentPeak, childPeak, " MiB"), dash, "")
-	four(fmt.Sprintf("streaming %d x 64 B: peak goroutines, parent / child", streamN), pairOf(parentGor, childGor, ""), stream, "")
-	four("streaming: goroutines started per message, parent / child", pairOf(parentGoNew, childGoNew, ""), stream, "")
-	four("streaming: CPU per message, parent / child (us)", cpuOf, stream,
+	line("goroutines started per 8 B call, parent / child", pairOf(parentGoNew, childGoNew, ""), echo8, echo8Peers, "")
+	line("context switches per 8 B call, parent / child", pairOf(parentCtxsw, childCtxsw, ""), echo8, echo8Peers, "")
+	line("CPU per 1 MiB call, Text, parent / child (us)", cpuOf, echo1M, echo1MPeers, "")
+	line("CPU per 1 MiB call, Data, parent / child (us)", cpuOf, echo1MData, echo1MDataPeers, "")
+	line(fmt.Sprintf("peak RSS over %d calls of 1 MiB, Text, parent / child", bigN), pairOf(parentPeak, childPeak, " MiB"), echo1M, echo1MPeers, "")
+	line(fmt.Sprintf("peak RSS over %d calls of 1 MiB, Data, parent / child", bigN), pairOf(parentPeak, childPeak, " MiB"), echo1MData, echo1MDataPeers, "")
+	line(fmt.Sprintf("streaming %d x 64 B: peak goroutines, parent / child", streamN), pairOf(parentGor, childGor, ""), stream, streamPeers, "")
+	line("streaming: goroutines started per message, parent / child", pairOf(parentGoNew, childGoNew, ""), stream, streamPeers, "")
+	line("streaming: CPU per message, parent / child (us)", cpuOf, stream, streamPeers,
 		f.floorPair(floorStream, floorServerPush, cpuOp, 1e-3, "sender / server"))
-	four("streaming: allocations per message, parent / child", pairOf(parentAllocs, childAllocs, ""), stream,
+	line("streaming: context switches per message, parent / child", pairOf(parentCtxsw, childCtxsw, ""), stream, streamPeers, "")
+	line("streaming: allocations per message, parent / child", pairOf(parentAllocs, childAllocs, ""), stream, streamPeers,
 		f.floorPair(floorStream, floorServerPush, allocsOp, 1, "sender / server"))
-	four(fmt.Sprintf("streaming %d x 64 B: peak RSS, parent / child", streamN), pairOf(parentPeak, childPeak, " MiB"), stream, "")
-	four("8 B calls one at a time: peak goroutines, parent / child", pairOf(parentGor, childGor, ""), echo8, "")
-	for _, c := range []struct{ label, mp, capnp string }{
-		{"one capability each", concMPEach, concCapEach},
-		{"one shared capability", concMPShared, concCapShared},
+	line(fmt.Sprintf("streaming %d x 64 B: peak RSS, parent / child", streamN), pairOf(parentPeak, childPeak, " MiB"), stream, streamPeers, "")
+	line("8 B calls one at a time: peak goroutines, parent / child", pairOf(parentGor, childGor, ""), echo8, echo8Peers, "")
+	for _, c := range []struct{ label, mp, capnp, gocapnp string }{
+		{"one capability each", concMPEach, concCapEach, concGoCapEach},
+		{"one shared capability", concMPShared, concCapShared, concGoCapShared},
 	} {
 		names := [4]string{"", concNetRPC, c.mp, c.capnp}
-		four("16 goroutines calling, "+c.label+": peak goroutines, parent / child", pairOf(parentGor, childGor, ""), names, "")
-		four("16 goroutines calling, "+c.label+": CPU per call, parent / child (us)", cpuOf, names, "")
-		four("16 goroutines calling, "+c.label+": peak RSS, parent / child", pairOf(parentPeak, childPeak, " MiB"), names, "")
+		peerNames := [2]string{concGRPC, c.gocapnp}
+		line("16 goroutines calling, "+c.label+": peak goroutines, parent / child", pairOf(parentGor, childGor, ""), names, peerNames, "")
+		line("16 goroutines calling, "+c.label+": CPU per call, parent / child (us)", cpuOf, names, peerNames, "")
+		line("16 goroutines calling, "+c.label+": context switches per call, parent / child", pairOf(parentCtxsw, childCtxsw, ""), names, peerNames, "")
+		line("16 goroutines calling, "+c.label+": peak RSS, parent / child", pairOf(parentPeak, childPeak, " MiB"), names, peerNames, "")
 	}
 
 	pr("\n### Targets (generated path)\n\n")
@@ -573,6 +706,9 @@ func benchOrder() map[string]int {
 		concNetRPC, concMPEach, concMPShared, concCapEach, concCapShared,
 		pipeMP, seqMP, pipeCapnp, seqCapnp, streamRaw, streamNetRPC, streamMP, streamCapnp,
 		spawnExec, spawnMP, spawnCapnp,
+		echo8GRPC, echo8GoCapnp, echo4GRPC, echo4GoCapnp, echo1MGRPC, echo1MGRPCData, echo1MGoCapnp,
+		concGRPC, concGoCapEach, concGoCapShared, pipeGoCapnp, seqGoCapnp, streamGRPC, streamGoCapnp,
+		spawnPeersExec, spawnGRPC, spawnGoCapnp,
 		floorCaller, floorPromise, floorServer, floorServerPush, floorServerQueued, floorStream,
 	} {
 		m[n] = i
