@@ -21,6 +21,8 @@ import (
 
 	"github.com/gomultiprocess/multiprocess/internal/syncbuf"
 	"github.com/gomultiprocess/multiprocess/interop/internal/ischema"
+	"github.com/gomultiprocess/multiprocess/interop/internal/mpischema"
+	"github.com/gomultiprocess/multiprocess/mp"
 	"github.com/gomultiprocess/multiprocess/protocol"
 )
 
@@ -226,13 +228,21 @@ func connOptions(t *testing.T) *protocol.Options {
 type cppServer struct {
 	proc *child
 	conn *protocol.Conn
-	peer ischema.Peer
+	peer ischema.Peer   // the bootstrap capability, on go-capnp's generated API
+	mp   mpischema.Peer // the same, on mpgen's (a proxy of its own)
 }
 
 // dialCpp starts the C++ peer as a server on transport and connects to
 // it. When the test ends, it releases the peer, closes the connection and
 // checks that the C++ side saw the disconnection and exited cleanly.
 func dialCpp(t *testing.T, transport string) *cppServer {
+	t.Helper()
+	return dialCppWith(t, transport, nil)
+}
+
+// dialCppWith is dialCpp with a function that wraps the Go side's end of
+// the connection (nil: none).
+func dialCppWith(t *testing.T, transport string, wrap func(net.Conn) net.Conn) *cppServer {
 	t.Helper()
 	requirePeer(t)
 	s := &cppServer{}
@@ -253,13 +263,17 @@ func dialCpp(t *testing.T, transport string) *cppServer {
 	default:
 		t.Fatalf("unknown transport %q", transport)
 	}
+	if wrap != nil {
+		nc = wrap(nc)
+	}
 	conn, boot, err := protocol.Connect(testContext(t), nc, connOptions(t))
 	if err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
-	s.conn, s.peer = conn, ischema.Peer(boot)
+	s.conn, s.peer = conn, ischema.Peer(boot.AddRef())
+	s.mp = mpischema.PeerInterface.FromCapnp(boot)
 	t.Cleanup(func() {
-		s.peer.Release()
+		s.release()
 		s.conn.Close()
 		select {
 		case <-s.conn.Done():
@@ -274,7 +288,7 @@ func dialCpp(t *testing.T, transport string) *cppServer {
 // exited with status 0. Call it after closing the connection.
 func (s *cppServer) expectCleanExit(t *testing.T) {
 	t.Helper()
-	s.peer.Release()
+	s.release()
 	s.conn.Close()
 	if err := s.proc.wait(t); err != nil {
 		t.Errorf("C++ server: %v", err)
@@ -282,10 +296,16 @@ func (s *cppServer) expectCleanExit(t *testing.T) {
 	s.proc.waitLine(t, "disconnected")
 }
 
+// release releases both proxies of the bootstrap capability.
+func (s *cppServer) release() {
+	s.peer.Release()
+	mp.Release(s.mp)
+}
+
 // runCppClient serves p to the C++ peer running scenario as a client on
 // transport, waits for it to exit and returns its output lines. It fails
 // the test if the client reports a failed check or exits with an error.
-func runCppClient(t *testing.T, transport, scenario string, p *goPeer) []string {
+func runCppClient(t *testing.T, transport, scenario string, p goServer) []string {
 	t.Helper()
 	return runCppClientWith(t, transport, scenario, p, nil)
 }
@@ -293,7 +313,7 @@ func runCppClient(t *testing.T, transport, scenario string, p *goPeer) []string 
 // runCppClientWith is runCppClient with a function that runs, in a
 // goroutine of its own, while the client runs; an error it returns fails
 // the test.
-func runCppClientWith(t *testing.T, transport, scenario string, p *goPeer, during func(*child) error) []string {
+func runCppClientWith(t *testing.T, transport, scenario string, p goServer, during func(*child) error) []string {
 	t.Helper()
 	requirePeer(t)
 	ctx := testContext(t)

@@ -15,7 +15,9 @@ import (
 )
 
 // helperEnv, set in a child's environment, makes the test binary run
-// a helper (runHelper, runHelperClient) instead of the tests.
+// a helper instead of the tests: a Go server (runHelper) or client
+// (runHelperClient, runMPHelperClient), on go-capnp's generated API or,
+// with the suffix "-mp", on mpgen's.
 const helperEnv = "MP_INTEROP_HELPER"
 
 // The C++ peer is built once, by the first test that needs it, into
@@ -33,9 +35,13 @@ var (
 func TestMain(m *testing.M) {
 	switch os.Getenv(helperEnv) {
 	case "serve-fd":
-		os.Exit(runHelper())
+		os.Exit(runHelper(newGoPeer()))
+	case "serve-fd-mp":
+		os.Exit(runHelper(newMPPeer()))
 	case "client-fd":
 		os.Exit(runHelperClient())
+	case "client-fd-mp":
+		os.Exit(runMPHelperClient())
 	}
 	var err error
 	if buildDir, err = os.MkdirTemp("", "mpinterop"); err != nil {

@@ -16,18 +16,48 @@ import (
 	"github.com/gomultiprocess/multiprocess/protocol"
 )
 
-// goPeer is the Go side's Peer, the mirror of PeerImpl in cpp/peer.c++.
-// One goPeer may serve several connections' bootstrap objects; its state
-// is what the tests inspect.
+// A goServer is the Go side's Peer, served to a C++ client, on one of
+// the two paths: go-capnp's generated API (goPeer) or the plain Go
+// interface that mpgen generates, served through package mp (mpPeer).
+// Its state is what the tests inspect.
+type goServer interface {
+	// client returns a new bootstrap capability served by it.
+	client() capnp.Client
+	// wait waits for the goroutines of its echoCapLater calls.
+	wait()
+	// liveCounted returns how many of the Counted objects it made are
+	// still referred to.
+	liveCounted() int32
+	// heard returns what the listener makeListener hands out received.
+	heard() (received, outOfOrder uint64)
+	// hooks returns the functions its echoes tell about echoAfter calls.
+	hooks() *echoHooks
+}
+
+// goServers are the paths a goServer is made on, by name.
+var goServers = []struct {
+	path string
+	new  func() goServer
+}{
+	{"capnpc-go", func() goServer { return newGoPeer() }},
+	{"mp", func() goServer { return newMPPeer() }},
+}
+
+// echoHooks, if set, are told when an echoAfter call starts and when it
+// returns. Set them before the server is called.
+type echoHooks struct {
+	started func(ms uint32)
+	ended   func(err error)
+}
+
+// goPeer is the Go side's Peer on go-capnp's generated API, the mirror
+// of PeerImpl in cpp/peer.c++. One goPeer may serve several connections'
+// bootstrap objects.
 type goPeer struct {
+	echoHooks
 	live     atomic.Int32 // Counted objects not yet shut down
 	listener *goListener  // the one makeListener hands out
 	later    sync.WaitGroup
-
-	// started and ended, if set, are told when an echoAfter call starts
-	// and when it returns.
-	started func(ms uint32)
-	ended   func(err error)
 }
 
 func newGoPeer() *goPeer { return &goPeer{listener: &goListener{}} }
@@ -37,15 +67,17 @@ func (p *goPeer) client() capnp.Client {
 	return protocol.NewServer(ischema.Peer_Methods(nil, p), p, nil)
 }
 
-// wait waits for the goroutines of echoCapLater calls.
-func (p *goPeer) wait() { p.later.Wait() }
+func (p *goPeer) wait()                                { p.later.Wait() }
+func (p *goPeer) liveCounted() int32                   { return p.live.Load() }
+func (p *goPeer) heard() (received, outOfOrder uint64) { return p.listener.counts() }
+func (p *goPeer) hooks() *echoHooks                    { return &p.echoHooks }
 
 func (p *goPeer) MakeEcho(ctx context.Context, call ischema.Peer_makeEcho) error {
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
 	}
-	e := &goEcho{started: p.started, ended: p.ended}
+	e := &goEcho{echoHooks: p.echoHooks}
 	return res.SetEcho(schema.Echo(protocol.NewServer(schema.Echo_Methods(nil, e), e, nil)))
 }
 
@@ -153,10 +185,7 @@ func streamEvents(ctx context.Context, l schema.LifetimeListener, count uint32) 
 	return l.WaitStreaming()
 }
 
-type goEcho struct {
-	started func(uint32)
-	ended   func(error)
-}
+type goEcho struct{ echoHooks }
 
 func (e *goEcho) Echo(ctx context.Context, call schema.Echo_echo) error {
 	s, err := call.Args().Echo()
@@ -245,12 +274,31 @@ func (c *goCounted) Ping(context.Context, ischema.Counted_ping) error { return n
 // Shutdown runs when the last reference to the capability goes.
 func (c *goCounted) Shutdown() { c.live.Add(-1) }
 
-// goListener counts events in the order they arrive.
-type goListener struct {
+// eventCounter counts lifetime events in the order they arrive: those
+// whose sequence number is not their position are out of order.
+type eventCounter struct {
 	mu         sync.Mutex
 	received   uint64
 	outOfOrder uint64
 }
+
+func (c *eventCounter) add(sequence uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.received++
+	if sequence != c.received {
+		c.outOfOrder++
+	}
+}
+
+func (c *eventCounter) counts() (received, outOfOrder uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.received, c.outOfOrder
+}
+
+// goListener counts the events it is sent.
+type goListener struct{ eventCounter }
 
 func (l *goListener) client() schema.LifetimeListener {
 	return schema.LifetimeListener(protocol.NewServer(schema.LifetimeListener_Methods(nil, l), l, nil))
@@ -261,19 +309,8 @@ func (l *goListener) Event(ctx context.Context, call schema.LifetimeListener_eve
 	if err != nil {
 		return err
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.received++
-	if ev.Sequence() != l.received {
-		l.outOfOrder++
-	}
+	l.add(ev.Sequence())
 	return nil
-}
-
-func (l *goListener) counts() (received, outOfOrder uint64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.received, l.outOfOrder
 }
 
 // goCallOrder numbers the calls it receives.
@@ -319,18 +356,17 @@ func runHelperClient() int {
 	return 1
 }
 
-// runHelper serves a goPeer on descriptor 3 until the connection ends. It
-// is the Go server that a test kills mid-call: it prints "echoAfter
-// started" when such a call arrives.
-func runHelper() int {
+// runHelper serves p on descriptor 3 until the connection ends. It is
+// the Go server that a test kills mid-call: it prints "echoAfter started"
+// when such a call arrives.
+func runHelper(p goServer) int {
 	f := os.NewFile(3, "ipc")
 	nc, err := netFileConn(f)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 1
 	}
-	p := newGoPeer()
-	p.started = func(ms uint32) { fmt.Printf("echoAfter started %d\n", ms) }
+	p.hooks().started = func(ms uint32) { fmt.Printf("echoAfter started %d\n", ms) }
 	err = protocol.Serve(context.Background(), nc, func(*protocol.Conn) capnp.Client { return p.client() }, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper: serve:", err)

@@ -2,6 +2,7 @@ package interop
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -16,12 +17,24 @@ import (
 	"github.com/gomultiprocess/multiprocess/protocol"
 )
 
-// Each scenario runs twice per transport: Go as client of the C++ peer
-// (TestGoClient) and the C++ peer as client of Go (TestCppClient).
+// Each scenario runs on each transport with Go as client of the C++ peer,
+// on go-capnp's generated API (TestGoClient, here) and on mpgen's
+// (TestMPClient, in mpscenarios_test.go), and with the C++ peer as client
+// of a Go server on each of the two paths (TestCppClient, subtests
+// capnpc-go and mp).
 
 func forTransports(t *testing.T, fn func(t *testing.T, transport string)) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) { fn(t, tr) })
+	}
+}
+
+// forServers runs fn on each transport with a new goServer of each path.
+func forServers(t *testing.T, fn func(t *testing.T, transport string, p goServer)) {
+	for _, s := range goServers {
+		t.Run(s.path, func(t *testing.T) {
+			forTransports(t, func(t *testing.T, tr string) { fn(t, tr, s.new()) })
+		})
 	}
 }
 
@@ -87,8 +100,8 @@ func TestGoClientEcho(t *testing.T) {
 }
 
 func TestCppClientEcho(t *testing.T) {
-	forTransports(t, func(t *testing.T, tr string) {
-		out := runCppClient(t, tr, "echo", newGoPeer())
+	forServers(t, func(t *testing.T, tr string, p goServer) {
+		out := runCppClient(t, tr, "echo", p)
 		expectLines(t, out, "ok echo 8 bytes", "ok echo 1048576 bytes")
 	})
 }
@@ -110,8 +123,8 @@ func TestGoClientPipeline(t *testing.T) {
 }
 
 func TestCppClientPipeline(t *testing.T) {
-	forTransports(t, func(t *testing.T, tr string) {
-		out := runCppClient(t, tr, "pipeline", newGoPeer())
+	forServers(t, func(t *testing.T, tr string, p goServer) {
+		out := runCppClient(t, tr, "pipeline", p)
 		expectLines(t, out, "ok pipelined echo")
 	})
 }
@@ -145,8 +158,8 @@ func TestGoClientCallback(t *testing.T) {
 }
 
 func TestCppClientCallback(t *testing.T) {
-	forTransports(t, func(t *testing.T, tr string) {
-		out := runCppClient(t, tr, "callback", newGoPeer())
+	forServers(t, func(t *testing.T, tr string, p goServer) {
+		out := runCppClient(t, tr, "callback", p)
 		expectLines(t, out, "ok callback trace: go c++ go c++ go c++")
 	})
 }
@@ -195,8 +208,8 @@ func TestGoClientError(t *testing.T) {
 }
 
 func TestCppClientError(t *testing.T) {
-	forTransports(t, func(t *testing.T, tr string) {
-		out := runCppClient(t, tr, "error", newGoPeer())
+	forServers(t, func(t *testing.T, tr string, p goServer) {
+		out := runCppClient(t, tr, "error", p)
 		var want []string
 		for _, tc := range errorTypes {
 			want = append(want, "ok error "+tc.cpp)
@@ -235,11 +248,10 @@ func TestGoClientRelease(t *testing.T) {
 }
 
 func TestCppClientRelease(t *testing.T) {
-	forTransports(t, func(t *testing.T, tr string) {
-		p := newGoPeer()
+	forServers(t, func(t *testing.T, tr string, p goServer) {
 		out := runCppClient(t, tr, "release", p)
 		expectLines(t, out, "ok live while held: 1", "ok live after release: 0")
-		if n := p.live.Load(); n != 0 {
+		if n := p.liveCounted(); n != 0 {
 			t.Errorf("Go Counted objects live after the connection ended: %d", n)
 		}
 	})
@@ -356,8 +368,8 @@ func TestGoClientEmbargoLater(t *testing.T) {
 }
 
 func TestCppClientEmbargo(t *testing.T) {
-	forTransports(t, func(t *testing.T, tr string) {
-		out := runCppClient(t, tr, "embargo", newGoPeer())
+	forServers(t, func(t *testing.T, tr string, p goServer) {
+		out := runCppClient(t, tr, "embargo", p)
 		expectLines(t, out, "ok embargo order: 0 1 2 3 4 5")
 	})
 }
@@ -376,8 +388,8 @@ const bugLocalPromise = "panic in AnswerQueue.Fulfill when a local promise in re
 
 func TestCppClientEmbargoLater(t *testing.T) {
 	skipKnownBug(t, bugLocalPromise)
-	forTransports(t, func(t *testing.T, tr string) {
-		out := runCppClient(t, tr, "embargo-later", newGoPeer())
+	forServers(t, func(t *testing.T, tr string, p goServer) {
+		out := runCppClient(t, tr, "embargo-later", p)
 		expectLines(t, out, "ok embargo-later order: 0 1 2 3 4 5 6")
 	})
 }
@@ -432,11 +444,10 @@ func TestGoClientStream(t *testing.T) {
 }
 
 func TestCppClientStream(t *testing.T) {
-	forTransports(t, func(t *testing.T, tr string) {
-		p := newGoPeer()
+	forServers(t, func(t *testing.T, tr string, p goServer) {
 		out := runCppClient(t, tr, "stream", p)
 		expectLines(t, out, "ok stream out: received 1000, out of order 0", "ok stream in: received 1000, out of order 0")
-		if n, bad := p.listener.counts(); n != streamCount || bad != 0 {
+		if n, bad := p.heard(); n != streamCount || bad != 0 {
 			t.Errorf("Go listener received %d events, %d out of order", n, bad)
 		}
 	})
@@ -484,33 +495,42 @@ func TestGoClientDisconnect(t *testing.T) {
 	})
 }
 
+// helperModes are the suffixes of the helper modes (helperEnv) of each
+// path, by the path's name.
+var helperModes = []struct{ path, suffix string }{{"capnpc-go", ""}, {"mp", "-mp"}}
+
 // TestCppClientDisconnect kills a Go server (this test binary, run as a
 // helper) while the C++ client waits for a call in it: the C++ side must
 // see a DISCONNECTED exception.
 func TestCppClientDisconnect(t *testing.T) {
-	requirePeer(t)
-	helperEnd, cppEnd := filePair(t)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	helper := startChild(t, self, []string{"-test.run=^$"}, helperEnd, helperEnv+"=serve-fd")
-	cpp := startChild(t, peerPath, []string{"client-fd", "3", "disconnect"}, cppEnd)
-	helper.waitLine(t, "echoAfter started")
-	helper.kill()
-	if err := cpp.wait(t); err != nil {
-		t.Errorf("C++ client: %v", err)
-	}
-	expectLines(t, cpp.output(), "exception DISCONNECTED", "ok disconnect")
-	for _, l := range cpp.output() {
-		if strings.HasPrefix(l, "exception") {
-			t.Logf("C++ client: %s", l)
-		}
+	for _, m := range helperModes {
+		t.Run(m.path, func(t *testing.T) {
+			requirePeer(t)
+			helperEnd, cppEnd := filePair(t)
+			self, err := os.Executable()
+			if err != nil {
+				t.Fatal(err)
+			}
+			helper := startChild(t, self, []string{"-test.run=^$"}, helperEnd, helperEnv+"=serve-fd"+m.suffix)
+			cpp := startChild(t, peerPath, []string{"client-fd", "3", "disconnect"}, cppEnd)
+			helper.waitLine(t, "echoAfter started")
+			helper.kill()
+			if err := cpp.wait(t); err != nil {
+				t.Errorf("C++ client: %v", err)
+			}
+			expectLines(t, cpp.output(), "exception DISCONNECTED", "ok disconnect")
+			for _, l := range cpp.output() {
+				if strings.HasPrefix(l, "exception") {
+					t.Logf("C++ client: %s", l)
+				}
+			}
+		})
 	}
 }
 
-// TestGoClientCancel cancels a call running in the C++ server: the call
-// fails at once, the C++ side drops its work, and the connection goes on.
+// TestGoClientCancel cancels a call running in the C++ server through its
+// ctx: the call fails at once with ctx's error, the C++ side drops its
+// work, and the connection goes on.
 func TestGoClientCancel(t *testing.T) {
 	forTransports(t, func(t *testing.T, tr string) {
 		s := dialCpp(t, tr)
@@ -526,8 +546,8 @@ func TestGoClientCancel(t *testing.T) {
 		defer release()
 		s.proc.waitLine(t, "echoAfter started")
 		cancel()
-		if _, err := f.Struct(); err == nil {
-			t.Fatal("canceled echoAfter succeeded")
+		if _, err := f.Struct(); !errors.Is(err, context.Canceled) {
+			t.Fatalf("canceled echoAfter: %v, want context.Canceled", err)
 		} else {
 			t.Logf("canceled echoAfter: %v", err)
 		}
@@ -545,12 +565,11 @@ func TestGoClientCancel(t *testing.T) {
 // Go method's context ends while the connection stays open, and the
 // connection goes on.
 func TestCppClientCancel(t *testing.T) {
-	forTransports(t, func(t *testing.T, tr string) {
-		p := newGoPeer()
+	forServers(t, func(t *testing.T, tr string, p goServer) {
 		started := make(chan struct{}, 1)
 		ended := make(chan error, 1)
-		p.started = func(uint32) { started <- struct{}{} }
-		p.ended = func(err error) { ended <- err }
+		p.hooks().started = func(uint32) { started <- struct{}{} }
+		p.hooks().ended = func(err error) { ended <- err }
 		var endErr error // set by the function below, read after it returned
 		out := runCppClientWith(t, tr, "cancel", p, func(c *child) error {
 			tell := func() error {
@@ -590,19 +609,23 @@ func TestCppClientCancel(t *testing.T) {
 // a helper) while the C++ server runs its call: the C++ server drops the
 // call, sees the disconnection and exits cleanly.
 func TestCppServerSeesDisconnect(t *testing.T) {
-	requirePeer(t)
-	helperEnd, cppEnd := filePair(t)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
+	for _, m := range helperModes {
+		t.Run(m.path, func(t *testing.T) {
+			requirePeer(t)
+			helperEnd, cppEnd := filePair(t)
+			self, err := os.Executable()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cpp := startChild(t, peerPath, []string{"serve-fd", "3"}, cppEnd)
+			helper := startChild(t, self, []string{"-test.run=^$"}, helperEnd, helperEnv+"=client-fd"+m.suffix)
+			cpp.waitLine(t, "echoAfter started")
+			helper.waitLine(t, "calling echoAfter")
+			helper.kill()
+			if err := cpp.wait(t); err != nil {
+				t.Errorf("C++ server: %v", err)
+			}
+			expectLines(t, cpp.output(), "echoAfter canceled", "disconnected")
+		})
 	}
-	cpp := startChild(t, peerPath, []string{"serve-fd", "3"}, cppEnd)
-	helper := startChild(t, self, []string{"-test.run=^$"}, helperEnd, helperEnv+"=client-fd")
-	cpp.waitLine(t, "echoAfter started")
-	helper.waitLine(t, "calling echoAfter")
-	helper.kill()
-	if err := cpp.wait(t); err != nil {
-		t.Errorf("C++ server: %v", err)
-	}
-	expectLines(t, cpp.output(), "echoAfter canceled", "disconnected")
 }
