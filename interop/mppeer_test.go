@@ -163,6 +163,13 @@ func (c *mpCallback) Call(ctx context.Context, depth uint32, back mpischema.Call
 	return "go " + trace, nil
 }
 
+// mpFailingCallback fails every call with err.
+type mpFailingCallback struct{ err error }
+
+func (c *mpFailingCallback) Call(context.Context, uint32, mpischema.Callback) (string, error) {
+	return "", c.err
+}
+
 // mpCounted counts itself out of live once no capability refers to it.
 type mpCounted struct {
 	live     *atomic.Int32
@@ -186,6 +193,13 @@ func (l *mpListener) Event(_ context.Context, ev *control.LifetimeEvent) error {
 	}
 	l.add(ev.Sequence)
 	return nil
+}
+
+// mpCallOrder numbers the calls it receives.
+type mpCallOrder struct{ n atomic.Uint32 }
+
+func (o *mpCallOrder) GetCallSequence(context.Context, uint32) (uint32, error) {
+	return o.n.Add(1) - 1, nil
 }
 
 // runMPHelperClient is runHelperClient on the generated path: it
