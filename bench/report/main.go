@@ -144,9 +144,10 @@ func runSuite(ctx context.Context, w io.Writer, count int, passes []pass, rawOut
 		return fmt.Errorf("find the module (run this inside it): %w", err)
 	}
 	bins := make(map[string]testBinary)
+	unbuilt := make(map[string]bool) // optional packages that failed to build
 	peersMissing := "left out (-nopeers)"
 	for _, p := range passes {
-		if _, ok := bins[p.pkg]; ok {
+		if _, ok := bins[p.pkg]; ok || unbuilt[p.pkg] {
 			continue
 		}
 		bin := filepath.Join(tmp, fmt.Sprintf("%d.test", len(bins)))
@@ -156,6 +157,7 @@ func runSuite(ctx context.Context, w io.Writer, count int, passes []pass, rawOut
 			// Most likely its modules could not be downloaded.
 			peersMissing = "bench/peers could not be built: " + firstLine(err.Error())
 			progress("%s; carrying on without it", peersMissing)
+			unbuilt[p.pkg] = true
 			continue
 		}
 		if err != nil {
@@ -233,10 +235,13 @@ func build(ctx context.Context, root string, p pass, bin string) (testBinary, er
 
 // firstLine returns the first line of s that says something: the go
 // command's own error, rather than the line that says which command
-// failed with which exit status.
+// failed with which exit status, its progress, or the package a build
+// error is in.
 func firstLine(s string) string {
 	for _, l := range strings.Split(s, "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.Contains(l, ": exit status ") {
+		l = strings.TrimSpace(l)
+		if l != "" && !strings.Contains(l, ": exit status ") && !strings.HasPrefix(l, "# ") &&
+			!strings.HasPrefix(l, "go: downloading ") && !strings.HasPrefix(l, "go: finding ") {
 			return l
 		}
 	}
