@@ -20,11 +20,15 @@
 //     child and called through protocol.Connect, as the suite measured it
 //     before package ipc became generic.
 //
-// `go run ./bench/report` runs the suite several times, interleaved, and
-// prints the medians as ratios to the raw baseline, with the targets
-// marked met or not and bench/floor's figures beside the capnpc-go
-// path's; README.md explains each benchmark and PROFILE.md where the time
-// of a small call goes.
+// The peers a Go user would pick instead (gRPC as hashicorp/go-plugin runs
+// it, go-capnp's own rpc package) are measured the same way by bench/peers,
+// a module of its own so that their dependencies stay out of this one's.
+//
+// `go run ./bench/report` runs the suite and the peers several times,
+// interleaved, and prints the medians as ratios to the raw baseline and to
+// each peer, with the targets marked met or not and bench/floor's figures
+// beside the capnpc-go path's; README.md explains each benchmark and
+// PROFILE.md where the time of a small call goes.
 //
 // Tests in this package check that the benchmarks measure what they say
 // (payloads come back intact, every streamed message arrives, children
