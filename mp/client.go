@@ -445,26 +445,30 @@ func (p *Pipeline) drop() {
 	}
 }
 
-// streamState tracks a proxy's calls to `-> stream` methods.
+// streamState tracks a proxy's calls to `-> stream` methods. A stream's
+// sender and the connection's reader touch it for every call: its
+// counts are atomic, so that neither takes a lock for a call; the lock
+// guards only Flush's wait.
 type streamState struct {
 	onReturn func(error) // returned, made once
-	mu       sync.Mutex
-	err      error // the first error of a stream call: sticky
-	open     int   // sent, not returned
-	idle     chan struct{}
+	open     atomic.Int64
+	err      atomic.Pointer[error] // the first error of a stream call: sticky
+	// waiting says that Flush may wait (idle is set): settle then looks
+	// at it under mu. It is set before Flush reads open, and settle
+	// reads it after changing open, so that one of them sees the other.
+	waiting atomic.Bool
+	mu      sync.Mutex
+	idle    chan struct{} // closed once open is 0
 }
 
 func (s *streamState) sticky() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
+	if p := s.err.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
-func (s *streamState) begin() {
-	s.mu.Lock()
-	s.open++
-	s.mu.Unlock()
-}
+func (s *streamState) begin() { s.open.Add(1) }
 
 // abandon undoes begin for a call that was not sent.
 func (s *streamState) abandon() { s.settle(nil) }
@@ -472,14 +476,18 @@ func (s *streamState) abandon() { s.settle(nil) }
 func (s *streamState) returned(err error) { s.settle(err) }
 
 func (s *streamState) settle(err error) {
-	s.mu.Lock()
-	if err != nil && s.err == nil {
-		s.err = err
+	if err != nil && s.err.Load() == nil {
+		first := err // only an error costs an allocation
+		s.err.CompareAndSwap(nil, &first)
 	}
-	s.open--
+	if s.open.Add(-1) != 0 || !s.waiting.Load() {
+		return
+	}
+	s.mu.Lock()
 	var idle chan struct{}
-	if s.open == 0 && s.idle != nil {
+	if s.open.Load() == 0 && s.idle != nil {
 		idle, s.idle = s.idle, nil
+		s.waiting.Store(false)
 	}
 	s.mu.Unlock()
 	if idle != nil {
@@ -491,10 +499,13 @@ func (s *streamState) settle(err error) {
 // returns the sticky error (or ctx's).
 func (s *streamState) wait(ctx context.Context) error {
 	s.mu.Lock()
-	if s.open == 0 {
-		err := s.err
+	s.waiting.Store(true)
+	if s.open.Load() == 0 {
+		if s.idle == nil {
+			s.waiting.Store(false)
+		}
 		s.mu.Unlock()
-		return err
+		return s.sticky()
 	}
 	if s.idle == nil {
 		s.idle = make(chan struct{})

@@ -34,6 +34,7 @@ type Encoder struct {
 type resultLender interface {
 	LendText(s capnp.Struct, i uint16, v string) bool
 	LendArgs(s capnp.Struct, i uint16, b []byte) bool
+	CopyData(s capnp.Struct, i uint16, b []byte) bool
 }
 
 func (e *Encoder) lendText(s capnp.Struct, i uint16, v string) bool {
@@ -50,10 +51,12 @@ func (e *Encoder) lendData(s capnp.Struct, i uint16, v []byte) bool {
 	if len(v) < MinLend {
 		return false
 	}
+	// What is not lent is copied into a segment of its own: one pass
+	// over the bytes rather than go-capnp's two.
 	if c := e.call; c != nil && c.dc != nil {
-		return lends(c.ctx) && c.dc.Lend(s, i, v)
+		return (lends(c.ctx) && c.dc.Lend(s, i, v)) || c.dc.CopyData(s, i, v)
 	}
-	return e.ret != nil && e.ret.LendArgs(s, i, v)
+	return e.ret != nil && (e.ret.LendArgs(s, i, v) || e.ret.CopyData(s, i, v))
 }
 
 // handOver records c, a proxy written into the message, if the encoder
@@ -260,7 +263,9 @@ func (d *Decoder) data(p capnp.Ptr) ([]byte, error) {
 	if err := d.Charge(int64(len(b))); err != nil {
 		return nil, err
 	}
-	return append(make([]byte, 0, len(b)), b...), nil
+	// append to an empty slice: the new slice is not zeroed first, as
+	// make's would be.
+	return append([]byte{}, b...), nil
 }
 
 // A Codec writes and reads Go values of type T as Cap'n Proto pointers:

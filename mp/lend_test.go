@@ -63,8 +63,16 @@ func newBlobPair(t testing.TB, impl mptestschema.Blob, wrap func(net.Conn) io.Re
 	if wrap != nil {
 		srw = wrap(a)
 	}
+	p, _, _ := newBlobConns(t, impl, srw, b)
+	return p
+}
+
+// newBlobConns serves impl on the connection on srw and returns a proxy
+// for it on the connection on crw, and both connections.
+func newBlobConns(t testing.TB, impl mptestschema.Blob, srw, crw io.ReadWriteCloser) (mptestschema.Blob, *rpcconn.Conn, *rpcconn.Conn) {
+	t.Helper()
 	server := rpcconn.NewConn(srw, &rpcconn.Options{BootstrapClient: mptestschema.BlobInterface.Capnp(impl)})
-	client := rpcconn.NewConn(b, nil)
+	client := rpcconn.NewConn(crw, nil)
 	p := mptestschema.BlobInterface.FromCapnp(client.Bootstrap(context.Background()))
 	t.Cleanup(func() {
 		mp.Release(p)
@@ -73,7 +81,7 @@ func newBlobPair(t testing.TB, impl mptestschema.Blob, wrap func(net.Conn) io.Re
 		<-client.Done()
 		<-server.Done()
 	})
-	return p
+	return p, server, client
 }
 
 func pattern(n int, seed byte) []byte {

@@ -193,22 +193,23 @@ func (h *serverHook) enter(sc *ServerCall) {
 	h.mu.Unlock()
 }
 
-// passLocked gives the turn to the first waiter, or frees it. The caller
+// passLocked gives the turn to the first waiter, or frees it. A new call
+// given the turn is returned, for the caller to run (in a goroutine of
+// its own, or in the one that served the call before it). The caller
 // holds h.mu and held the turn.
-func (h *serverHook) passLocked() {
+func (h *serverHook) passLocked() *ServerCall {
 	for len(h.waiting) > 0 {
 		w := h.waiting[0]
 		h.waiting[0] = turnWaiter{}
 		h.waiting = h.waiting[1:]
 		if w.start != nil {
 			w.start.holding = true
-			go w.start.run()
-			return
+			return w.start
 		}
 		close(w.resume)
 		if !w.sc.over {
 			w.sc.holding = true
-			return
+			return nil
 		}
 		// The call returned while one of its goroutines waited to
 		// resume: it needs the turn no more.
@@ -217,6 +218,7 @@ func (h *serverHook) passLocked() {
 	if cap(h.waiting) > 64 {
 		h.waiting = nil
 	}
+	return nil
 }
 
 // A ServerCall is one call being served: generated server code reads its
@@ -277,11 +279,23 @@ func (sc *ServerCall) Results() (capnp.Struct, error) {
 	return sc.results, nil
 }
 
-// run serves the call, in its own goroutine.
+// run serves the call, in its own goroutine, and then the calls its
+// object's turn passes to, one after the other: calls queued on a busy
+// object (a stream's) cost no goroutine each, and no stack to grow again.
 func (sc *ServerCall) run() {
+	for sc != nil {
+		sc = sc.runOne()
+	}
+}
+
+// runOne serves sc and returns the call that its turn passed to, if any.
+func (sc *ServerCall) runOne() *ServerCall {
 	err := sc.serve()
-	if err == nil {
-		_, err = sc.Results() // an empty results struct for methods without results
+	if err == nil && (sc.enc.ret == nil || sc.m.Method.ResultsSize != (capnp.ObjectSize{})) {
+		// An empty results struct for methods without results; a
+		// connection's Return needs none (it sends such a Return from a
+		// template, building no message).
+		_, err = sc.Results()
 	}
 	sc.r.ReleaseArgs()
 	for i, c := range sc.lent {
@@ -301,11 +315,13 @@ func (sc *ServerCall) run() {
 	h := sc.h
 	h.mu.Lock()
 	sc.over = true
+	var next *ServerCall
 	if sc.holding {
 		sc.holding = false
-		h.passLocked()
+		next = h.passLocked()
 	}
 	h.mu.Unlock()
+	return next
 }
 
 func (sc *ServerCall) serve() (err error) {
@@ -504,7 +520,9 @@ func (sc *ServerCall) yield() {
 	sc.out++
 	if sc.out == 1 && sc.holding {
 		sc.holding = false
-		h.passLocked()
+		if next := h.passLocked(); next != nil {
+			go next.run()
+		}
 	}
 	h.mu.Unlock()
 }

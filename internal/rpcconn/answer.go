@@ -266,7 +266,11 @@ func (a *answer) Return() {
 	if !a.inReader.Load() {
 		c.waitQueue(&a.ctx, c.lim.maxQueue)
 	}
-	if a.err == nil && !a.alloced {
+	// Results nobody allocated are empty: such a Return is written from
+	// a template (bareReturn), unless more than a Return is needed of it
+	// (below) or the call log reads every message (Observe).
+	bareOK := a.err == nil && !a.alloced && c.observe == nil
+	if a.err == nil && !a.alloced && !bareOK {
 		if _, err := a.AllocResults(capnp.ObjectSize{}); err != nil {
 			a.err = err
 		}
@@ -292,8 +296,18 @@ func (a *answer) Return() {
 		}
 		return
 	}
+	bare := bareOK && !a.redirect && !a.finished && len(a.pipeline) == 0 && len(a.waiters) == 0
+	if bareOK && !bare {
+		// Calls pipelined on the results, or a tail call: they need a
+		// results message.
+		if _, err := a.AllocResults(capnp.ObjectSize{}); err != nil {
+			a.err = err
+		}
+	}
 	var out *capnp.Message
 	switch {
+	case bare:
+		// out stays nil: sendReturn queues the template.
 	case a.redirect:
 		out = a.keepResults(&drop)
 	case a.finished && len(a.pipeline) == 0:
@@ -337,9 +351,9 @@ func (a *answer) Return() {
 	// pipelined on them or released. The answer is forgotten at once
 	// (a peer that does not know the flag still sends a Finish, which is
 	// then dropped), and the results are released once written.
-	noFinish := out == a.ret && a.retHdr.IsValid() && len(pending) == 0 && len(a.waiters) == 0 &&
-		!a.finished && a.ret.CapTable().Len() == 0
-	if noFinish {
+	noFinish := bare || (out == a.ret && a.retHdr.IsValid() && len(pending) == 0 && len(a.waiters) == 0 &&
+		!a.finished && a.ret.CapTable().Len() == 0)
+	if noFinish && !bare {
 		a.retHdr.SetNoFinishNeeded(true)
 	}
 	// With other calls being served, more Returns follow: the writer
@@ -426,6 +440,11 @@ func (a *answer) Return() {
 // caller must then have it written (Conn.enqueue). The caller holds c.mu.
 func (a *answer) sendReturn(out *capnp.Message) (kick bool) {
 	c := a.c
+	if out == nil {
+		// Empty results (bare): nothing to release after.
+		a.sent, a.msgReleased = true, true
+		return c.enqueueBare(a.id)
+	}
 	if out == a.ret {
 		if c.closing {
 			// Not written: the message is released with the answer.

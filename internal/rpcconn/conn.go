@@ -54,15 +54,18 @@ type Conn struct {
 	qCount    int           // questions counted against MaxCalls
 	qBytes    uint64        // their call messages' bytes
 	qWait     chan struct{} // closed when qCount or qBytes drop
-	sWait     chan struct{} // closed when streamOpen drops to StreamWindow/2
+	sWait     chan struct{} // closed when streamOpen drops to sWaitAt
+	sWaitAt   int           // half the window of the senders waiting (stream.go)
 	qOpen     int           // questions sent whose Return has not come
 	// plainOpen counts the questions among qOpen that are not calls to
 	// `-> stream` methods (question.plain); the writer reads it without
 	// c.mu.
 	plainOpen atomic.Int32
 	// streamOpen counts the calls to `-> stream` methods among qCount
-	// (at most StreamWindow).
-	streamOpen int
+	// (at most StreamWindow, or the window of direct stream calls), and
+	// streamBytes their call messages' bytes.
+	streamOpen  int
+	streamBytes uint64
 	// lastMethod is the method whose isStreamMethod sendCall looked up
 	// last.
 	lastMethod struct {
@@ -107,6 +110,7 @@ type Conn struct {
 	qmu      sync.Mutex
 	outq     []outMsg
 	spare    []outMsg
+	rawFree  [][]byte // buffers of raw entries the writer is done with
 	outBytes uint64
 	outSpace chan struct{} // closed when the writer drains a batch
 	wake     chan struct{} // capacity 1: the writer has something to do
@@ -128,6 +132,10 @@ type outMsg struct {
 	size   uint64
 	sentTo *answer // msg is its Return: a.onSent once written or dropped; else msg is released
 	ext    *outExt // lent segments sent after msg's own, or nil (lend.go)
+	// With msg nil, raw holds whole frames, encoded as they were queued
+	// (enqueueBytes, enqueueBare): queued one after the other, they share
+	// one entry.
+	raw []byte
 }
 
 // NewConn runs the RPC protocol on rwc, which the Conn owns from then on.
@@ -439,15 +447,98 @@ func (c *Conn) enqueueExt(msg *capnp.Message, a *answer, ext *outExt) bool {
 	if ext != nil {
 		size += ext.size
 	}
+	return c.enqueueOut(outMsg{msg: msg, size: size, sentTo: a, ext: ext})
+}
+
+// enqueueBare is enqueue for a Return with empty results for question id,
+// written from a template (bareReturn): no message is built for it.
+func (c *Conn) enqueueBare(id uint32) bool {
 	c.qmu.Lock()
 	if c.stop {
 		c.qmu.Unlock()
-		dropOut(outMsg{msg, size, a, ext})
 		return false
 	}
 	kick := len(c.outq) == 0 && !c.writing && len(c.pending) == 0
-	c.outq = append(c.outq, outMsg{msg, size, a, ext})
-	c.outBytes += size
+	tail := c.rawTailLocked()
+	n := len(*tail)
+	*tail = bareReturn.append(*tail, id)
+	c.addRawLocked(len(*tail) - n)
+	c.qmu.Unlock()
+	return kick
+}
+
+// enqueueBytes is enqueue for msg, encoded at once into the raw bytes at
+// the queue's tail: the caller releases msg as soon as it returns (its
+// goroutine, not the writer's, so that the message's buffers go back to
+// the pools of the processor that took them), and the writer writes the
+// bytes of many such messages at once. For the many small messages of a
+// stream. The caller may hold c.mu.
+func (c *Conn) enqueueBytes(msg *capnp.Message) (bool, error) {
+	c.qmu.Lock()
+	if c.stop {
+		c.qmu.Unlock()
+		return false, nil
+	}
+	kick := len(c.outq) == 0 && !c.writing && len(c.pending) == 0
+	tail := c.rawTailLocked()
+	n := len(*tail)
+	b, err := appendFrame(*tail, msg, nil)
+	if err != nil {
+		c.qmu.Unlock()
+		return false, err
+	}
+	*tail = b
+	c.addRawLocked(len(b) - n)
+	c.qmu.Unlock()
+	return kick, nil
+}
+
+// maxRawEntry is the most bytes one raw entry takes before the next.
+const maxRawEntry = 32 << 10
+
+// rawTailLocked returns the raw bytes at the queue's tail, adding an
+// entry for them if the last is not one. The caller holds c.qmu.
+func (c *Conn) rawTailLocked() *[]byte {
+	if n := len(c.outq); n > 0 && c.outq[n-1].msg == nil && len(c.outq[n-1].raw) < maxRawEntry {
+		return &c.outq[n-1].raw
+	}
+	var b []byte
+	if k := len(c.rawFree); k > 0 {
+		b = c.rawFree[k-1][:0]
+		c.rawFree[k-1] = nil
+		c.rawFree = c.rawFree[:k-1]
+	} else {
+		b = make([]byte, 0, 4<<10)
+	}
+	c.outq = append(c.outq, outMsg{raw: b})
+	return &c.outq[len(c.outq)-1].raw
+}
+
+// addRawLocked counts n bytes added to the raw entry at the queue's tail.
+// The caller holds c.qmu.
+func (c *Conn) addRawLocked(n int) {
+	c.outq[len(c.outq)-1].size += uint64(n)
+	c.outBytes += uint64(n)
+}
+
+// freeRawLocked keeps the buffer of a raw entry written for reuse. The
+// caller holds c.qmu.
+func (c *Conn) freeRawLocked(b []byte) {
+	if b != nil && cap(b) <= 2*maxRawEntry && len(c.rawFree) < 4 {
+		c.rawFree = append(c.rawFree, b)
+	}
+}
+
+func (c *Conn) enqueueOut(m outMsg) bool {
+	c.qmu.Lock()
+	if c.stop {
+		c.qmu.Unlock()
+		dropOut(m)
+		return false
+	}
+	kick := len(c.outq) == 0 && !c.writing && len(c.pending) == 0
+	c.outq = append(c.outq, m)
+	c.outBytes += m.size
 	c.qmu.Unlock()
 	return kick
 }
@@ -515,6 +606,10 @@ func (c *Conn) flush() {
 	var failed error
 	for i := range batch {
 		if failed == nil {
+			if batch[i].msg == nil {
+				buf = append(buf, batch[i].raw...)
+				continue
+			}
 			if c.observe != nil {
 				if m, err := rpccp.ReadRootMessage(batch[i].msg); err == nil {
 					c.observe(true, m)
@@ -539,6 +634,7 @@ func (c *Conn) flush() {
 		close(c.outSpace)
 		c.outSpace = nil
 	}
+	c.freeRaws(batch)
 	if c.spare == nil {
 		c.spare = batch[:0]
 	}
@@ -555,7 +651,21 @@ func (c *Conn) flush() {
 	}
 }
 
+// freeRaws keeps the raw buffers of batch, written, for reuse, and
+// clears batch. The caller holds c.qmu.
+func (c *Conn) freeRaws(batch []outMsg) {
+	for i := range batch {
+		if batch[i].msg == nil {
+			c.freeRawLocked(batch[i].raw)
+		}
+		batch[i] = outMsg{}
+	}
+}
+
 func dropOut(m outMsg) {
+	if m.msg == nil {
+		return // raw bytes
+	}
 	m.ext.finish()
 	if m.sentTo != nil {
 		m.sentTo.onSent()
@@ -645,6 +755,10 @@ func (c *Conn) writer() {
 			n += batch[i].size
 			if stop || failed != nil {
 				dropOut(batch[i])
+			} else if batch[i].msg == nil {
+				if _, err := bw.Write(batch[i].raw); err != nil {
+					failed = err
+				}
 			} else {
 				if c.observe != nil {
 					if m, err := rpccp.ReadRootMessage(batch[i].msg); err == nil {
@@ -660,7 +774,6 @@ func (c *Conn) writer() {
 					failed = err
 				}
 			}
-			batch[i] = outMsg{}
 		}
 		if failed == nil && !stop {
 			failed = bw.Flush()
@@ -672,6 +785,7 @@ func (c *Conn) writer() {
 			close(c.outSpace)
 			c.outSpace = nil
 		}
+		c.freeRaws(batch)
 		if c.spare == nil {
 			c.spare = batch[:0]
 		}

@@ -9,6 +9,9 @@ import (
 // handle processes one received message, which it owns. It returns an
 // error that ends the connection: a *ProtocolError for the peer's faults.
 func (c *Conn) handle(msg *capnp.Message, size uint64) error {
+	if size == bareReturn.size() && c.handleBareReturn(msg) {
+		return nil
+	}
 	root, err := rpccp.ReadRootMessage(msg)
 	if err != nil {
 		msg.Release()

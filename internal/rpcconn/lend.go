@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/exp/bufferpool"
 )
 
 // Lent segments: a large Data or Text field of an outgoing message is
@@ -64,6 +65,9 @@ type outExt struct {
 	// onDone runs once the writer is done with the segments: it lets go
 	// of what kept their bytes (a received message).
 	onDone func()
+	// owned are buffers of bufferpool.Default holding copies, which go
+	// back to it once the writer is done with them.
+	owned [][]byte
 }
 
 // An extSeg is one lent segment: b, then pad zero bytes (to a word; a
@@ -90,7 +94,12 @@ func (e *outExt) finish() {
 	e.segs = nil
 	f := e.onDone
 	e.onDone = nil
+	owned := e.owned
+	e.owned = nil
 	e.mu.Unlock()
+	for _, b := range owned {
+		recycleSendBuf(b)
+	}
 	if f != nil {
 		f()
 	}
@@ -333,6 +342,45 @@ func (dc *Call) LendText(s capnp.Struct, i uint16, v string) bool {
 		return false
 	}
 	return dc.lend(s, i, stringBytes(v), true, false)
+}
+
+// CopyData sets pointer field i of s, a struct of the call's parameters,
+// to a copy of b as Data, in a segment of its own, if b is large enough
+// (MinLend), and reports whether it did. It costs one pass over b, where
+// copying into the message costs two (go-capnp zeroes the room first) and
+// may grow the message's buffer, copying what it held.
+func (dc *Call) CopyData(s capnp.Struct, i uint16, b []byte) bool {
+	if dc.msg == nil || len(b) < MinLend {
+		return false
+	}
+	if dc.ext == nil {
+		dc.ext = new(outExt)
+	}
+	return copyField(dc.msg, dc.ext, s, i, b)
+}
+
+// CopyData is Call.CopyData for a struct of the results.
+func (a *answer) CopyData(s capnp.Struct, i uint16, b []byte) bool {
+	if a.ret == nil || len(b) < MinLend {
+		return false
+	}
+	if a.ext == nil {
+		a.ext = new(outExt)
+	}
+	return copyField(a.ret, a.ext, s, i, b)
+}
+
+// copyField is lendField for a copy of b in a buffer of
+// bufferpool.Default, which ext gives back once written.
+func copyField(msg *capnp.Message, ext *outExt, s capnp.Struct, i uint16, b []byte) bool {
+	buf := bufferpool.Default.Get(len(b))
+	copy(buf, b)
+	if lendField(msg, ext, s, i, buf, false, false) != nil {
+		recycleSendBuf(buf)
+		return false
+	}
+	ext.owned = append(ext.owned, buf)
+	return true
 }
 
 func (dc *Call) lend(s capnp.Struct, i uint16, b []byte, text, mutable bool) bool {

@@ -153,7 +153,8 @@ func (c *Conn) releaseBudget(q *question) {
 	c.qBytes -= q.size
 	if q.stream {
 		c.streamOpen--
-		if c.sWait != nil && c.streamOpen <= StreamWindow/2 {
+		c.streamBytes -= q.size
+		if c.sWait != nil && c.streamOpen <= c.sWaitAt && c.streamBytes <= DirectStreamBytes/2 {
 			close(c.sWait)
 			c.sWait = nil
 		}
@@ -408,8 +409,12 @@ func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *c
 		}
 	}
 	var slow <-chan time.Time
+	window := StreamWindow
+	if dc != nil {
+		window = c.directStreamWindow()
+	}
 	for block && !c.closing && c.qCount > 0 && (c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes ||
-		(stream && c.streamOpen >= StreamWindow)) {
+		(stream && c.streamFull(window, size))) {
 		var ch chan struct{}
 		if c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes {
 			if c.qWait == nil {
@@ -419,10 +424,13 @@ func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *c
 		} else {
 			// Only the stream window is full: wait until half of it
 			// is free, so that a stream's sender wakes once per
-			// StreamWindow/2 answers released rather than once each.
+			// half a window of answers released rather than once
+			// each.
 			if c.sWait == nil {
 				c.sWait = make(chan struct{})
+				c.sWaitAt = 0
 			}
+			c.sWaitAt = max(c.sWaitAt, window/2)
 			ch = c.sWait
 		}
 		// A wait for room that lasts may be a caller's bug: see
@@ -471,6 +479,7 @@ func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *c
 	if stream {
 		q.stream = true
 		c.streamOpen++
+		c.streamBytes += size
 	} else {
 		q.plain = true
 		c.plainOpen.Add(1)
@@ -489,10 +498,13 @@ func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *c
 	if ctx.Done() != nil {
 		c.watch(q, ctx)
 	}
-	kick := c.enqueueExt(msg, nil, ext)
+	kick, encoded := c.enqueueCall(msg, ext, stream && dc != nil)
 	// With other calls in flight, the writer batches.
 	direct := c.qOpen <= 1
 	c.mu.Unlock()
+	if encoded {
+		recycleOut(msg)
+	}
 	if kick {
 		if direct {
 			c.flush()

@@ -1,10 +1,13 @@
 package rpcconn
 
 import (
+	"bytes"
+	"encoding/binary"
 	"sync"
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/schemas"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 	"capnproto.org/go/capnp/v3/std/capnp/schema"
 	"capnproto.org/go/capnp/v3/std/capnp/stream"
 )
@@ -34,6 +37,177 @@ import (
 const StreamWindow = 48
 
 const streamLookupMin = 8
+
+// enqueueCall queues msg, a Call (ext its lent segments), and reports
+// whether the caller must have the queue written (enqueue) and whether
+// msg was encoded into the queue at once, for the caller to release once
+// it has let go of c.mu: a direct call to a `-> stream` method (stream),
+// one of many small ones (enqueueBytes). The caller holds c.mu.
+func (c *Conn) enqueueCall(msg *capnp.Message, ext *outExt, stream bool) (kick, encoded bool) {
+	if stream && ext == nil && c.observe == nil {
+		if kick, err := c.enqueueBytes(msg); err == nil {
+			return kick, true
+		}
+	}
+	return c.enqueueExt(msg, nil, ext), false
+}
+
+// bareReturn is the frame of a Return with empty results and no
+// capabilities that needs no Finish, as AllocResults(capnp.ObjectSize{})
+// builds it and Return completes it: what every call to a `-> stream`
+// method, or to a method without results, returns. Such a Return is
+// queued as its question's ID alone and written from this template: no
+// message is built, written through go-capnp or released for it.
+var bareReturn = newBareTemplate()
+
+type bareTemplate struct {
+	frame []byte
+	idOff int // where the answer ID is, little-endian
+}
+
+// size is the template's frame size.
+func (t *bareTemplate) size() uint64 { return uint64(len(t.frame)) }
+
+// match returns the answer ID of msg, a received single-segment message,
+// if it is the template's Return byte for byte.
+func (t *bareTemplate) match(msg *capnp.Message) (uint32, bool) {
+	if msg.NumSegments() != 1 {
+		return 0, false
+	}
+	seg, err := msg.Segment(0)
+	if err != nil {
+		return 0, false
+	}
+	b, want := seg.Data(), t.frame[8:]
+	off := t.idOff - 8
+	if len(b) != len(want) || !bytes.Equal(b[:off], want[:off]) || !bytes.Equal(b[off+4:], want[off+4:]) {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint32(b[off:]), true
+}
+
+// handleBareReturn handles msg if it is a Return with empty results that
+// needs no Finish (bareReturn, as this package sends them) for a direct
+// call to a `-> stream` method, the Return of most of a stream's calls,
+// without reading it through go-capnp: nothing of it is needed but the
+// answer ID. It reports whether it did; anything else (another message,
+// another question, one in a state that needs more) goes through
+// handleReturn, which checks it as usual.
+func (c *Conn) handleBareReturn(msg *capnp.Message) bool {
+	if c.observe != nil {
+		return false
+	}
+	id, ok := bareReturn.match(msg)
+	if !ok {
+		return false
+	}
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		msg.Release()
+		return true
+	}
+	var q *question
+	if uint64(id) < uint64(len(c.questions)) {
+		q = c.questions[id]
+	}
+	if q == nil || q.dc == nil || !q.dc.stream || q.returned || q.finishSent || q.taking != nil ||
+		len(q.paths) > 0 || len(q.paramCaps) > 0 {
+		c.mu.Unlock()
+		return false
+	}
+	q.returned = true
+	c.closeQuestion(q)
+	c.mu.Unlock()
+	recycleRecv(msg)
+	q.settle(capnp.Ptr{}, nil, true)
+	return true
+}
+
+func (t *bareTemplate) append(dst []byte, id uint32) []byte {
+	n := len(dst)
+	dst = append(dst, t.frame...)
+	binary.LittleEndian.PutUint32(dst[n+t.idOff:], id)
+	return dst
+}
+
+// newBareTemplate builds the template twice, with answer IDs of all
+// zeros and all ones, to find the ID's bytes: the only ones that differ.
+func newBareTemplate() bareTemplate {
+	build := func(id uint32) []byte {
+		msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
+		if err != nil {
+			panic(err)
+		}
+		root, err := rpccp.NewRootMessage(seg)
+		if err != nil {
+			panic(err)
+		}
+		ret, err := root.NewReturn()
+		if err != nil {
+			panic(err)
+		}
+		ret.SetAnswerId(id)
+		ret.SetReleaseParamCaps(false)
+		payload, err := ret.NewResults()
+		if err != nil {
+			panic(err)
+		}
+		st, err := capnp.NewStruct(payload.Segment(), capnp.ObjectSize{})
+		if err != nil {
+			panic(err)
+		}
+		if err := payload.SetContent(st.ToPtr()); err != nil {
+			panic(err)
+		}
+		ret.SetNoFinishNeeded(true)
+		frame, err := appendFrame(nil, msg, nil)
+		if err != nil {
+			panic(err)
+		}
+		return frame
+	}
+	zeros, ones := build(0), build(1<<32-1)
+	t := bareTemplate{frame: zeros, idOff: -1}
+	for i := range zeros {
+		if zeros[i] != ones[i] {
+			t.idOff = i
+			break
+		}
+	}
+	if len(zeros) != len(ones) || t.idOff < 0 || t.idOff+4 > len(zeros) || t.idOff%4 != 0 ||
+		!bytes.Equal(zeros[:t.idOff], ones[:t.idOff]) || !bytes.Equal(zeros[t.idOff+4:], ones[t.idOff+4:]) ||
+		binary.LittleEndian.Uint32(ones[t.idOff:]) != 1<<32-1 {
+		panic("rpcconn: the Return template's answer ID is not where expected")
+	}
+	return t
+}
+
+// DirectStreamWindow and DirectStreamBytes bound the calls to `-> stream`
+// methods that package mp sends itself (Call.SendStream): those start no
+// goroutine, so the window is set by what batching needs rather than by
+// StreamWindow's goroutines. At most DirectStreamWindow calls (and half
+// the connection's MaxCalls, for a peer with the same limits), and
+// DirectStreamBytes of their messages, are in flight; a sender held by a
+// full window waits until half of it is free. A stream of small messages
+// then has enough in flight for the writer to send hundreds in one
+// write(2), and for the peer to answer them in one.
+const (
+	DirectStreamWindow = 512
+	DirectStreamBytes  = 1 << 20
+)
+
+// directStreamWindow is DirectStreamWindow within the connection's
+// limits.
+func (c *Conn) directStreamWindow() int {
+	return max(1, min(DirectStreamWindow, c.lim.maxCalls/2))
+}
+
+// streamFull reports whether a stream call of size bytes must wait for
+// room in a window of n calls. The caller holds c.mu.
+func (c *Conn) streamFull(n int, size uint64) bool {
+	return c.streamOpen >= n || (c.streamOpen > 0 && c.streamBytes+size > DirectStreamBytes)
+}
 
 type methodKey struct {
 	iface  uint64

@@ -1,0 +1,133 @@
+package mp_test
+
+import (
+	"context"
+	"hash/crc64"
+	"io"
+	"net"
+	"runtime/metrics"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gomultiprocess/multiprocess/internal/mptestschema"
+	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
+	"github.com/gomultiprocess/multiprocess/mp"
+)
+
+// countingConn counts the writes to a net.Conn and the bytes written. It
+// hides the conn's descriptor (it is no syscall.Conn), so that the
+// connection writes every message through Write.
+type countingConn struct {
+	net.Conn
+	writes, bytes atomic.Int64
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	c.bytes.Add(int64(len(b)))
+	return c.Conn.Write(b)
+}
+
+// slowBlob is a blob whose first pushData waits until release is closed,
+// so that the stream's calls queue up behind it.
+type slowBlob struct {
+	blob
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *slowBlob) PushData(ctx context.Context, data []byte) error {
+	b.once.Do(func() {
+		close(b.entered)
+		<-b.release
+	})
+	return b.blob.PushData(ctx, data)
+}
+
+func goroutinesCreated() uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// TestStreamBatching: a stream of small calls goes out in a few large
+// writes, not one write per call, and so do their Returns; every call
+// arrives, in order, once.
+func TestStreamBatching(t *testing.T) {
+	ctx := testCtx(t)
+	impl := &slowBlob{entered: make(chan struct{}), release: make(chan struct{})}
+	var client, server *countingConn
+	a, b := socketPair(t)
+	client, server = &countingConn{Conn: b}, &countingConn{Conn: a}
+	p := newBlobPairOn(t, impl, server, client)
+	const n = 20000
+	payload := make([]byte, 64)
+	var want uint64
+	var sent atomic.Int64
+	pushed := make(chan error, 1)
+	go func() {
+		for i := range n {
+			payload[0], payload[1] = byte(i), byte(i>>8)
+			want = crc64.Update(want, crcTable, payload)
+			if err := p.PushData(ctx, payload); err != nil {
+				pushed <- err
+				return
+			}
+			sent.Add(1)
+		}
+		pushed <- mp.Flush(ctx, p)
+	}()
+	<-impl.entered
+	// The first call holds the object: the others queue behind it, as
+	// many as the stream window lets the caller send, and go out in a
+	// few writes.
+	window := int64(rpcconn.DirectStreamWindow)
+	deadline := time.Now().Add(10 * time.Second)
+	for sent.Load() < window && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(10 * time.Millisecond)
+	// How many go out at once depends on how fast the caller queues
+	// them and the writer takes them (in one process, under the race
+	// detector, on a loaded machine): 3 to 100 per write were seen.
+	if w := client.writes.Load(); w > window/2 {
+		t.Errorf("%d writes for the %d calls of a full window, want at most %d", w, window, window/2)
+	}
+	// They are then served one after the other by the goroutine that
+	// served the first.
+	created := goroutinesCreated()
+	close(impl.release)
+	if err := <-pushed; err != nil {
+		t.Fatal(err)
+	}
+	perCall := float64(goroutinesCreated()-created) / n
+	sum, err := p.Sum(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Count != n || sum.Bytes != n*64 || sum.Digest != want {
+		t.Fatalf("the server got %d calls, %d bytes, digest %x: want %d, %d, %x", sum.Count, sum.Bytes, sum.Digest, n, n*64, want)
+	}
+	cw, sw := float64(client.writes.Load())/n, float64(server.writes.Load())/n
+	t.Logf("per streamed call: %.4f writes by the caller (%.0f bytes each), %.4f by the server (%.0f bytes each), %.4f goroutines started",
+		cw, float64(client.bytes.Load())/float64(client.writes.Load()), sw, float64(server.bytes.Load())/float64(server.writes.Load()), perCall)
+	if cw > 0.5 {
+		t.Errorf("%.3f writes per streamed call by the caller, want at most 0.5 (batched)", cw)
+	}
+	if sw > 0.1 {
+		t.Errorf("%.3f writes per streamed call by the server (its Returns), want at most 0.1 (batched)", sw)
+	}
+	if perCall > 0.05 {
+		t.Errorf("%.3f goroutines started per streamed call, want about none (queued calls run one after the other)", perCall)
+	}
+}
+
+// newBlobPairOn is newBlobPair on given ends.
+func newBlobPairOn(t testing.TB, impl mptestschema.Blob, srw, crw io.ReadWriteCloser) mptestschema.Blob {
+	t.Helper()
+	p, _, _ := newBlobConns(t, impl, srw, crw)
+	return p
+}
