@@ -30,13 +30,21 @@ var ErrMessageTimeout = errors.New("protocol: peer left a message incomplete")
 // deadline that fires between messages is cleared. So a connection sets
 // its deadline about once per timeout period, not twice per read.
 //
-// Read is called by one goroutine at a time (the reader); the other
-// methods pass through.
+// The owner's read deadlines (SetReadDeadline: the RPC connection pulls
+// a goroutine out of Read with one in the past, to let another read) take
+// precedence: while one is set, Read arms none of its own, and a Read it
+// ends returns its error.
+//
+// Read is called by one goroutine at a time (whichever reads the RPC
+// connection); the other methods pass through.
 type timeoutConn struct {
 	net.Conn
 	timeout time.Duration
 	spent   time.Duration // waiting in Read for the message in progress
-	armed   bool          // a read deadline is set
+
+	dmu   sync.Mutex // orders the read deadlines of Read and of the owner
+	armed bool       // a read deadline of Read's own is set
+	owner bool       // the owner's read deadline is set
 
 	// Framing state: the word being gathered (the segment count, then
 	// each segment's size), and the bytes still to skip (padding and
@@ -67,26 +75,69 @@ func (c *timeoutConn) Read(p []byte) (int, error) {
 				return 0, c.timeoutErr()
 			}
 			start = time.Now()
-			if !c.armed && c.Conn.SetReadDeadline(start.Add(left)) == nil {
-				c.armed = true
-			}
+			c.arm(start.Add(left))
 		}
 		n, err := c.Conn.Read(p)
 		if mid {
 			c.spent += time.Since(start)
 		}
-		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) && c.armed {
-			// An earlier deadline fired: clear it, and carry on if the
-			// message in progress (if any) has time left.
-			c.armed = false
-			if err := c.Conn.SetReadDeadline(time.Time{}); err != nil {
-				return 0, err
+		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			again, serr := c.expired()
+			if serr != nil {
+				return 0, serr
 			}
-			continue
+			if again {
+				continue
+			}
 		}
 		c.scan(p[:n])
 		return n, err
 	}
+}
+
+// arm sets Read's own deadline at d, unless one is set already or the
+// owner's is.
+func (c *timeoutConn) arm(d time.Time) {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if !c.armed && !c.owner && c.Conn.SetReadDeadline(d) == nil {
+		c.armed = true
+	}
+}
+
+// expired deals with a Read that a deadline ended: if it was Read's own
+// (an earlier one fired), it is cleared and Read carries on (again) if
+// the message in progress, if any, has time left; the owner's, Read
+// returns its error.
+func (c *timeoutConn) expired() (again bool, err error) {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.owner || !c.armed {
+		return false, nil
+	}
+	c.armed = false
+	if err := c.Conn.SetReadDeadline(time.Time{}); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// SetReadDeadline sets the owner's read deadline (none: t zero), which
+// replaces Read's own until cleared.
+func (c *timeoutConn) SetReadDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.owner = !t.IsZero()
+	c.armed = false
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline sets both deadlines, the read deadline as the owner's.
+func (c *timeoutConn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
 }
 
 // SyscallConn passes the socket's descriptor on, so that the RPC
