@@ -101,7 +101,7 @@ func TestTargets(t *testing.T) {
 		// Child: median of 3.0 and 3.2 is 3.1.
 		"8 B round trip: at most 3.0 context switches per call per side, parent / child": {"2.90 / 3.10", "not met", "2.40 / 2.60"},
 		// 480/400 and 520/400: median 1.25x. No Data echo for capnpc-go.
-		"1 MiB round trip at most 1.3x raw (Data: the callee reads its argument in place)": {"1.25x (1.20x–1.30x)", "**met**", "–"},
+		"1 MiB round trip at most 1.3x raw (Data: the caller lends it, mp.Lend, and borrows the result, mp.Borrow)": {"1.25x (1.20x–1.30x)", "**met**", "–"},
 		// 600/400 and 700/400: median 1.625x. No capnpc-go run in the file.
 		"1 MiB round trip, plain path, at most 1.6x raw (Text: Go strings both ways)": {"1.62x (1.50x–1.75x)", "not met", "–"},
 		// 2.2x and 2.0x.

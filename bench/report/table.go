@@ -398,7 +398,7 @@ func (f figures) targets() []target {
 	add("8 B round trip: at most 3.0 context switches per call per side, parent / child",
 		f.boundCheck(parentCtxsw, childCtxsw, 3.0, false, ""), echo8MP, echo8Capnp, "")
 	bigNote := countNote(echo1MMPData, issueBigCalls, "calls")
-	add("1 MiB round trip at most 1.3x raw (Data: the callee reads its argument in place)",
+	add("1 MiB round trip at most 1.3x raw (Data: the caller lends it, mp.Lend, and borrows the result, mp.Borrow)",
 		f.ratioCheck(echo1MRaw, nsOp, atMost(1.3)), echo1MMPData, "", bigNote)
 	add("1 MiB round trip, plain path, at most 1.6x raw (Text: Go strings both ways)",
 		f.ratioCheck(echo1MRaw, nsOp, atMost(1.6)), echo1MMP, echo1MCapnp, bigNote)
