@@ -78,3 +78,60 @@ func TestBareReturnsFromServer(t *testing.T) {
 	}
 	recycleOut(a.ret)
 }
+
+// TestCallTemplate: a Call built from an import's template is, byte for
+// byte, the one go-capnp builds, and its Call, Payload and parameters
+// are the structs a reader of the message finds; another method or size
+// is built anew.
+func TestCallTemplate(t *testing.T) {
+	h := &importClient{id: 7}
+	m := capnp.Method{InterfaceID: 0x1234567890abcdef, MethodID: 3}
+	size := capnp.ObjectSize{DataSize: 8, PointerCount: 2}
+	build := func() (*capnp.Message, rpccp.Call, rpccp.Payload, capnp.Struct) {
+		t.Helper()
+		msg, call, pay, params, err := h.newCallMsg(m, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		params.SetUint64(0, 42)
+		if err := params.SetText(1, "some text"); err != nil {
+			t.Fatal(err)
+		}
+		call.SetQuestionId(9)
+		return msg, call, pay, params
+	}
+	slow, _, _, _ := build()
+	if h.tmpl.Load() == nil {
+		t.Fatal("no template kept")
+	}
+	fast, call, pay, params := build()
+	sb, _ := appendFrame(nil, slow, nil)
+	fb, _ := appendFrame(nil, fast, nil)
+	if string(sb) != string(fb) {
+		t.Fatalf("built from the template:\n%x\nwith go-capnp:\n%x", fb, sb)
+	}
+	root, err := rpccp.ReadRootMessage(fast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcall, _ := root.Call()
+	rpay, _ := rcall.Params()
+	content, _ := rpay.Content()
+	same := func(a, b capnp.Struct) bool {
+		return a.Segment() == b.Segment() && structOff(a) == structOff(b) && a.Size() == b.Size()
+	}
+	if !same(capnp.Struct(call), capnp.Struct(rcall)) || !same(capnp.Struct(pay), capnp.Struct(rpay)) || !same(params, content.Struct()) {
+		t.Error("the template's handles are not the structs the message holds")
+	}
+	if rcall.QuestionId() != 9 || rcall.InterfaceId() != m.InterfaceID || rcall.MethodId() != m.MethodID {
+		t.Error("the Call's fields changed")
+	}
+	recycleOut(slow)
+	recycleOut(fast)
+	// Another size: not from this template.
+	msg, _, _, p2, err := h.newCallMsg(m, capnp.ObjectSize{DataSize: 16})
+	if err != nil || p2.Size().DataSize != 16 {
+		t.Fatalf("another size: %v %v", p2.Size(), err)
+	}
+	recycleOut(msg)
+}

@@ -288,6 +288,7 @@ type importClient struct {
 	id       uint32
 	weak     capnp.WeakClient
 	resolver capnp.Resolver[capnp.Client] // promise imports only
+	tmpl     tmplSlot                     // the last method called directly (callmsg.go)
 
 	// Guarded by c.mu.
 	wireRefs uint32

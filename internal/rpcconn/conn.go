@@ -401,6 +401,17 @@ func recycleOut(m *capnp.Message) {
 }
 
 func newMessage() (*capnp.Message, rpccp.Message) {
+	msg, seg := newMessageSeg()
+	root, err := rpccp.NewRootMessage(seg)
+	if err != nil {
+		panic(err) // allocation in a fresh message cannot fail
+	}
+	return msg, root
+}
+
+// newMessageSeg returns an empty message of one segment (from msgPool),
+// and the segment.
+func newMessageSeg() (*capnp.Message, *capnp.Segment) {
 	var msg *capnp.Message
 	var seg *capnp.Segment
 	var err error
@@ -413,11 +424,7 @@ func newMessage() (*capnp.Message, rpccp.Message) {
 	if err != nil {
 		panic(err) // a fresh single-segment arena cannot fail to allocate
 	}
-	root, err := rpccp.NewRootMessage(seg)
-	if err != nil {
-		panic(err) // allocation in a fresh message cannot fail
-	}
-	return msg, root
+	return msg, seg
 }
 
 // send queues msg for the writer without waiting. The caller may hold

@@ -61,32 +61,8 @@ type Call struct {
 // parameters are in Params until Send. If stream, the method is declared
 // `-> stream`: it counts against the connection's stream window.
 func (h *importClient) NewCall(m capnp.Method, size capnp.ObjectSize, stream bool) (*Call, error) {
-	msg, root := newMessage()
-	call, err := root.NewCall()
+	msg, call, pay, params, err := h.newCallMsg(m, size)
 	if err != nil {
-		msg.Release()
-		return nil, err
-	}
-	call.SetInterfaceId(m.InterfaceID)
-	call.SetMethodId(m.MethodID)
-	tgt, err := call.NewTarget()
-	if err != nil {
-		msg.Release()
-		return nil, err
-	}
-	tgt.SetImportedCap(h.id)
-	pay, err := call.NewParams()
-	if err != nil {
-		msg.Release()
-		return nil, err
-	}
-	params, err := capnp.NewStruct(pay.Segment(), size)
-	if err != nil {
-		msg.Release()
-		return nil, err
-	}
-	if err := pay.SetContent(params.ToPtr()); err != nil {
-		msg.Release()
 		return nil, err
 	}
 	return &Call{c: h.c, imp: h, method: m, stream: stream, msg: msg, call: call, pay: pay, params: params}, nil
