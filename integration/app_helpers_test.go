@@ -20,10 +20,11 @@ import (
 const reward = chain.Reward
 
 // startApp runs a node with its wallet, listening on <dataDir>/node.sock,
-// and waits until it has started.
+// and waits until it has started. It logs at Debug (-debug=ipc): the
+// connections of clients on -ipcbind are logged at that level.
 func startApp(t *testing.T, dataDir string, args ...string) *proc {
 	t.Helper()
-	node := start(t, "node", append([]string{"-datadir=" + dataDir, "-ipcbind=unix"}, args...), nil)
+	node := start(t, "node", append([]string{"-datadir=" + dataDir, "-ipcbind=unix", "-debug=ipc"}, args...), nil)
 	node.out.waitFor(t, lineRE(`msg="node started"`))
 	return node
 }
@@ -38,26 +39,32 @@ type cliResult struct {
 // completion.
 func walletCLI(t *testing.T, dataDir string, args ...string) cliResult {
 	t.Helper()
+	return runCLI(t, "wallet", append([]string{"-datadir=" + dataDir, "-ipcconnect=unix"}, args...)...)
+}
+
+// runCLI runs program (node or wallet) with args to completion.
+func runCLI(t *testing.T, program string, args ...string) cliResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "wallet"), append([]string{"-datadir=" + dataDir, "-ipcconnect=unix"}, args...)...)
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, program), args...)
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		t.Fatalf("wallet %q did not finish within %s; stderr:\n%s", args, deadline, stderr.String())
+		t.Fatalf("%s %q did not finish within %s; stderr:\n%s", program, args, deadline, stderr.String())
 	}
 	r := cliResult{stdout: stdout.String(), stderr: stderr.String()}
 	if err != nil {
 		ee, ok := err.(*exec.ExitError)
 		if !ok {
-			t.Fatalf("wallet %q: %v", args, err)
+			t.Fatalf("%s %q: %v", program, args, err)
 		}
 		r.status = ee.ProcessState.Sys().(syscall.WaitStatus).ExitStatus()
 	}
 	if strings.Contains(r.stderr, "DATA RACE") {
-		t.Errorf("wallet %q reported a data race:\n%s", args, r.stderr)
+		t.Errorf("%s %q reported a data race:\n%s", program, args, r.stderr)
 	}
 	return r
 }

@@ -247,33 +247,6 @@ func TestAppMethodNotServed(t *testing.T) {
 	stopNode(t, node)
 }
 
-// The wallet tool refuses bad commands (exit 2) and reports a missing
-// node or a node without a wallet clearly (exit 1).
-func TestAppWalletCommandErrors(t *testing.T) {
-	dataDir := t.TempDir()
-	cases := []struct {
-		args   []string
-		status int
-		want   string
-	}{
-		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
-		{[]string{"generate"}, 2, `generate takes 1 argument`},
-		{[]string{"generate", "zero"}, 2, `not a positive number`},
-		{[]string{"getbalance"}, 1, `no node is listening`},
-	}
-	for _, c := range cases {
-		r := walletCLI(t, dataDir, c.args...)
-		if r.status != c.status || !strings.Contains(r.stderr, c.want) {
-			t.Errorf("wallet %q: exit %d, stderr %q; want exit %d and %q", c.args, r.status, r.stderr, c.status, c.want)
-		}
-	}
-	node := startNode(t, dataDir, "-ipcbind=unix")
-	if r := walletCLI(t, dataDir, "getbalance"); r.status != 1 || !strings.Contains(r.stderr, "runs without a wallet") {
-		t.Errorf("getbalance on a node without a wallet: exit %d, stderr %q", r.status, r.stderr)
-	}
-	stopNode(t, node)
-}
-
 // Calls in both directions at once: while the node produces blocks on a
 // short interval and delivers each to the wallet (node -> wallet), and
 // logs each with the wallet's balance (node -> wallet -> node chain ->

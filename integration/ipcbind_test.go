@@ -102,9 +102,11 @@ func socketDir(t *testing.T) string {
 func lineRE(s string) *regexp.Regexp { return regexp.MustCompile(s) }
 
 // startNode runs a node without a wallet and waits until it has started.
+// It logs at Debug (-debug=ipc): the connections of clients on -ipcbind
+// are logged at that level.
 func startNode(t *testing.T, dataDir string, args ...string) *proc {
 	t.Helper()
-	node := start(t, "node", append([]string{"-datadir=" + dataDir, "-disablewallet"}, args...), nil)
+	node := start(t, "node", append([]string{"-datadir=" + dataDir, "-disablewallet", "-debug=ipc"}, args...), nil)
 	node.out.waitFor(t, lineRE(`msg="node started"`))
 	return node
 }
@@ -404,7 +406,7 @@ func TestIPCConnectCyclesKeepNodeSteady(t *testing.T) {
 	// GOGC=25 keeps the heap within a quarter of what is live, so that
 	// resident memory follows what the node keeps rather than when its
 	// collector last ran.
-	node := startPath(t, plainNode(t), []string{"-datadir=" + dataDir, "-disablewallet", "-ipcbind=unix"}, "GOGC=25")
+	node := startPath(t, plainNode(t), []string{"-datadir=" + dataDir, "-disablewallet", "-ipcbind=unix", "-debug=ipc"}, "GOGC=25")
 	node.out.waitFor(t, lineRE(`msg="node started"`))
 	pid := node.cmd.Process.Pid
 	i := newIpc(t)
@@ -501,8 +503,9 @@ func TestIPCBindSecondNodeRefused(t *testing.T) {
 }
 
 // Any failure to bind stops start-up with a message naming the address
-// and exit status 1, after undoing the binds that succeeded; a bad
-// -ipcmaxconnections or timeout is a usage error.
+// and exit status 1, after undoing the binds that succeeded; an address
+// that cannot be one, a bad -ipcmaxconnections or timeout is a usage
+// error, found before anything is created on disk.
 func TestIPCBindFailureStopsStartup(t *testing.T) {
 	dir := socketDir(t)
 	file := filepath.Join(dir, "file")
@@ -518,9 +521,9 @@ func TestIPCBindFailureStopsStartup(t *testing.T) {
 	}{
 		{"regular file", []string{"-ipcbind=unix:" + file}, 1, `-ipcbind=unix:` + file + `: .*not a socket: ` + file + ` is a regular file`},
 		{"second of two", []string{"-ipcbind=unix", "-ipcbind=unix:" + file}, 1, `not a socket`},
-		{"unrecognized", []string{"-ipcbind=tcp:127.0.0.1:1"}, 1, `unrecognized address \\"tcp:127.0.0.1:1\\"`},
-		{"abstract", []string{"-ipcbind=unix:@node"}, 1, `unrecognized address \\"unix:@node\\"`},
-		{"too long", []string{"-ipcbind=" + long}, 1, `socket path too long: \\"/x+\\" is 121 bytes`},
+		{"unrecognized", []string{"-ipcbind=tcp:127.0.0.1:1"}, 2, `(?m)^node: -ipcbind=tcp:127.0.0.1:1: not an address: use unix .* or unix:PATH`},
+		{"abstract", []string{"-ipcbind=unix:@node"}, 2, `(?m)^node: -ipcbind=unix:@node: not an address`},
+		{"too long", []string{"-ipcbind=" + long}, 2, `(?m)^node: -ipcbind=unix:/x+: the socket path is too long for a unix socket \(at most 107 bytes\)`},
 		{"zero connections", []string{"-ipcbind=unix", "-ipcmaxconnections=0"}, 2, `-ipcmaxconnections=0: must be at least 1`},
 		{"negative message timeout", []string{"-ipcbind=unix", "-ipcmessagetimeout=-1s"}, 2, `-ipcmessagetimeout=-1s: must not be negative`},
 		{"negative write timeout", []string{"-ipcbind=unix", "-ipcwritetimeout=-5ms"}, 2, `-ipcwritetimeout=-5ms: must not be negative`},
@@ -539,6 +542,9 @@ func TestIPCBindFailureStopsStartup(t *testing.T) {
 			if _, err := os.Lstat(filepath.Join(dataDir, "node.sock")); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("socket left in the data directory: %v", err)
 			}
+			if entries, _ := os.ReadDir(dataDir); c.status == 2 && len(entries) > 0 {
+				t.Errorf("a usage error left files in the data directory: %v", entries)
+			}
 		})
 	}
 	if b, err := os.ReadFile(file); err != nil || string(b) != "precious" {
@@ -552,10 +558,10 @@ func TestWalletIPCConnect(t *testing.T) {
 	t.Run("unix without a node", func(t *testing.T) {
 		dataDir := t.TempDir()
 		wallet := start(t, "wallet", []string{"-datadir=" + dataDir, "-ipcconnect=unix"}, nil)
-		if ws := wallet.wait(t); !ws.Exited() || ws.ExitStatus() != 1 {
+		if ws := wallet.wait(t); !ws.Exited() || ws.ExitStatus() != 3 {
 			t.Fatalf("wallet ended with %v; output:\n%s", ws, wallet.out.String())
 		}
-		wallet.out.waitFor(t, lineRE(regexp.QuoteMeta("no node is listening at unix:"+filepath.Join(dataDir, "node.sock")+": is it running with -ipcbind?")))
+		wallet.out.waitFor(t, lineRE(regexp.QuoteMeta(`msg="cannot connect to the node: no node is listening at unix:`+filepath.Join(dataDir, "node.sock")+`: start the node with -ipcbind=unix, or wait for it with -ipcwait"`)))
 	})
 	for _, c := range []struct{ connect, want string }{
 		{"auto", `msg="no node is listening; running without one \(-ipcconnect=auto\)"`},
@@ -594,7 +600,7 @@ func TestWalletIPCConnect(t *testing.T) {
 		if ws := wallet.wait(t); !ws.Exited() || ws.ExitStatus() != 2 {
 			t.Fatalf("wallet ended with %v; output:\n%s", ws, wallet.out.String())
 		}
-		wallet.out.waitFor(t, lineRE(`no data directory given \(-datadir\)`))
+		wallet.out.waitFor(t, lineRE(`wallet: no data directory: give -datadir=DIR`))
 	})
 }
 

@@ -55,7 +55,7 @@ func TestWalletRestartCalls(t *testing.T) {
 	pid := walletPid(t, node)
 
 	generate(t, dataDir, 3)
-	if r := walletCLI(t, dataDir, "-wallet=second", "getbalance"); r.status != 1 || !strings.Contains(r.stderr, "no such wallet") {
+	if r := walletCLI(t, dataDir, "-wallet=second", "getbalance"); r.status != 4 || !strings.Contains(r.stderr, `there is no wallet "second": create it with 'wallet createwallet second'`) {
 		t.Errorf("getbalance of a wallet that does not exist: exit %d, stderr %q", r.status, r.stderr)
 	}
 	i := newIpc(t)
@@ -99,8 +99,8 @@ func TestWalletRestartCalls(t *testing.T) {
 	t.Logf("walletLoader while the wallet restarts: %v", err)
 	for _, args := range [][]string{{"getbalance"}, {"listwallets"}, {"generate", "1"}} {
 		r := walletCLI(t, dataDir, args...)
-		if r.status != 1 || !strings.Contains(r.stderr, "wallet: "+args[0]+": ") || !strings.Contains(r.stderr, "restarting") {
-			t.Errorf("wallet %q while the wallet restarts: exit %d, stderr %q; want exit 1 saying it is restarting", args, r.status, r.stderr)
+		if r.status != 5 || !strings.HasPrefix(r.stderr, "wallet: "+args[0]+": the wallet process exited (killed by signal 9) at ") || !strings.Contains(r.stderr, "; restarting") {
+			t.Errorf("wallet %q while the wallet restarts: exit %d, stderr %q; want exit 5 saying it is restarting", args, r.status, r.stderr)
 		}
 		t.Logf("wallet %q while the wallet restarts: %s", args, strings.TrimSpace(r.stderr))
 	}
@@ -150,7 +150,7 @@ func TestWalletRestartCalls(t *testing.T) {
 	if !errors.Is(err, schema.ErrNoWallet) || errors.Is(err, ipc.ErrChildRestarting) {
 		t.Errorf("walletLoader with -disablewallet: %v; want schema.ErrNoWallet", err)
 	}
-	if r := walletCLI(t, dataDir, "getbalance"); r.status != 1 || !strings.Contains(r.stderr, "runs without a wallet") || strings.Contains(r.stderr, "restarting") {
+	if r := walletCLI(t, dataDir, "getbalance"); r.status != 5 || !strings.Contains(r.stderr, "runs without a wallet") || strings.Contains(r.stderr, "restarting") {
 		t.Errorf("getbalance with -disablewallet: exit %d, stderr %q", r.status, r.stderr)
 	}
 	stopNode(t, node)

@@ -8,14 +8,17 @@ import (
 	"testing"
 )
 
-// The wallet refuses bad spawn arguments with exit status 1 and a message
-// naming the problem, and prints its usage (exit 2) when run by hand.
+// -ipcfd is how a node starts its wallet process: typed by hand, with a
+// descriptor that is not a socket, a number that is not one or an extra
+// argument, the wallet says so and exits 2 without touching anything; run
+// with no arguments at all, it asks for the data directory.
 func TestWalletBadArguments(t *testing.T) {
 	notSocket, err := os.Create(filepath.Join(t.TempDir(), "plain"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer notSocket.Close()
+	const notForPeople = `wallet: -ipcfd is how a node starts its wallet process, not an option for people`
 	cases := []struct {
 		name   string
 		args   []string
@@ -23,11 +26,11 @@ func TestWalletBadArguments(t *testing.T) {
 		status int
 		want   string
 	}{
-		{"not a number", []string{"-ipcfd", "abc"}, nil, 1, `abc`},
-		{"extra argument", []string{"-ipcfd", "3", "extra"}, nil, 1, `extra`},
-		{"not a socket", []string{"-ipcfd", "3"}, []*os.File{notSocket}, 1, `not a socket`},
-		{"closed descriptor", []string{"-ipcfd", "9"}, nil, 1, `9`},
-		{"run by hand", nil, nil, 2, `Usage: wallet -ipcfd N`},
+		{"not a number", []string{"-ipcfd", "abc"}, nil, 2, notForPeople},
+		{"extra argument", []string{"-ipcfd", "3", "extra"}, nil, 2, notForPeople},
+		{"not a socket", []string{"-ipcfd", "3"}, []*os.File{notSocket}, 2, notForPeople},
+		{"closed descriptor", []string{"-ipcfd=9"}, nil, 2, notForPeople},
+		{"no arguments", nil, nil, 2, `wallet: no data directory: give -datadir=DIR`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -80,7 +80,12 @@ func (i *core) listenAddress(dataDir, address string) (string, error) {
 		defer close(li.done)
 		// Listen stops accepting (closing l removes the socket file),
 		// then ends and waits for the connections, logging both steps.
-		err := protocol.Listen(ctx, l, i.serve, i.protocolOptions())
+		// Connections accepted here are mostly short ones of
+		// command-line clients: their opening and end are logged at
+		// Debug.
+		opts := i.protocolOptions()
+		opts.QuietConnections = true
+		err := protocol.Listen(ctx, l, i.serve, opts)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("listener failed", "err", err)
 		}
@@ -136,8 +141,9 @@ func (i *core) disconnectIncoming() {
 // process listens there and otherwise returns the zero I (nil) and no
 // error, for callers that carry on alone; "0" and "" mean not to connect,
 // and return the same. When nothing listens at an explicit address, the
-// error wraps process.ErrNoListener and reads "no node is listening at
-// unix:/path: is it running with -ipcbind?". The handshake travels with
+// error wraps process.ErrNoListener and reads "ipc: connect: process:
+// nothing is listening at unix:/path": the application knows what to tell
+// its user to start. The handshake travels with
 // the first calls, as Spawn's does (Handshake waits for it); a listener of
 // another version of the application ends the connection. Releasing the
 // Init closes the connection.
@@ -160,12 +166,11 @@ func (i *Ipc[I]) ConnectAddress(ctx context.Context, dataDir, destName, address 
 		if auto && errors.Is(err, process.ErrNoListener) {
 			return zero, nil
 		}
-		if errors.Is(err, process.ErrNoListener) {
-			return zero, fmt.Errorf("ipc: %w: is it running with -ipcbind?", err)
-		}
 		return zero, fmt.Errorf("ipc: connect: %w", err)
 	}
-	conn, boot, err := protocol.Connect(ctx, nc, i.protocolOptions())
+	opts := i.protocolOptions()
+	opts.RemoteName = canonical
+	conn, boot, err := protocol.Connect(ctx, nc, opts)
 	if err != nil {
 		_ = nc.Close()
 		return zero, fmt.Errorf("ipc: connect to %s: %w", canonical, err)

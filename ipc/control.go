@@ -111,6 +111,11 @@ func DescribePeer(p *control.PeerInfo) string {
 	return fmt.Sprintf("%s (pid %d, %s version %d, build %s)", p.Executable, p.Pid, app, p.ApplicationVersion, p.Build)
 }
 
+// Build describes this executable's build, as the handshake does: the
+// main module's version and VCS revision ("v1.2.0 0123456789ab", "(devel)
+// 0123456789ab-dirty"). A program's -version can print it.
+func Build() string { return buildString() }
+
 // buildString describes this executable's build from its embedded build
 // information: the main module's version and VCS revision.
 var buildString = sync.OnceValue(func() string {

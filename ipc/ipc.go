@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
@@ -116,6 +117,11 @@ type Options struct {
 	// protocol.Limits documents each.
 	Limits protocol.Limits
 
+	// Interceptor, if set, runs around every call made or served through
+	// generated code on every connection of the Ipc (see mp.Interceptor):
+	// for metrics or tracing. DebugIPC's call log runs inside it.
+	Interceptor mp.Interceptor
+
 	// LegacySubsystems maps subsystem names to the values of the old
 	// Subsystem enum that lifetime events carry for peers that predate
 	// LifetimeEvent.subsystemName (the reference program's). Names it
@@ -141,12 +147,23 @@ type Context struct {
 	version  uint32
 	stopOnce sync.Once
 	stopReq  chan struct{}
+	status   atomic.Int32 // the exit status StartSpawnedProcess returns
 }
 
 // RequestStop asks the process to shut down, as Control.stop does: it
 // closes the channel StopRequested returns. It never blocks.
 func (c *Context) RequestStop() {
 	c.stopOnce.Do(func() { close(c.stopReq) })
+}
+
+// StopWithStatus asks the process to shut down, as RequestStop does, and
+// to exit with status (StartSpawnedProcess returns it): for a process
+// that stops because it cannot go on, such as one whose data is damaged,
+// so that its supervisor can tell (RestartPolicy.Permanent). The first
+// status set wins.
+func (c *Context) StopWithStatus(status int) {
+	c.status.CompareAndSwap(0, int32(status))
+	c.RequestStop()
 }
 
 // StopRequested is closed once a stop has been requested.
@@ -247,6 +264,7 @@ func (c *core) protocolOptions() *protocol.Options {
 		MessageTimeout: c.opts.MessageTimeout,
 		WriteTimeout:   c.opts.WriteTimeout,
 		Limits:         c.opts.Limits,
+		Interceptor:    c.opts.Interceptor,
 	}
 }
 

@@ -24,7 +24,8 @@ const flushTimeout = 5 * time.Second
 // handled=false and main carries on as a program run by hand. Otherwise it
 // serves this executable's Init on the inherited socket and returns
 // handled=true with the exit status for main to exit with: 0 after a
-// shutdown, 1 when the arguments are wrong (`-ipcfd abc`, an extra
+// shutdown (or the status given to Context.StopWithStatus), 1 when the
+// arguments are wrong (`-ipcfd abc`, an extra
 // argument, a descriptor that is not a socket), with the reason logged.
 //
 // The process shuts down when its parent asks (Control.stop, or the
@@ -122,6 +123,7 @@ func (c *core) startSpawned(args []string) (handled bool, status int) {
 		c.ctx.Logger.Error("serving the parent failed", "err", serveErr)
 		return true, 1
 	}
-	c.ctx.Logger.Info("shut down; exiting")
-	return true, 0
+	status = int(c.ctx.status.Load())
+	c.ctx.Logger.Info("shut down; exiting", "status", status)
+	return true, status
 }

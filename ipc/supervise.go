@@ -23,9 +23,10 @@ type RestartPolicy struct {
 	// a child has run for a whole Window. Zeros mean 100 ms and 5 s.
 	Backoff, MaxBackoff time.Duration
 	// Permanent, if set, says which exits are never restarted (a child
-	// that exits with a status meaning its data is damaged, say):
-	// supervision gives up at once.
-	Permanent func(ChildExit) bool
+	// that exits with a status meaning its data is damaged, say): it
+	// returns why ("its data is damaged"), and supervision gives up at
+	// once; "" means the exit may be restarted.
+	Permanent func(ChildExit) string
 }
 
 func (p RestartPolicy) withDefaults() RestartPolicy {
@@ -252,8 +253,8 @@ func (s *supervisor) restart(exit ChildExit, spawn func(context.Context) (*peerC
 		case s.ctx.Err() != nil:
 			s.mu.Unlock()
 			return nil
-		case s.policy.Permanent != nil && s.policy.Permanent(exit):
-			reason = "not restarted: that exit is permanent"
+		case s.policy.Permanent != nil && s.policy.Permanent(exit) != "":
+			reason = "not restarted: " + s.policy.Permanent(exit)
 		case len(s.restarts) >= s.policy.MaxRestarts:
 			reason = fmt.Sprintf("gave up after %d restarts", s.total)
 		}

@@ -237,7 +237,12 @@ func TestSuperviseGivesUp(t *testing.T) {
 
 // An exit that the policy calls permanent is never restarted.
 func TestSupervisePermanentExit(t *testing.T) {
-	permanent := func(e ipc.ChildExit) bool { return e.Status.Code == 3 }
+	permanent := func(e ipc.ChildExit) string {
+		if e.Status.Code == 3 {
+			return "that exit is permanent"
+		}
+		return ""
+	}
 	s := supervise(t, ipc.RestartPolicy{MaxRestarts: 5, Backoff: time.Millisecond, Permanent: permanent}, false)
 	pid := s.nextPid(t)
 	init := s.current(t, pid)

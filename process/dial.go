@@ -11,7 +11,7 @@ import (
 
 // ErrNoListener means nothing accepts connections at a socket path: the file
 // is missing, or it is a socket that nobody listens on any more.
-var ErrNoListener = errors.New("process: no node is listening")
+var ErrNoListener = errors.New("process: nothing is listening")
 
 // noListenerError reads as ErrNoListener with the address, and unwraps to
 // both ErrNoListener and the system call error that showed it.
@@ -28,7 +28,7 @@ func (e *noListenerError) Unwrap() []error { return []error{ErrNoListener, e.err
 
 // Dial connects to the unix stream socket at path. If nothing listens there
 // (ENOENT or ECONNREFUSED), the error wraps ErrNoListener and reads
-// "process: no node is listening at unix:/path"; callers add their own hint.
+// "process: nothing is listening at unix:/path"; callers add their own hint.
 // A listener whose backlog is full is alive but busy, so Dial retries until
 // ctx, which bounds the whole connect, is done.
 func Dial(ctx context.Context, path string) (net.Conn, error) {

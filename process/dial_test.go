@@ -46,7 +46,7 @@ func TestDialNoListener(t *testing.T) {
 		if !errors.Is(err, ErrNoListener) || !errors.Is(err, tt.errno) {
 			t.Errorf("Dial to a %s: %v; want %v wrapping %v", tt.what, err, ErrNoListener, tt.errno)
 		}
-		if want := "process: no node is listening at unix:" + tt.path; err.Error() != want {
+		if want := "process: nothing is listening at unix:" + tt.path; err.Error() != want {
 			t.Errorf("Dial to a %s: error %q, want %q", tt.what, err, want)
 		}
 	}

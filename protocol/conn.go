@@ -25,6 +25,7 @@ import (
 // then return promptly, or Done never closes.
 type Conn struct {
 	log     *slog.Logger
+	quiet   bool // Options.QuietConnections
 	done    chan struct{}
 	started time.Time
 
@@ -139,7 +140,9 @@ func Serve(ctx context.Context, nc net.Conn, newInit func(*Conn) capnp.Client, o
 func newConn(ctx context.Context, nc net.Conn, opts *Options, role string, newInit func(*Conn) capnp.Client) *Conn {
 	c := &Conn{done: make(chan struct{}), started: time.Now()}
 	attrs := []any{slog.Uint64("id", connIDs.Add(1))}
-	if a := addrString(nc.RemoteAddr()); a != "" {
+	if opts != nil && opts.RemoteName != "" {
+		attrs = append(attrs, slog.String("remote", opts.RemoteName))
+	} else if a := addrString(nc.RemoteAddr()); a != "" {
 		attrs = append(attrs, slog.String("remote", a))
 	}
 	if a := addrString(nc.LocalAddr()); a != "" {
@@ -163,7 +166,8 @@ func newConn(ctx context.Context, nc net.Conn, opts *Options, role string, newIn
 		ro.BootstrapClient = newInit(c)
 		started = true
 	}
-	c.log.Info("connection opened", "role", role)
+	c.quiet = opts != nil && opts.QuietConnections
+	c.log.Log(context.Background(), c.eventLevel(), "connection opened", "role", role)
 	rc := rpcconn.NewConn(withTimeouts(nc, opts), ro)
 	c.mu.Lock()
 	c.rc = rc
@@ -212,13 +216,25 @@ func (c *Conn) run(ctx context.Context) {
 	if cause != nil && why != ctxEnded {
 		args = append(args, "err", cause)
 	}
-	c.log.Info("connection closed", args...)
+	level := c.eventLevel()
+	if why == failed {
+		level = slog.LevelInfo
+	}
+	c.log.Log(context.Background(), level, "connection closed", args...)
 
 	for i := len(cleanups) - 1; i >= 0; i-- {
 		cleanups[i]()
 	}
 	c.wg.Wait()
 	close(c.done)
+}
+
+// eventLevel is the level of the connection's opening and ordinary end.
+func (c *Conn) eventLevel() slog.Level {
+	if c.quiet {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
 }
 
 // setEnd records why the connection ends, unless a cause was recorded

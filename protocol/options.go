@@ -52,6 +52,17 @@ type Options struct {
 	// clients are not logged.) Off by default.
 	DebugCalls bool
 
+	// QuietConnections logs the connection's opening and ordinary end at
+	// Debug instead of Info (an end for an error stays at Info): for the
+	// many short connections of command-line clients.
+	QuietConnections bool
+
+	// RemoteName names the peer in the connection's log lines ("remote"),
+	// instead of the socket's remote address: a unix socket's peer
+	// address is the path it was bound at, which may not be the path
+	// clients use.
+	RemoteName string
+
 	// Interceptor, if set, runs around every call that code generated
 	// by mpgen makes or serves through the connection (see
 	// mp.Interceptor): for metrics, tracing, or refusing calls.

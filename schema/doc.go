@@ -35,6 +35,9 @@ var (
 	// ErrNoWallet is the error of Node.walletLoader on a node that runs
 	// without a wallet (-disablewallet).
 	ErrNoWallet = mp.NewError("demo.noWallet", "this node runs without a wallet (-disablewallet)")
+	// ErrNotLoaded is the error of WalletLoader.getWallet for a wallet
+	// that exists but is not loaded.
+	ErrNotLoaded = mp.NewError("demo.notLoaded", "wallet not loaded")
 	// ErrShuttingDown is the error of calls that reach a process that is
 	// stopping.
 	ErrShuttingDown = mp.NewErrorOfType(mp.Overloaded, "demo.shuttingDown", "the process is shutting down")

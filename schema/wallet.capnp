@@ -32,6 +32,10 @@ interface WalletLoader {
 
   listWallets @2 () -> (names :List(Text));
   # listWallets returns the names of the loaded wallets, sorted.
+
+  getWallet @3 (name :Text) -> (wallet :Wallet);
+  # getWallet returns the loaded wallet name, without loading it: an
+  # error if it is not loaded (or does not exist).
 }
 
 interface Wallet {

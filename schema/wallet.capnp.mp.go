@@ -107,6 +107,9 @@ type WalletLoader interface {
 	LoadWallet(ctx context.Context, name string) (Wallet, error)
 	// ListWallets returns the names of the loaded wallets, sorted.
 	ListWallets(ctx context.Context) ([]string, error)
+	// GetWallet returns the loaded wallet name, without loading it: an
+	// error if it is not loaded (or does not exist).
+	GetWallet(ctx context.Context, name string) (Wallet, error)
 }
 
 // UnimplementedWalletLoader implements WalletLoader with methods that fail as not implemented:
@@ -126,6 +129,10 @@ func (UnimplementedWalletLoader) ListWallets(context.Context) ([]string, error) 
 	return nil, mp.NotImplemented("WalletLoader.listWallets")
 }
 
+func (UnimplementedWalletLoader) GetWallet(context.Context, string) (Wallet, error) {
+	return nil, mp.NotImplemented("WalletLoader.getWallet")
+}
+
 var (
 	walletLoader_createWallet = mp.Method{InterfaceID: 0xf53a870845b1c2c0, MethodID: 0, InterfaceName: "WalletLoader", MethodName: "createWallet",
 		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}}
@@ -133,6 +140,8 @@ var (
 		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}}
 	walletLoader_listWallets = mp.Method{InterfaceID: 0xf53a870845b1c2c0, MethodID: 2, InterfaceName: "WalletLoader", MethodName: "listWallets",
 		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 0}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}}
+	walletLoader_getWallet = mp.Method{InterfaceID: 0xf53a870845b1c2c0, MethodID: 3, InterfaceName: "WalletLoader", MethodName: "getWallet",
+		ParamsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}, ResultsSize: capnp.ObjectSize{DataSize: 0, PointerCount: 1}}
 )
 
 // WalletLoaderMethods are the methods WalletLoader declares itself (not those it inherits).
@@ -140,6 +149,7 @@ var WalletLoaderMethods = []mp.ServerMethod{
 	{Method: &walletLoader_createWallet, Serve: serveWalletLoader_createWallet},
 	{Method: &walletLoader_loadWallet, Serve: serveWalletLoader_loadWallet},
 	{Method: &walletLoader_listWallets, Serve: serveWalletLoader_listWallets},
+	{Method: &walletLoader_getWallet, Serve: serveWalletLoader_getWallet},
 }
 
 // WalletLoaderInterface describes WalletLoader to the runtime.
@@ -243,6 +253,40 @@ func (p *WalletLoaderClient) ListWallets(ctx context.Context) ([]string, error) 
 	return mp.GetPtr(call.Decoder(), res, 0, codec_List_Text)
 }
 
+func (p *WalletLoaderClient) GetWallet(ctx context.Context, name string) (Wallet, error) {
+	call, err := (*mp.Client)(p).NewCall(ctx, &walletLoader_getWallet)
+	if err != nil {
+		return nil, err
+	}
+	defer call.Finish()
+	params, e := call.Params(), call.Encoder()
+	if err := e.SetText(params, 0, name); err != nil {
+		return nil, err
+	}
+	res, err := call.Send()
+	if err != nil {
+		return nil, err
+	}
+	return WalletInterface.Get(call.Decoder(), res, 0)
+}
+
+// GetWalletPipelined calls GetWallet without waiting for its results: calls on the
+// capabilities it returns are sent at once and wait at the peer for it.
+func (p *WalletLoaderClient) GetWalletPipelined(ctx context.Context, name string) Wallet {
+	call, err := (*mp.Client)(p).NewCall(ctx, &walletLoader_getWallet)
+	if err != nil {
+		return WalletInterface.Broken(err)
+	}
+	params, e := call.Params(), call.Encoder()
+	if err := e.SetText(params, 0, name); err != nil {
+		call.Finish()
+		return WalletInterface.Broken(err)
+	}
+	pl := call.Pipeline()
+	defer pl.Done()
+	return WalletInterface.FromClient(pl.Field(0))
+}
+
 func serveWalletLoader_createWallet(ctx context.Context, impl any, call *mp.ServerCall) error {
 	params, d := call.Params(), call.Decoder()
 	name, err := d.Text(params, 0)
@@ -287,6 +331,23 @@ func serveWalletLoader_listWallets(ctx context.Context, impl any, call *mp.Serve
 		return err
 	}
 	return mp.SetPtr(call.Encoder(), res, 0, r, codec_List_Text)
+}
+
+func serveWalletLoader_getWallet(ctx context.Context, impl any, call *mp.ServerCall) error {
+	params, d := call.Params(), call.Decoder()
+	name, err := d.Text(params, 0)
+	if err != nil {
+		return err
+	}
+	r, err := impl.(WalletLoader).GetWallet(ctx, name)
+	if err != nil {
+		return err
+	}
+	res, err := call.Results()
+	if err != nil {
+		return err
+	}
+	return WalletInterface.Set(call.Encoder(), res, 0, r)
 }
 
 // Wallet is the Go form of the Cap'n Proto interface Wallet (@0x8b80b416b0fabe01).

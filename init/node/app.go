@@ -126,7 +126,12 @@ func (n *node) startWallet(ctx context.Context) (stop func(), err error) {
 		policy = *n.cfg.WalletRestarts
 	}
 	if policy.Permanent == nil {
-		policy.Permanent = func(e ipc.ChildExit) bool { return e.Status.Code == wallet.ExitDamaged }
+		policy.Permanent = func(e ipc.ChildExit) string {
+			if e.Status.Code == wallet.ExitDamaged {
+				return "its data is damaged"
+			}
+			return ""
+		}
 	}
 	// A signal during start-up lets it finish, so that the shutdown that
 	// follows is the ordinary one.

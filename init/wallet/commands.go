@@ -18,36 +18,52 @@ import (
 // commandTimeout bounds one command, connection included.
 const commandTimeout = 60 * time.Second
 
-// commandNames lists the commands, for the usage text and errors.
-const commandNames = "getbalance, getnewaddress, listtransactions, listwallets, generate N"
+// commandNames lists the commands, for errors.
+const commandNames = "getbalance, getnewaddress, listtransactions, listwallets, loadwallet NAME, createwallet NAME, generate N, stop"
 
 // command is one parsed command line.
 type command struct {
 	name   string
 	count  uint32 // generate's N
-	wallet string // -wallet
+	wallet string // -wallet, or loadwallet's and createwallet's NAME
 	json   bool   // -json
 }
 
+// walletArg is the wallet the command names.
+func (c command) walletArg() string { return c.wallet }
+
 func parseCommand(args []string, wallet string, asJSON bool) (command, error) {
 	c := command{name: args[0], wallet: wallet, json: asJSON}
-	want := 0
+	want, what := 0, ""
 	switch c.name {
-	case "getbalance", "getnewaddress", "listtransactions", "listwallets":
+	case "getbalance", "getnewaddress", "listtransactions", "listwallets", "stop":
 	case "generate":
-		want = 1
+		want, what = 1, "N, the number of blocks"
+	case "loadwallet", "createwallet":
+		want, what = 1, "NAME, the wallet's name"
 	default:
-		return c, fmt.Errorf("unknown command %q (known: %s)", c.name, commandNames)
+		return c, fmt.Errorf("unknown command %q (the commands: %s)", c.name, commandNames)
 	}
-	if len(args)-1 != want {
-		return c, fmt.Errorf("%s takes %d argument(s), got %d", c.name, want, len(args)-1)
+	switch {
+	case len(args)-1 < want:
+		return c, fmt.Errorf("%s needs %s", c.name, what)
+	case len(args)-1 > want && want == 0:
+		return c, fmt.Errorf("%s takes no argument, got %q (options go before or after the command: -wallet=NAME)", c.name, args[1])
+	case len(args)-1 > want:
+		return c, fmt.Errorf("%s takes one argument, %s, got %d", c.name, what, len(args)-1)
 	}
-	if c.name == "generate" {
+	switch c.name {
+	case "generate":
 		n, err := strconv.ParseUint(args[1], 10, 32)
-		if err != nil || n == 0 {
-			return c, fmt.Errorf("generate: %q is not a positive number of blocks", args[1])
+		if err != nil || n == 0 || n > 1000 {
+			return c, fmt.Errorf("generate: %q is not a number of blocks from 1 to 1000", args[1])
 		}
 		c.count = uint32(n)
+	case "loadwallet", "createwallet":
+		if err := CheckName(args[1]); err != nil {
+			return c, fmt.Errorf("%s: %v", c.name, err)
+		}
+		c.wallet = args[1]
 	}
 	return c, nil
 }
@@ -60,24 +76,42 @@ func (c command) run(ctx context.Context, init schema.Init, out io.Writer) error
 		return err
 	}
 	defer mp.Release(node)
+	if c.name == "stop" {
+		if err := node.Stop(ctx); err != nil {
+			return err
+		}
+		return c.print(out, map[string]string{"result": "the node is stopping"}, "the node is stopping")
+	}
 	loader, err := node.WalletLoader(ctx)
 	if err != nil {
 		return err
 	}
 	defer mp.Release(loader)
-	if c.name == "listwallets" {
+	var wallet schema.Wallet
+	switch c.name {
+	case "listwallets":
 		names, err := loader.ListWallets(ctx)
 		if err != nil {
 			return err
 		}
 		return c.print(out, names, names...)
+	case "loadwallet":
+		wallet, err = loader.LoadWallet(ctx, c.wallet)
+	case "createwallet":
+		wallet, err = loader.CreateWallet(ctx, c.wallet)
+	default:
+		// Loading is explicit: a command on a wallet that is not
+		// loaded says how to load it.
+		wallet, err = loader.GetWallet(ctx, c.wallet)
 	}
-	wallet, err := loader.LoadWallet(ctx, c.wallet)
 	if err != nil {
 		return err
 	}
 	defer mp.Release(wallet)
 	switch c.name {
+	case "loadwallet", "createwallet":
+		verb := map[string]string{"loadwallet": "loaded", "createwallet": "created and loaded"}[c.name]
+		return c.print(out, map[string]string{"name": c.wallet}, fmt.Sprintf("wallet %s %s", c.wallet, verb))
 	case "getbalance":
 		return c.getBalance(ctx, wallet, out)
 	case "getnewaddress":

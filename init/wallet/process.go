@@ -78,6 +78,7 @@ func (i *Init) MakeWalletLoader(ctx context.Context, settings *schema.WalletSett
 	l := &loader{
 		dir:     filepath.Join(settings.DataDir, "wallets"),
 		log:     log,
+		stop:    i.Ctx.StopWithStatus,
 		wallets: make(map[string]*entry),
 	}
 	i.proc.mu.Lock()
@@ -118,6 +119,9 @@ type loader struct {
 
 	dir string
 	log *slog.Logger
+	// stop ends the process with a status: ExitDamaged when a loaded
+	// wallet's data turns out damaged.
+	stop func(status int)
 
 	// open serialises creating and loading, which open files and call the
 	// node.
@@ -140,6 +144,15 @@ type entry struct {
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
+// CheckName reports whether name may name a wallet: 1 to 64 letters,
+// digits, '-' or '_'.
+func CheckName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("invalid wallet name %q: use 1 to 64 letters, digits, '-' or '_'", name)
+	}
+	return nil
+}
+
 // CreateWallet creates the wallet name and loads it.
 func (l *loader) CreateWallet(ctx context.Context, name string) (schema.Wallet, error) {
 	e, err := l.load(ctx, name, true)
@@ -157,6 +170,25 @@ func (l *loader) LoadWallet(ctx context.Context, name string) (schema.Wallet, er
 		return nil, err
 	}
 	return l.walletOf(e), nil
+}
+
+// GetWallet returns the loaded wallet name, without loading it:
+// schema.ErrNotLoaded if it exists but is not loaded, walletdb.ErrNotExist
+// if it does not exist.
+func (l *loader) GetWallet(_ context.Context, name string) (schema.Wallet, error) {
+	if err := CheckName(name); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	e, loaded := l.wallets[name]
+	l.mu.Unlock()
+	if loaded {
+		return l.walletOf(e), nil
+	}
+	if _, err := os.Stat(filepath.Join(l.dir, name+".db")); err != nil {
+		return nil, fmt.Errorf("%w: %q", walletdb.ErrNotExist, name)
+	}
+	return nil, fmt.Errorf("%w: %q", schema.ErrNotLoaded, name)
 }
 
 // ListWallets returns the names of the loaded wallets, sorted.
@@ -177,8 +209,8 @@ func (l *loader) walletOf(e *entry) schema.Wallet { return &walletServer{l: l, e
 // subscribes it to the chain from the block after the last one it
 // applied.
 func (l *loader) load(ctx context.Context, name string, create bool) (*entry, error) {
-	if !nameRE.MatchString(name) {
-		return nil, fmt.Errorf("invalid wallet name %q: use 1 to 64 letters, digits, '-' or '_'", name)
+	if err := CheckName(name); err != nil {
+		return nil, err
 	}
 	l.open.Lock()
 	defer l.open.Unlock()
@@ -195,7 +227,7 @@ func (l *loader) load(ctx context.Context, name string, create bool) (*entry, er
 	case stopped || ch == nil:
 		return nil, schema.ErrShuttingDown
 	case loaded && create:
-		return nil, fmt.Errorf("wallet %q exists and is loaded", name)
+		return nil, fmt.Errorf("%w: %q is loaded", walletdb.ErrExists, name)
 	case loaded:
 		return e, nil
 	}
@@ -214,7 +246,7 @@ func (l *loader) load(ctx context.Context, name string, create bool) (*entry, er
 	}
 	e = &entry{name: name, db: db}
 	st := db.State()
-	handle, err := ch.HandleNotifications(ctx, &notifications{e: e, log: l.log.With("wallet", name)}, st.Next)
+	handle, err := ch.HandleNotifications(ctx, &notifications{e: e, log: l.log.With("wallet", name), stop: l.stop}, st.Next)
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("subscribe to the chain: %w", err)
@@ -343,8 +375,9 @@ func (l *loader) closeDatabases() {
 // notifications is the ChainNotifications listener of one wallet. The
 // node calls it one block at a time.
 type notifications struct {
-	e   *entry
-	log *slog.Logger
+	e    *entry
+	log  *slog.Logger
+	stop func(status int)
 }
 
 // BlockConnected applies the block to the wallet and returns once it is
@@ -355,6 +388,15 @@ func (n *notifications) BlockConnected(_ context.Context, block *schema.Block) e
 		return err
 	}
 	applied, err := n.e.db.ApplyBlock(b)
+	if errors.Is(err, walletdb.ErrDamaged) {
+		// The data cannot be trusted: the wallet process stops, with
+		// the status that tells its supervisor not to restart it.
+		n.log.Error("the wallet process stops: a wallet's data is damaged", "err", err)
+		if n.stop != nil {
+			n.stop(ExitDamaged)
+		}
+		return err
+	}
 	if err != nil {
 		n.log.Error("applying a block failed", "height", b.Height, "err", err)
 		return err

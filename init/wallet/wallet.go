@@ -17,7 +17,7 @@ const ExeName = "wallet"
 
 // ExitDamaged is the status with which a spawned wallet exits when its
 // data is damaged: its supervisor never restarts it for that.
-const ExitDamaged = 3
+const ExitDamaged = cli.ExitDataDamaged
 
 // Init is the wallet's Init for one connection. It serves
 // makeWalletLoader when it belongs to a Process; one made by NewInit

@@ -276,6 +276,26 @@ func (c WalletLoader) ListWallets(ctx context.Context, params func(WalletLoader_
 
 }
 
+func (c WalletLoader) GetWallet(ctx context.Context, params func(WalletLoader_getWallet_Params) error) (WalletLoader_getWallet_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xf53a870845b1c2c0,
+			MethodID:      3,
+			InterfaceName: "schema/wallet.capnp:WalletLoader",
+			MethodName:    "getWallet",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(WalletLoader_getWallet_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return WalletLoader_getWallet_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c WalletLoader) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -354,6 +374,8 @@ type WalletLoader_Server interface {
 	LoadWallet(context.Context, WalletLoader_loadWallet) error
 
 	ListWallets(context.Context, WalletLoader_listWallets) error
+
+	GetWallet(context.Context, WalletLoader_getWallet) error
 }
 
 // WalletLoader_NewServer creates a new Server from an implementation of WalletLoader_Server.
@@ -372,7 +394,7 @@ func WalletLoader_ServerToClient(s WalletLoader_Server) WalletLoader {
 // This can be used to create a more complicated Server.
 func WalletLoader_Methods(methods []server.Method, s WalletLoader_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 3)
+		methods = make([]server.Method, 0, 4)
 	}
 
 	methods = append(methods, server.Method{
@@ -408,6 +430,18 @@ func WalletLoader_Methods(methods []server.Method, s WalletLoader_Server) []serv
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.ListWallets(ctx, WalletLoader_listWallets{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xf53a870845b1c2c0,
+			MethodID:      3,
+			InterfaceName: "schema/wallet.capnp:WalletLoader",
+			MethodName:    "getWallet",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.GetWallet(ctx, WalletLoader_getWallet{call})
 		},
 	})
 
@@ -463,6 +497,23 @@ func (c WalletLoader_listWallets) Args() WalletLoader_listWallets_Params {
 func (c WalletLoader_listWallets) AllocResults() (WalletLoader_listWallets_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
 	return WalletLoader_listWallets_Results(r), err
+}
+
+// WalletLoader_getWallet holds the state for a server call to WalletLoader.getWallet.
+// See server.Call for documentation.
+type WalletLoader_getWallet struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c WalletLoader_getWallet) Args() WalletLoader_getWallet_Params {
+	return WalletLoader_getWallet_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c WalletLoader_getWallet) AllocResults() (WalletLoader_getWallet_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return WalletLoader_getWallet_Results(r), err
 }
 
 // WalletLoader_List is a list of WalletLoader.
@@ -959,6 +1010,173 @@ type WalletLoader_listWallets_Results_Future struct{ *capnp.Future }
 func (f WalletLoader_listWallets_Results_Future) Struct() (WalletLoader_listWallets_Results, error) {
 	p, err := f.Future.Ptr()
 	return WalletLoader_listWallets_Results(p.Struct()), err
+}
+
+type WalletLoader_getWallet_Params capnp.Struct
+
+// WalletLoader_getWallet_Params_TypeID is the unique identifier for the type WalletLoader_getWallet_Params.
+const WalletLoader_getWallet_Params_TypeID = 0x9bc0d774409c020f
+
+func NewWalletLoader_getWallet_Params(s *capnp.Segment) (WalletLoader_getWallet_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return WalletLoader_getWallet_Params(st), err
+}
+
+func NewRootWalletLoader_getWallet_Params(s *capnp.Segment) (WalletLoader_getWallet_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return WalletLoader_getWallet_Params(st), err
+}
+
+func ReadRootWalletLoader_getWallet_Params(msg *capnp.Message) (WalletLoader_getWallet_Params, error) {
+	root, err := msg.Root()
+	return WalletLoader_getWallet_Params(root.Struct()), err
+}
+
+func (s WalletLoader_getWallet_Params) String() string {
+	str, _ := text.Marshal(0x9bc0d774409c020f, capnp.Struct(s))
+	return str
+}
+
+func (s WalletLoader_getWallet_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (WalletLoader_getWallet_Params) DecodeFromPtr(p capnp.Ptr) WalletLoader_getWallet_Params {
+	return WalletLoader_getWallet_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s WalletLoader_getWallet_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s WalletLoader_getWallet_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s WalletLoader_getWallet_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s WalletLoader_getWallet_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s WalletLoader_getWallet_Params) Name() (string, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return p.Text(), err
+}
+
+func (s WalletLoader_getWallet_Params) HasName() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s WalletLoader_getWallet_Params) NameBytes() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return p.TextBytes(), err
+}
+
+func (s WalletLoader_getWallet_Params) SetName(v string) error {
+	return capnp.Struct(s).SetText(0, v)
+}
+
+// WalletLoader_getWallet_Params_List is a list of WalletLoader_getWallet_Params.
+type WalletLoader_getWallet_Params_List = capnp.StructList[WalletLoader_getWallet_Params]
+
+// NewWalletLoader_getWallet_Params creates a new list of WalletLoader_getWallet_Params.
+func NewWalletLoader_getWallet_Params_List(s *capnp.Segment, sz int32) (WalletLoader_getWallet_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[WalletLoader_getWallet_Params](l), err
+}
+
+// WalletLoader_getWallet_Params_Future is a wrapper for a WalletLoader_getWallet_Params promised by a client call.
+type WalletLoader_getWallet_Params_Future struct{ *capnp.Future }
+
+func (f WalletLoader_getWallet_Params_Future) Struct() (WalletLoader_getWallet_Params, error) {
+	p, err := f.Future.Ptr()
+	return WalletLoader_getWallet_Params(p.Struct()), err
+}
+
+type WalletLoader_getWallet_Results capnp.Struct
+
+// WalletLoader_getWallet_Results_TypeID is the unique identifier for the type WalletLoader_getWallet_Results.
+const WalletLoader_getWallet_Results_TypeID = 0xbc5aa0ebc4e89734
+
+func NewWalletLoader_getWallet_Results(s *capnp.Segment) (WalletLoader_getWallet_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return WalletLoader_getWallet_Results(st), err
+}
+
+func NewRootWalletLoader_getWallet_Results(s *capnp.Segment) (WalletLoader_getWallet_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return WalletLoader_getWallet_Results(st), err
+}
+
+func ReadRootWalletLoader_getWallet_Results(msg *capnp.Message) (WalletLoader_getWallet_Results, error) {
+	root, err := msg.Root()
+	return WalletLoader_getWallet_Results(root.Struct()), err
+}
+
+func (s WalletLoader_getWallet_Results) String() string {
+	str, _ := text.Marshal(0xbc5aa0ebc4e89734, capnp.Struct(s))
+	return str
+}
+
+func (s WalletLoader_getWallet_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (WalletLoader_getWallet_Results) DecodeFromPtr(p capnp.Ptr) WalletLoader_getWallet_Results {
+	return WalletLoader_getWallet_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s WalletLoader_getWallet_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s WalletLoader_getWallet_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s WalletLoader_getWallet_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s WalletLoader_getWallet_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s WalletLoader_getWallet_Results) Wallet() Wallet {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return Wallet(p.Interface().Client())
+}
+
+func (s WalletLoader_getWallet_Results) HasWallet() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s WalletLoader_getWallet_Results) SetWallet(v Wallet) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+// WalletLoader_getWallet_Results_List is a list of WalletLoader_getWallet_Results.
+type WalletLoader_getWallet_Results_List = capnp.StructList[WalletLoader_getWallet_Results]
+
+// NewWalletLoader_getWallet_Results creates a new list of WalletLoader_getWallet_Results.
+func NewWalletLoader_getWallet_Results_List(s *capnp.Segment, sz int32) (WalletLoader_getWallet_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[WalletLoader_getWallet_Results](l), err
+}
+
+// WalletLoader_getWallet_Results_Future is a wrapper for a WalletLoader_getWallet_Results promised by a client call.
+type WalletLoader_getWallet_Results_Future struct{ *capnp.Future }
+
+func (f WalletLoader_getWallet_Results_Future) Struct() (WalletLoader_getWallet_Results, error) {
+	p, err := f.Future.Ptr()
+	return WalletLoader_getWallet_Results(p.Struct()), err
+}
+func (p WalletLoader_getWallet_Results_Future) Wallet() Wallet {
+	return Wallet(p.Future.Field(0, nil).Client())
 }
 
 type Wallet capnp.Client

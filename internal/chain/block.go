@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -68,3 +69,16 @@ const Unit = "sat"
 
 // FormatAmount prints an amount with its unit.
 func FormatAmount(a int64) string { return fmt.Sprintf("%d %s", a, Unit) }
+
+// CheckAddress reports whether s is an address in the form wallets make
+// ("mp1" and 40 lowercase hexadecimal digits), with an error that shows
+// that form.
+func CheckAddress(s string) error {
+	rest, ok := strings.CutPrefix(s, "mp1")
+	if ok && len(rest) == 40 {
+		if _, err := hex.DecodeString(rest); err == nil && strings.ToLower(rest) == rest {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not an address: an address is mp1 followed by 40 lowercase hexadecimal digits, as 'wallet getnewaddress' prints", s)
+}

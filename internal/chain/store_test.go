@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,5 +102,28 @@ func TestStorePersistsAndFollows(t *testing.T) {
 	defer s.Close()
 	if tip := s.Tip(); tip.Height != 2 {
 		t.Fatalf("tip after reopening = %d, want 2", tip.Height)
+	}
+}
+
+func TestCheckAddress(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		ok   bool
+	}{
+		{"mp1" + strings.Repeat("0a", 20), true},
+		{"mp1" + strings.Repeat("0A", 20), false},
+		{"mp1" + strings.Repeat("0a", 19), false},
+		{"garbage", false},
+		{"", false},
+		{"mp2" + strings.Repeat("0a", 20), false},
+		{"mp1" + strings.Repeat("zz", 20), false},
+	} {
+		err := CheckAddress(tc.addr)
+		if (err == nil) != tc.ok {
+			t.Errorf("CheckAddress(%q) = %v, want ok=%v", tc.addr, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "mp1 followed by 40 lowercase hexadecimal digits") {
+			t.Errorf("CheckAddress(%q) error %q does not show the form", tc.addr, err)
+		}
 	}
 }
