@@ -256,6 +256,16 @@ func (i *Ipc[I]) bootstrap(conn *protocol.Conn) capnp.Client {
 	return i.init.ServeWith(app, control.ControlInterface.Facet(ctrl))
 }
 
+// childConnOptions are protocolOptions for the socketpair between a
+// parent and its child: its opening and ordinary end are logged at Debug,
+// since the spawn, the handshake and the child's exit have lines of their
+// own.
+func (c *core) childConnOptions() *protocol.Options {
+	opts := c.protocolOptions()
+	opts.QuietConnections = true
+	return opts
+}
+
 func (c *core) protocolOptions() *protocol.Options {
 	return &protocol.Options{
 		Logger:         c.ctx.Logger,

@@ -90,7 +90,7 @@ func (c *core) spawnPeer(ctx context.Context, spec ChildSpec) (*peer, capnp.Clie
 	} else {
 		log.Info("spawned child process", "path", path)
 	}
-	conn, boot, err := protocol.Connect(ctx, nc, c.protocolOptions())
+	conn, boot, err := protocol.Connect(ctx, nc, c.childConnOptions())
 	if err != nil {
 		_ = nc.Close()
 		status := proc.Stop(c.opts.ShutdownTimeout)

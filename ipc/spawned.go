@@ -89,7 +89,7 @@ func (c *core) startSpawned(args []string) (handled bool, status int) {
 			served <- protocol.Serve(context.Background(), nc, func(pc *protocol.Conn) capnp.Client {
 				connOnce.Do(func() { conn = pc; close(connSet) })
 				return c.serve(pc)
-			}, c.protocolOptions())
+			}, c.childConnOptions())
 		}()
 		return nil, nil
 	})
@@ -99,7 +99,8 @@ func (c *core) startSpawned(args []string) (handled bool, status int) {
 	var serveErr error
 	select {
 	case <-c.ctx.StopRequested():
-		c.ctx.Logger.Info("parent asked this process to stop; shutting down")
+		// Context.Stop logged the request.
+		c.ctx.Logger.Debug("parent asked this process to stop; shutting down")
 	case serveErr = <-served:
 		served <- serveErr
 		// The parent is gone: nobody else will stop this process, so
