@@ -206,3 +206,21 @@ func TestHelpAndNodeUsageErrors(t *testing.T) {
 		t.Errorf("the node's usage errors created the data directory: %v", err)
 	}
 }
+
+// cmd/README.md, the command-line reference, shows each program's -help
+// as the program prints it.
+func TestCLIReferenceIsCurrent(t *testing.T) {
+	doc, err := os.ReadFile("../cmd/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, prog := range []string{"node", "wallet"} {
+		r := runCLI(t, prog, "-help")
+		if r.status != 0 {
+			t.Fatalf("%s -help: exit %d", prog, r.status)
+		}
+		if !strings.Contains(string(doc), "```\n"+r.stdout+"```\n") {
+			t.Errorf("cmd/README.md does not show '%s -help' as it is now:\n%s", prog, r.stdout)
+		}
+	}
+}

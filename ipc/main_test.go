@@ -62,6 +62,8 @@ func TestMain(m *testing.M) {
 	// The role first, as the main of a binary that spawns itself does.
 	ipc.RunRole(map[string]func() int{
 		selfRole: func() int { return serveChild(selfRole, testApp, testVersion) },
+		// The role named as this binary (see TestSpawnSkipsItself).
+		exeBase(): func() int { return serveChild(exeBase(), testApp, testVersion) },
 	})
 	if kind, ok := os.LookupEnv(envChild); ok {
 		run, ok := childKinds[kind]
@@ -212,6 +214,15 @@ func testChildEnv(kind string) []string {
 
 // childDir returns a directory in which name is the test binary, for
 // Options.ExecutableDir.
+// exeBase is the base name of this test binary's executable.
+func exeBase() string {
+	self, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return filepath.Base(self)
+}
+
 func childDir(t testing.TB, name string) string {
 	t.Helper()
 	dir := t.TempDir()

@@ -77,3 +77,28 @@ func TestSpawnPrefersSiblingToSelfRole(t *testing.T) {
 		t.Errorf("want the sibling executable spawned:\n%s", i.logs.String())
 	}
 }
+
+// An executable of the child's name that is this very program (as when a
+// binary named greeter spawns the child greeter) is never started
+// without a role, which would run this program again and spawn again:
+// the binary plays the role if it can (Options.SelfRoles), and otherwise
+// Spawn says why it cannot.
+func TestSpawnSkipsItself(t *testing.T) {
+	name := exeBase()
+	dir := childDir(t, name) // this binary, under its own name
+
+	i := newTestIpc(t, "parent", "", &ipc.Options{ExecutableDir: dir, SelfRoles: []string{name}})
+	init := spawn(t, i, name)
+	if info, err := i.Handshake(testCtx(t), init); err != nil || info.Executable != name {
+		t.Fatalf("Handshake = %+v, %v; want the child in role %s", info, err, name)
+	}
+	if !i.logs.has(`msg="spawned child process: this binary in another role"`, "role="+name) {
+		t.Errorf("want this binary spawned in role %s:\n%s", name, i.logs.String())
+	}
+
+	bare := newTestIpc(t, "parent", "", &ipc.Options{ExecutableDir: dir})
+	_, err := bare.SpawnProcess(testCtx(t), name)
+	if err == nil || !strings.Contains(err.Error(), "is this program itself, and it does not play the role "+name) {
+		t.Fatalf("SpawnProcess(%s) without the role: %v, want an error saying it is this program", name, err)
+	}
+}

@@ -22,8 +22,9 @@ type ChildSpec struct {
 	// executable looked for when Path is empty.
 	Name string
 	// Path is the executable to run. Empty means: Name next to this
-	// process's executable (or in Options.ExecutableDir), else this
-	// binary in role Name if Name is one of Options.SelfRoles.
+	// process's executable (or in Options.ExecutableDir), unless that is
+	// this very program, else this binary in role Name if Name is one of
+	// Options.SelfRoles.
 	Path string
 	// Role, if set, starts the executable in that role (EnvRole carries
 	// it; the child's main dispatches with RunRole). With an empty Path,
@@ -123,27 +124,35 @@ func (c *core) findChild(spec ChildSpec) (path, role string, err error) {
 	if name == "" || strings.ContainsRune(name, filepath.Separator) {
 		return "", "", fmt.Errorf("child name %q is not a file name", name)
 	}
-	var tried []string
+	var (
+		tried []string
+		found string // this program itself, under the child's name
+	)
+	// candidate reports whether p is the child's executable. This very
+	// program under the same name is not: started without a role, it
+	// would run this program again, which would spawn again.
+	candidate := func(p string) bool {
+		if !isFile(p) {
+			tried = append(tried, p)
+			return false
+		}
+		if isSelf(p) {
+			found = p
+			return false
+		}
+		return true
+	}
 	if c.opts.ExecutableDir != "" {
-		p := filepath.Join(c.opts.ExecutableDir, name)
-		if isFile(p) {
+		if p := filepath.Join(c.opts.ExecutableDir, name); candidate(p) {
 			return p, "", nil
 		}
-		tried = append(tried, p)
 	} else {
-		if p, err := process.ExecutablePath(name); err == nil {
-			if isFile(p) {
-				return p, "", nil
-			}
-			tried = append(tried, p)
+		if p, err := process.ExecutablePath(name); err == nil && candidate(p) {
+			return p, "", nil
 		}
 		if c.argv0 != "" {
-			p := filepath.Join(filepath.Dir(c.argv0), name)
-			if isFile(p) {
+			if p := filepath.Join(filepath.Dir(c.argv0), name); !slices.Contains(tried, p) && p != found && candidate(p) {
 				return p, "", nil
-			}
-			if !slices.Contains(tried, p) {
-				tried = append(tried, p)
 			}
 		}
 	}
@@ -154,7 +163,22 @@ func (c *core) findChild(spec ChildSpec) (path, role string, err error) {
 		}
 		return self, name, nil
 	}
+	if found != "" {
+		return "", "", fmt.Errorf("%s is this program itself, and it does not play the role %s (Options.SelfRoles): started again it would spawn again", found, name)
+	}
 	return "", "", fmt.Errorf("no executable %s (looked for %s), and this binary does not play that role", name, strings.Join(tried, ", "))
+}
+
+// isSelf reports whether path is this process's executable under the
+// same name.
+func isSelf(path string) bool {
+	self, err := os.Executable()
+	if err != nil || filepath.Base(self) != filepath.Base(path) {
+		return false
+	}
+	a, err1 := os.Stat(self)
+	b, err2 := os.Stat(path)
+	return err1 == nil && err2 == nil && os.SameFile(a, b)
 }
 
 func isFile(path string) bool {
