@@ -209,3 +209,42 @@ func TestNodeSpawnsItselfAsWallet(t *testing.T) {
 	inOrder(t, node.out.String(), `msg="child process exited" process=node .*child_pid=`+strconv.Itoa(pid)+` status="exit status 0"`)
 	waitGone(t, pid)
 }
+
+// A wallet that keeps crashing is restarted until the policy gives up (5
+// restarts within a minute): then the node says so at ERROR, runs on
+// without it, and the wallet's commands say that it gave up, which is
+// neither "restarting" nor -disablewallet's "no wallet".
+func TestWalletRestartsExhausted(t *testing.T) {
+	dataDir := t.TempDir()
+	node := startApp(t, dataDir)
+	for crash := 1; crash <= 6; crash++ {
+		pids := walletPids(node.out.String())
+		if len(pids) != crash {
+			t.Fatalf("crash %d: %d wallets spawned so far, want %d; output:\n%s", crash, len(pids), crash, node.out.String())
+		}
+		pid := pids[len(pids)-1]
+		if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitGone(t, pid)
+		if crash <= 5 {
+			node.out.waitFor(t, lineRE(`msg="child process restarted" process=node .*child=wallet restart=`+strconv.Itoa(crash)+`\b`))
+		}
+	}
+	node.out.waitFor(t, lineRE(`level=ERROR msg="child process will not be restarted" process=node .*child=wallet .*reason="gave up after 5 restarts"`))
+
+	r := walletCLI(t, dataDir, "getbalance")
+	if r.status != 5 || !strings.HasPrefix(r.stderr, "wallet: getbalance: the wallet process exited (killed by signal 9) at ") || !strings.Contains(r.stderr, "; gave up after 5 restarts") || strings.Contains(r.stderr, "restarting") || strings.Contains(r.stderr, "without a wallet") {
+		t.Errorf("getbalance after the restarts gave out: exit %d, stderr %q", r.status, r.stderr)
+	}
+	// The node serves on.
+	if r := walletCLI(t, dataDir, "stop"); r.status != 0 || r.stdout != "the node is stopping\n" {
+		t.Errorf("stop: exit %d, stdout %q, stderr %q", r.status, r.stdout, r.stderr)
+	}
+	if ws := node.wait(t); !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Fatalf("node ended with %v; output:\n%s", ws, node.out.String())
+	}
+	if n := len(walletPids(node.out.String())); n != 6 {
+		t.Errorf("%d wallets spawned, want 6", n)
+	}
+}
