@@ -230,6 +230,14 @@ func (call *Call) Send() (capnp.Struct, error) {
 	t := turnOf(ctx)
 	if t != nil {
 		t.yield()
+		if call.dc == nil || call.dc.Conn() != rpcconn.ConnFromContext(t.ctx.Context) {
+			// The call waits on something other than a Return on the
+			// connection that delivered t: if t runs inline on the
+			// goroutine reading that one, another reads meanwhile.
+			// (A direct call on the same connection reads its Return
+			// itself.)
+			rpcconn.HandOff(t.ctx.Context)
+		}
 	}
 	var err error
 	if ic := call.client.interceptor(); ic != nil {

@@ -157,7 +157,7 @@ func (h *serverHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCalle
 			return sc
 		}
 	}
-	h.enter(sc)
+	h.enter(sc, ctx)
 	return sc
 }
 
@@ -175,8 +175,11 @@ func (h *serverHook) Shutdown() {
 }
 
 // enter starts sc now if its object is free (or takes concurrent calls),
-// or queues it.
-func (h *serverHook) enter(sc *ServerCall) {
+// or queues it. A call whose object is free runs on the goroutine that
+// delivers it if its connection lets it (rpcconn.TakeInline, with ctx
+// the delivery's context), with no goroutine started; should it block,
+// the connection has another goroutine read meanwhile.
+func (h *serverHook) enter(sc *ServerCall, ctx context.Context) {
 	if h.concurrent {
 		go sc.run()
 		return
@@ -186,7 +189,11 @@ func (h *serverHook) enter(sc *ServerCall) {
 		h.busy = true
 		sc.holding = true
 		h.mu.Unlock()
-		go sc.run()
+		if rpcconn.TakeInline(ctx) {
+			sc.run()
+		} else {
+			go sc.run()
+		}
 		return
 	}
 	h.waiting = append(h.waiting, turnWaiter{start: sc})
@@ -279,9 +286,10 @@ func (sc *ServerCall) Results() (capnp.Struct, error) {
 	return sc.results, nil
 }
 
-// run serves the call, in its own goroutine, and then the calls its
-// object's turn passes to, one after the other: calls queued on a busy
-// object (a stream's) cost no goroutine each, and no stack to grow again.
+// run serves the call, in its own goroutine or inline (enter), and then
+// the calls its object's turn passes to, one after the other: calls
+// queued on a busy object (a stream's) cost no goroutine each, and no
+// stack to grow again.
 func (sc *ServerCall) run() {
 	for sc != nil {
 		sc = sc.runOne()
@@ -550,5 +558,9 @@ func (sc *ServerCall) resume() {
 	ch := make(chan struct{})
 	h.waiting = append(h.waiting, turnWaiter{resume: ch, sc: sc})
 	h.mu.Unlock()
+	// If sc runs inline on the goroutine that reads its connection,
+	// another reads while it waits: the call holding the turn may need
+	// it.
+	rpcconn.HandOff(sc.ctx.Context)
 	<-ch // passLocked gave sc the turn
 }

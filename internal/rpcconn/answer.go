@@ -563,7 +563,7 @@ func (a *answer) deliverPipelined(p pendingCall) {
 		return
 	}
 	if p.a != nil {
-		p.a.deliver(cl, p.recv)
+		p.a.deliver(nil, cl, p.recv)
 	} else {
 		p.held.settle(cl.RecvCall(p.ctx, p.recv), nil)
 	}
@@ -572,10 +572,17 @@ func (a *answer) deliverPipelined(p pendingCall) {
 
 // deliverSnapshot hands the call to the hook of snap, which is e's own
 // if e is not nil: it then ends the delivery (export.doneDelivering) and
-// returns the snapshot to release, if any. The caller holds no lock.
-func (a *answer) deliverSnapshot(snap capnp.ClientSnapshot, r capnp.Recv, e *export) capnp.ClientSnapshot {
+// returns the snapshot to release, if any. w is the goroutine that reads
+// (see deliver). The caller holds no lock.
+func (a *answer) deliverSnapshot(w *reader, snap capnp.ClientSnapshot, r capnp.Recv, e *export) capnp.ClientSnapshot {
 	a.inReader.Store(true)
-	snap.Recv(&a.ctx, r)
+	if w != nil && w.call == nil {
+		a.ctx.inline = w
+		snap.Recv(&a.ctx, r)
+		a.endInline(w)
+	} else {
+		snap.Recv(&a.ctx, r)
+	}
 	a.inReader.Store(false)
 	if e == nil {
 		return capnp.ClientSnapshot{}
@@ -587,9 +594,27 @@ func (a *answer) deliverSnapshot(snap capnp.ClientSnapshot, r capnp.Recv, e *exp
 	return rel
 }
 
-// deliver hands the call to cl. The caller holds no lock.
-func (a *answer) deliver(cl capnp.Client, r capnp.Recv) {
+// deliver hands the call to cl. w is the goroutine that read the call,
+// or nil: a connection goroutine lets the capability run the call inline
+// (TakeInline); a caller reading for its own Return does not. The caller
+// holds no lock.
+func (a *answer) deliver(w *reader, cl capnp.Client, r capnp.Recv) {
 	a.inReader.Store(true)
-	cl.RecvCall(&a.ctx, r)
+	if w != nil && w.call == nil {
+		a.ctx.inline = w
+		cl.RecvCall(&a.ctx, r)
+		a.endInline(w)
+	} else {
+		cl.RecvCall(&a.ctx, r)
+	}
 	a.inReader.Store(false)
+}
+
+// endInline ends a delivery by w, a connection goroutine: if the call ran
+// inline (TakeInline), w finds whether it still holds the role.
+func (a *answer) endInline(w *reader) {
+	a.ctx.inline = nil
+	if a.ctx.by != nil {
+		a.c.leaveBusy(w, &a.ctx)
+	}
 }

@@ -20,6 +20,42 @@ type callCtx struct {
 	done  chan struct{} // made on demand
 	err   error
 	after map[*afterFunc]struct{}
+
+	// inline is the connection goroutine delivering the call while it
+	// holds the reading role (role.go), during Recv; touched only by
+	// that goroutine. by is the same once the call runs inline
+	// (TakeInline), guarded by the role's mutex.
+	inline *reader
+	by     *reader
+}
+
+// TakeInline reports whether the call whose context ctx is (the context
+// a capability's Recv gets) may run to its end in Recv, on the goroutine
+// that delivers it: one of the connection's, which reads the connection
+// while no caller does. If so, the connection treats that goroutine as
+// running application code from then on until Recv returns: should the
+// call block or run long, another goroutine takes over reading within a
+// bound (see package doc), and HandOff gives the reading away at once.
+// The capability must have put the call in its place among the calls
+// it serves in order before: the next message may be handled as soon as
+// TakeInline returns. Calls that a caller delivers while reading for its
+// own Return are never inline.
+func TakeInline(ctx context.Context) bool {
+	x, ok := ctx.(*callCtx)
+	if !ok || x.inline == nil {
+		return false
+	}
+	return x.conn.enterBusy(x.inline, x)
+}
+
+// HandOff has another goroutine read the connection now if the call whose
+// context ctx is runs inline (Inline) on the goroutine that reads it: the
+// call is about to wait for something that reading the connection will
+// not bring (an outgoing call on another connection).
+func HandOff(ctx context.Context) {
+	if x, ok := ctx.(*callCtx); ok && x.conn != nil {
+		x.conn.handOff(x)
+	}
 }
 
 type afterFunc struct{ f func() }

@@ -29,9 +29,10 @@ const peerGoneGrace = time.Second
 // (and finishing the write it was in) once the connection is ending.
 const abortWriteTimeout = 250 * time.Millisecond
 
-// A Conn is one Cap'n Proto RPC connection. It runs two goroutines, a
-// reader and a writer, which it owns: both have exited when Done is
-// closed.
+// A Conn is one Cap'n Proto RPC connection. It runs a writer goroutine
+// and one or two goroutines that read (more while deliveries are stuck in
+// application code: role.go), which it owns: all have exited when Done
+// is closed.
 type Conn struct {
 	lim     limits
 	log     *slog.Logger
@@ -102,6 +103,18 @@ type Conn struct {
 	watches        []*ctxWatch // kept for calls under the same context
 	freeW          []*ctxWatch // for reuse (ctxwatch.go)
 
+	// role is who reads (role.go); fr reads frames through kr.
+	role readRole
+	fr   *frameReader
+	kr   kickReader
+	// deadline is rwc's SetReadDeadline, to pull a reading caller out
+	// of Read (role.go); nil if rwc has none: callers never read then.
+	deadline interface{ SetReadDeadline(time.Time) error }
+	// openQ mirrors qOpen, for the role's decisions without c.mu.
+	openQ atomic.Int32
+	// patience is how long the role may stay free or busy (role.go).
+	patience time.Duration
+
 	// raw is rwc's file descriptor for a non-blocking write(2) from the
 	// goroutine that queued a message (flush); nil if rwc has none.
 	raw syscall.RawConn
@@ -163,6 +176,10 @@ func NewConn(rwc io.ReadWriteCloser, opts *Options) *Conn {
 		c.observe = opts.Observe
 		c.icept = opts.Interceptor
 		c.owner = opts.Owner
+		c.patience = opts.readPatience
+	}
+	if c.patience <= 0 {
+		c.patience = defaultReadPatience
 	}
 	if _, ok := rwc.(net.Conn); ok {
 		// A net.Conn's descriptor is non-blocking.
@@ -173,7 +190,15 @@ func NewConn(rwc io.ReadWriteCloser, opts *Options) *Conn {
 			}
 		}
 	}
-	go c.reader()
+	if d, ok := rwc.(interface{ SetReadDeadline(time.Time) error }); ok {
+		c.deadline = d
+	}
+	c.kr.c = c
+	c.fr = newFrameReader(bufio.NewReaderSize(&c.kr, 64<<10), &c.lim)
+	w := newReader()
+	c.role.holder, c.role.state = w, roleReading
+	c.role.readers = 1
+	go c.readLoop(w)
 	go c.writer()
 	return c
 }
@@ -207,49 +232,6 @@ func (c *Conn) CloseWithError(cause error) {
 }
 
 func (c *Conn) closeRWC() { c.closer.Do(func() { c.rwc.Close() }) }
-
-// reader is the connection's reading goroutine; it also owns the end: it
-// closes done once the writer has exited and local calls have returned.
-func (c *Conn) reader() {
-	panicked := false
-	defer func() {
-		<-c.wdone
-		c.mu.Lock()
-		idle := c.idle
-		if c.active == 0 || panicked {
-			// After a bug, a call the reader was delivering may never
-			// return: do not let Done wait for it.
-			idle = nil
-		}
-		c.mu.Unlock()
-		if idle != nil {
-			<-idle
-		}
-		close(c.done)
-	}()
-	defer func() {
-		if r := recover(); r != nil {
-			panicked = true
-			c.log.Error("rpcconn: bug in reader", "panic", r, "stack", string(debug.Stack()))
-			c.shutdown(protoErr("internal error: %v", r), true)
-		}
-	}()
-	fr := newFrameReader(bufio.NewReaderSize(c.rwc, 64<<10), &c.lim)
-	for {
-		msg, size, err := fr.next()
-		if err != nil {
-			var pe *ProtocolError
-			c.shutdown(err, errors.As(err, &pe))
-			return
-		}
-		if err := c.handle(msg, size); err != nil {
-			var pe *ProtocolError
-			c.shutdown(err, errors.As(err, &pe) && !pe.Remote)
-			return
-		}
-		c.waitQueueHard()
-	}
-}
 
 // shutdown ends the connection for cause, sending an Abort if abort.
 func (c *Conn) shutdown(cause error, abort bool) {
@@ -354,6 +336,7 @@ func (c *Conn) shutdown(cause error, abort bool) {
 	for _, q := range rejects {
 		q.resolve(capnp.Ptr{}, discErr)
 	}
+	c.closeRole()
 	breakPromises(broken, discErr)
 	for _, e := range lift {
 		e.lift()

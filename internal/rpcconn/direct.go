@@ -3,6 +3,8 @@ package rpcconn
 import (
 	"context"
 	"errors"
+	"sync"
+	"sync/atomic"
 
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
@@ -47,14 +49,49 @@ type Call struct {
 	pay    rpccp.Payload
 	params capnp.Struct
 
-	q       *question
-	done    chan struct{} // closed once settled (not for stream calls)
+	q       *question // &qst once sent
+	qst     question
+	settled atomic.Bool // set once content and err are (signalSettled)
+	rd      reader      // the caller, as it waits for the Return (role.go)
 	content capnp.Ptr
 	err     error
 
 	// onReturn, for a stream call, gets its result; it runs on the
 	// goroutine that settles the call and must not block.
 	onReturn func(error)
+}
+
+// Calls are reused (callPool): a Call goes back to the pool once both its
+// caller and the connection are done with it (question.callerDone, and
+// question.freed), whichever comes last, under c.mu. So a call costs no
+// allocation of its own: neither the Call, nor its question, nor what its
+// caller waits on.
+var callPool = sync.Pool{New: func() any {
+	dc := new(Call)
+	dc.rd.wake = make(chan struct{}, 1)
+	dc.rd.call = dc
+	return dc
+}}
+
+func getCall() *Call {
+	dc := callPool.Get().(*Call)
+	// A token left by the call's previous use would only make its
+	// caller look once more.
+	select {
+	case <-dc.rd.wake:
+	default:
+	}
+	return dc
+}
+
+// recycleLocked puts dc back in the pool; the caller holds c.mu, and
+// neither the caller of dc nor the connection uses it any more.
+func (dc *Call) recycleLocked() {
+	wake := dc.rd.wake
+	*dc = Call{}
+	dc.rd.wake = wake
+	dc.rd.call = dc
+	callPool.Put(dc)
 }
 
 // NewCall starts a call to method m of h, with parameters of size. The
@@ -65,7 +102,10 @@ func (h *importClient) NewCall(m capnp.Method, size capnp.ObjectSize, stream boo
 	if err != nil {
 		return nil, err
 	}
-	return &Call{c: h.c, imp: h, method: m, stream: stream, msg: msg, call: call, pay: pay, params: params}, nil
+	dc := getCall()
+	dc.c, dc.imp, dc.method, dc.stream = h.c, h, m, stream
+	dc.msg, dc.call, dc.pay, dc.params = msg, call, pay, params
+	return dc, nil
 }
 
 // Conn returns the connection the call goes through.
@@ -81,7 +121,6 @@ func (dc *Call) Send(ctx context.Context) error {
 	if dc.stream {
 		return errors.New("rpcconn: Send on a stream call")
 	}
-	dc.done = make(chan struct{})
 	msg := dc.msg
 	dc.msg = nil
 	q, err := dc.c.sendMsg(ctx, callTarget{imp: dc.imp}, dc.method, msg, dc.ext, dc.call, dc.pay, true, dc)
@@ -89,7 +128,7 @@ func (dc *Call) Send(ctx context.Context) error {
 		return err
 	}
 	dc.q = q
-	<-dc.done
+	dc.c.awaitReturn(dc)
 	// The caller may change the bytes it lent once Send returns.
 	dc.ext.detach()
 	return dc.err
@@ -133,6 +172,13 @@ func (dc *Call) Release() {
 	}
 	q := dc.q
 	if q == nil {
+		if dc.qst.c == nil && dc.c != nil {
+			// Never sent: nothing of the connection refers to it.
+			c := dc.c
+			c.mu.Lock()
+			dc.recycleLocked()
+			c.mu.Unlock()
+		}
 		return
 	}
 	dc.q = nil
@@ -141,6 +187,10 @@ func (dc *Call) Release() {
 	m := q.result
 	q.result = nil
 	c.releaseBudget(q)
+	q.callerDone = true
+	if q.freed {
+		dc.recycleLocked()
+	}
 	c.mu.Unlock()
 	if m != nil {
 		recycleRecv(m)
@@ -164,6 +214,10 @@ func (dc *Call) ReleaseKeepResults() func() {
 	m := q.result
 	q.result = nil
 	c.releaseBudget(q)
+	q.callerDone = true
+	if q.freed {
+		dc.recycleLocked()
+	}
 	c.mu.Unlock()
 	if m == nil {
 		return func() {}
@@ -172,6 +226,8 @@ func (dc *Call) ReleaseKeepResults() func() {
 }
 
 // settleDirect is settle for a direct call. The caller holds no lock.
+// Signalling the caller (or, for a stream call, onReturn) is the last it
+// does with the call.
 func (q *question) settleDirect(p capnp.Ptr, err error, free bool) {
 	c := q.c
 	dc := q.dc
@@ -183,29 +239,38 @@ func (q *question) settleDirect(p capnp.Ptr, err error, free bool) {
 	fns := q.onReturn
 	q.onReturn = nil
 	q.settled = true
+	kick := q.kick
 	var m *capnp.Message
-	if dc.stream {
+	var onReturn func(error)
+	stream := dc.stream
+	if stream {
 		// Nobody reads a stream call's results: release them, and its
-		// place in flight, now.
+		// place in flight, now. Its caller is done with it (the call
+		// releases itself).
 		m = q.result
 		q.result = nil
 		c.releaseBudget(q)
+		onReturn = dc.onReturn
+		q.callerDone = true
+		if q.freed {
+			dc.recycleLocked()
+		}
 	}
 	c.mu.Unlock()
-	if dc.stream {
-		if m != nil {
-			recycleRecv(m)
-		}
-		if dc.onReturn != nil {
-			dc.onReturn(err)
-		}
-	} else {
-		dc.content, dc.err = p, err
-		close(dc.done)
-	}
 	for _, f := range fns {
 		f()
 	}
+	if stream {
+		if m != nil {
+			recycleRecv(m)
+		}
+		if onReturn != nil {
+			onReturn(err)
+		}
+		return
+	}
+	dc.content, dc.err = p, err
+	dc.signalSettled(kick)
 }
 
 // Conn returns the connection of the import.

@@ -33,6 +33,16 @@ type frameReader struct {
 	lim   *limits
 	trust int // the largest buffer a frame filled whole on this connection
 	hdr   [frameHeaderSize]byte
+
+	// A frame whose reading errYield interrupted (the goroutine reading
+	// gave way: role.go), to go on with at the next call: its header is
+	// in hdr and consumed; body holds got bytes of its n.
+	pending bool
+	nseg    uint64
+	hlen    uint64
+	total   uint64
+	body    *recvBuf
+	got     int
 }
 
 const (
@@ -55,37 +65,37 @@ func newFrameReader(r io.Reader, l *limits) *frameReader {
 // next reads one message, refusing more than MaxSegments segments or
 // more than the size limit before allocating for them, and sets the read
 // limits on it. It returns the frame's size in bytes.
+//
+// If the reader under the buffer fails with errYield, next returns it
+// having lost nothing: the next call goes on where this one stopped.
+// (The header is peeked until whole, and only then consumed; the body's
+// progress is kept in fr.)
 func (fr *frameReader) next() (*capnp.Message, uint64, error) {
-	hdr, l := fr.hdr[:], fr.lim
-	if _, err := io.ReadFull(fr.r, hdr[:4]); err != nil {
+	if !fr.pending {
+		if err := fr.header(); err != nil {
+			return nil, 0, err
+		}
+		fr.pending = true
+		fr.body, fr.got = nil, 0
+	}
+	var buf *recvBuf
+	var err error
+	if fr.nseg == 1 {
+		buf, err = fr.readBody(nil, int(fr.total-fr.hlen))
+	} else {
+		buf, err = fr.readBody(fr.hdr[:fr.hlen], int(fr.total))
+	}
+	if err == errYield {
 		return nil, 0, err
 	}
-	nseg := uint64(binary.LittleEndian.Uint32(hdr[:4])) + 1
-	if nseg > MaxSegments {
-		return nil, 0, protoErr("message has %d segments, more than %d", nseg, MaxSegments)
+	fr.pending = false
+	if err != nil {
+		return nil, 0, err
 	}
-	hlen := 4 + 4*nseg
-	if hlen%8 != 0 {
-		hlen += 4
-	}
-	if _, err := io.ReadFull(fr.r, hdr[4:hlen]); err != nil {
-		return nil, 0, unexpectedEOF(err)
-	}
-	total := hlen
-	for i := uint64(0); i < nseg; i++ {
-		total += 8 * uint64(binary.LittleEndian.Uint32(hdr[4+4*i:]))
-		if total > l.maxMessage {
-			return nil, 0, protoErr("message too large: larger than %d bytes", l.maxMessage)
-		}
-	}
+	total, l := fr.total, fr.lim
 	var msg *capnp.Message
-	var err error
-	if nseg == 1 {
+	if fr.nseg == 1 {
 		// The common case, with fewer allocations than Unmarshal.
-		buf, rerr := fr.readBody(nil, int(total-hlen))
-		if rerr != nil {
-			return nil, 0, rerr
-		}
 		// The message and its arena in one allocation.
 		rm := newRecvMsg()
 		rm.arena.buf = buf
@@ -93,10 +103,6 @@ func (fr *frameReader) next() (*capnp.Message, uint64, error) {
 		msg = &rm.msg
 		_, err = msg.Reset(&rm.arena)
 	} else {
-		buf, rerr := fr.readBody(hdr[:hlen], int(total))
-		if rerr != nil {
-			return nil, 0, rerr
-		}
 		msg, err = capnp.Unmarshal(buf.b)
 		if err == nil {
 			msg.Arena = &recvMultiArena{Arena: msg.Arena, buf: buf}
@@ -113,23 +119,78 @@ func (fr *frameReader) next() (*capnp.Message, uint64, error) {
 	return msg, total, nil
 }
 
+// header reads a frame's header into fr.hdr and sets fr.nseg, fr.hlen and
+// fr.total. Through a bufio.Reader it consumes nothing until the header
+// is whole, so that an error leaves the bytes read for the next call.
+func (fr *frameReader) header() error {
+	hdr, l := fr.hdr[:], fr.lim
+	if fr.br != nil {
+		b, err := fr.br.Peek(4)
+		if err != nil {
+			if len(b) > 0 {
+				err = unexpectedEOF(err)
+			}
+			return err
+		}
+		copy(hdr, b)
+	} else if _, err := io.ReadFull(fr.r, hdr[:4]); err != nil {
+		return err
+	}
+	nseg := uint64(binary.LittleEndian.Uint32(hdr[:4])) + 1
+	if nseg > MaxSegments {
+		return protoErr("message has %d segments, more than %d", nseg, MaxSegments)
+	}
+	hlen := 4 + 4*nseg
+	if hlen%8 != 0 {
+		hlen += 4
+	}
+	if fr.br != nil {
+		b, err := fr.br.Peek(int(hlen))
+		if err != nil {
+			return unexpectedEOF(err)
+		}
+		copy(hdr, b)
+		fr.br.Discard(int(hlen))
+	} else if _, err := io.ReadFull(fr.r, hdr[4:hlen]); err != nil {
+		return unexpectedEOF(err)
+	}
+	total := hlen
+	for i := uint64(0); i < nseg; i++ {
+		total += 8 * uint64(binary.LittleEndian.Uint32(hdr[4+4*i:]))
+		if total > l.maxMessage {
+			return protoErr("message too large: larger than %d bytes", l.maxMessage)
+		}
+	}
+	fr.nseg, fr.hlen, fr.total = nseg, hlen, total
+	return nil
+}
+
 // readBody reads n bytes of a frame, prefix (the header, for a frame of
 // several segments) in hand and the rest from the reader, into a pooled
-// buffer that grows as they arrive (see frameReader).
+// buffer that grows as they arrive (see frameReader). After errYield,
+// the next call goes on with fr.body.
 func (fr *frameReader) readBody(prefix []byte, n int) (*recvBuf, error) {
-	size := n
-	if n > fr.trust {
-		arrived := len(prefix)
-		if fr.br != nil {
-			arrived += fr.br.Buffered()
+	buf, got := fr.body, fr.got
+	fr.body, fr.got = nil, 0
+	if buf == nil {
+		size := n
+		if n > fr.trust {
+			arrived := len(prefix)
+			if fr.br != nil {
+				arrived += fr.br.Buffered()
+			}
+			size = chunkSize(n, max(minFrameChunk, frameGrowth*arrived))
 		}
-		size = chunkSize(n, max(minFrameChunk, frameGrowth*arrived))
+		buf = getRecvBuf(size)
+		got = copy(buf.b, prefix)
 	}
-	buf := getRecvBuf(size)
-	got := copy(buf.b, prefix)
 	for {
 		k, err := io.ReadFull(fr.r, buf.b[got:])
 		got += k
+		if err == errYield {
+			fr.body, fr.got = buf, got
+			return nil, err
+		}
 		if err != nil {
 			putRecvBuf(buf)
 			return nil, unexpectedEOF(err)

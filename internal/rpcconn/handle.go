@@ -1,14 +1,17 @@
 package rpcconn
 
 import (
+	"time"
+
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/exc"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 )
 
-// handle processes one received message, which it owns. It returns an
-// error that ends the connection: a *ProtocolError for the peer's faults.
-func (c *Conn) handle(msg *capnp.Message, size uint64) error {
+// handle processes one received message, which it owns, as w, which
+// holds the reading role. It returns an error that ends the connection:
+// a *ProtocolError for the peer's faults.
+func (c *Conn) handle(w *reader, msg *capnp.Message, size uint64) error {
 	if size == bareReturn.size() && c.handleBareReturn(msg) {
 		return nil
 	}
@@ -20,9 +23,14 @@ func (c *Conn) handle(msg *capnp.Message, size uint64) error {
 	if c.observe != nil {
 		c.observe(false, root)
 	}
-	switch root.Which() {
+	which := root.Which()
+	switch which {
+	case rpccp.Message_Which_call, rpccp.Message_Which_bootstrap, rpccp.Message_Which_disembargo:
+		c.role.lastCall = time.Now()
+	}
+	switch which {
 	case rpccp.Message_Which_call:
-		return c.handleCall(msg, root, size)
+		return c.handleCall(w, msg, root, size)
 	case rpccp.Message_Which_return:
 		return c.handleReturn(msg, root)
 	case rpccp.Message_Which_finish:
@@ -130,7 +138,7 @@ func readCapTable(p rpccp.Payload) (rpccp.CapDescriptor_List, error) {
 	return l, nil
 }
 
-func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) error {
+func (c *Conn) handleCall(w *reader, msg *capnp.Message, root rpccp.Message, size uint64) error {
 	fail := func(err error) error { msg.Release(); return err }
 	if !root.HasCall() {
 		return fail(protoErr("call with a null body"))
@@ -282,14 +290,14 @@ func (c *Conn) handleCall(msg *capnp.Message, root rpccp.Message, size uint64) e
 		return nil
 	}
 	if snap.IsValid() {
-		rel := a.deliverSnapshot(snap, recv, snapOf)
+		rel := a.deliverSnapshot(w, snap, recv, snapOf)
 		if snapOf == nil {
 			rel = snap
 		}
 		rel.Release()
 		return nil
 	}
-	a.deliver(target, recv)
+	a.deliver(w, target, recv)
 	target.Release()
 	return nil
 }

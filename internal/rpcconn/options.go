@@ -3,6 +3,7 @@ package rpcconn
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
@@ -70,7 +71,9 @@ type Options struct {
 	Interceptor Interceptor
 
 	// Observe, if set, sees every message: received ones (sent=false)
-	// before they are handled, on the reader goroutine, and sent ones
+	// before they are handled, one at a time in order, on the goroutine
+	// reading the connection (one of its own, or a caller waiting for
+	// its Return: see the package doc), and sent ones
 	// (sent=true) just before they are written, one at a time, on the
 	// goroutine writing them (the writer, or the one that queued them).
 	// It must return quickly and must not keep m, which is valid only
@@ -81,6 +84,9 @@ type Options struct {
 	// methods wait while it holds more. Messages the protocol itself
 	// sends never wait. Default DefaultMaxQueueBytes.
 	MaxQueueBytes uint64
+
+	// readPatience, for tests, replaces defaultReadPatience (role.go).
+	readPatience time.Duration
 }
 
 type limits struct {

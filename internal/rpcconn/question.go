@@ -29,6 +29,8 @@ type question struct {
 	stream      bool      // a call to a `-> stream` method, counted in c.streamOpen
 	finishSent  bool      // canceled before its Return
 	freed       bool      // out of the table; the ID may be reused
+	callerDone  bool      // a direct call's caller released it (Call.Release)
+	kick        bool      // canceled: settling it kicks its caller (role.go)
 	budgetFreed bool
 	onReturn    []func()
 	settled     bool                 // resolve has run and taken onReturn
@@ -108,7 +110,13 @@ func (c *Conn) Bootstrap(ctx context.Context) capnp.Client {
 
 // newQuestion adds a question to the table; the caller holds c.mu.
 func (c *Conn) newQuestion(m capnp.Method, size uint64, dc *Call) *question {
-	q := &question{c: c, size: size, dc: dc}
+	var q *question
+	if dc != nil {
+		q = &dc.qst
+		*q = question{c: c, size: size, dc: dc}
+	} else {
+		q = &question{c: c, size: size}
+	}
 	if n := len(c.freeQ); n > 0 {
 		q.id = c.freeQ[n-1]
 		c.freeQ = c.freeQ[:n-1]
@@ -121,6 +129,7 @@ func (c *Conn) newQuestion(m capnp.Method, size uint64, dc *Call) *question {
 	c.qBytes += size
 	q.open = true
 	c.qOpen++
+	c.openQ.Add(1)
 	if dc == nil {
 		q.p = capnp.NewPromise(m, q, nil)
 	}
@@ -133,6 +142,7 @@ func (c *Conn) closeQuestion(q *question) {
 	if q.open {
 		q.open = false
 		c.qOpen--
+		c.openQ.Add(-1)
 		if q.plain {
 			c.plainOpen.Add(-1)
 		}
@@ -172,11 +182,14 @@ func (c *Conn) freeQuestion(q *question) {
 		return
 	}
 	q.freed = true
-	if c.closing || int(q.id) >= len(c.questions) || c.questions[q.id] != q {
-		return
+	if !c.closing && int(q.id) < len(c.questions) && c.questions[q.id] == q {
+		c.questions[q.id] = nil
+		c.freeQ = append(c.freeQ, q.id)
 	}
-	c.questions[q.id] = nil
-	c.freeQ = append(c.freeQ, q.id)
+	if q.dc != nil && q.callerDone {
+		// The caller let go first: the connection was the last user.
+		q.dc.recycleLocked()
+	}
 }
 
 // questionFor finds the unanswered question whose answer is ans. The
@@ -250,6 +263,9 @@ func (c *Conn) cancelLocked(q *question) bool {
 		return false
 	}
 	q.finishSent = true
+	// A direct call's caller may be reading, for a Return that may be
+	// long in coming: settling the call pulls it out of Read.
+	q.kick = true
 	c.closeQuestion(q)
 	msg, root := newMessage()
 	f, _ := root.NewFinish()
@@ -711,6 +727,12 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 	q.returned = true
 	c.closeQuestion(q)
 	c.mu.Unlock()
+	if q.dc != nil && !q.dc.stream {
+		c.role.sawDirect = true
+		if c.kr.holder == &q.dc.rd {
+			c.role.stats.ownReturns.Add(1)
+		}
+	}
 	releaseAll(release)
 	if callErr == nil {
 		msg.CapTable().Reset(caps...)
