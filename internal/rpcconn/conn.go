@@ -187,6 +187,7 @@ func NewConn(rwc io.ReadWriteCloser, opts *Options) *Conn {
 			if raw, err := sc.SyscallConn(); err == nil {
 				c.raw = raw
 				c.direct = c.writeDirect
+				raiseSendBuffer(raw)
 			}
 		}
 	}

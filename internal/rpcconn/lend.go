@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -448,4 +449,35 @@ func withinMessage(msg *capnp.Message, b []byte) bool {
 		}
 	}
 	return false
+}
+
+// sendBuffer is the send buffer (SO_SNDBUF) a connection asks of a unix
+// socket: room for a large message in one write(2). With Linux's default
+// (208 KiB) a 1 MiB message goes out in five or more writes, each
+// waiting for the peer to read (a wake-up of the writer through the
+// poller, and of the reader on the other side, per piece); with this it
+// goes out in one, and the peer reads while the writer goes on. The
+// kernel caps it at net.core.wmem_max (and counts it twice); the memory
+// is the kernel's, taken only while the peer has not read what was
+// written. Zero leaves the system's default (tests that fill the socket
+// to measure what a peer that never reads costs set it so).
+var sendBuffer atomic.Int64
+
+func init() { sendBuffer.Store(2 << 20) }
+
+// raiseSendBuffer raises the send buffer of a unix socket to sendBuffer.
+// TCP's is left alone: setting it turns off the kernel's own sizing.
+func raiseSendBuffer(raw syscall.RawConn) {
+	want := int(sendBuffer.Load())
+	if want <= 0 {
+		return
+	}
+	raw.Control(func(fd uintptr) {
+		if d, err := syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_DOMAIN); err != nil || d != syscall.AF_UNIX {
+			return
+		}
+		if n, err := syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF); err == nil && n < want {
+			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, want)
+		}
+	})
 }

@@ -4,6 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 
 	"capnproto.org/go/capnp/v3"
@@ -145,4 +150,55 @@ func TestLendRefused(t *testing.T) {
 	}
 	recycleOut(msg)
 	recycleOut(other)
+}
+
+// TestSendBufferRaised: a connection on a unix socket asks for a send
+// buffer that holds a large message whole (sendBuffer), within what the
+// system allows; one on a TCP socket keeps the kernel's own sizing.
+func TestSendBufferRaised(t *testing.T) {
+	sndbuf := func(c net.Conn) int {
+		raw, err := c.(syscall.Conn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		raw.Control(func(fd uintptr) { n, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF) })
+		return n
+	}
+	a, b := socketPair(t)
+	defer b.Close()
+	before := sndbuf(a)
+	c := NewConn(a, nil)
+	defer func() { c.Close(); <-c.Done() }()
+	after := sndbuf(a)
+	wmemMax := 0
+	if data, err := os.ReadFile("/proc/sys/net/core/wmem_max"); err == nil {
+		wmemMax, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+	}
+	want := min(int(sendBuffer.Load()), wmemMax) * 2 // the kernel doubles what it is asked
+	t.Logf("unix socket send buffer: %d before, %d after (wmem_max %d)", before, after, wmemMax)
+	if after < want && after <= before {
+		t.Errorf("send buffer %d, want %d (it was %d)", after, want, before)
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer l.Close()
+	tc, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	tb := sndbuf(tc)
+	c2 := NewConn(tc, nil)
+	defer func() { c2.Close(); <-c2.Done() }()
+	if got := sndbuf(tc); got != tb {
+		t.Errorf("TCP send buffer changed from %d to %d", tb, got)
+	}
 }

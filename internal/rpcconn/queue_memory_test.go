@@ -21,6 +21,10 @@ import (
 // tens of times the limit (hundreds of MiB through a node's -ipcbind).
 func TestNeverReadingPeerQueueBounded(t *testing.T) {
 	const maxQueue = 1 << 20
+	// The socket's default send buffer: a larger one holds more of the
+	// replies in the kernel, so more calls are taken (and their answers
+	// recorded, up to MaxTableSize) before the queue fills.
+	defer sendBuffer.Store(sendBuffer.Swap(0))
 	_, p, _ := newRawPair(t, &Options{MaxQueueBytes: maxQueue, MaxCalls: 1 << 16, MaxTableSize: 1 << 20})
 	id := p.bootstrap(0)
 	p.send(callTo(1, importedCap(id), schema.Init_TypeID, 0, nil))
