@@ -387,7 +387,9 @@ func (a *answer) Return() {
 	}
 	c.mu.Unlock()
 	if kick {
-		c.kick(direct)
+		if !a.deferKick() {
+			c.kick(direct)
+		}
 		kick = false
 	}
 	tk.run()

@@ -114,6 +114,10 @@ type Conn struct {
 	openQ atomic.Int32
 	// patience is how long the role may stay free or busy (role.go).
 	patience time.Duration
+	// flushDue: a Return was queued without being written, for the
+	// goroutine reading to write once the messages already in are
+	// handled (answer.deferKick).
+	flushDue atomic.Bool
 
 	// raw is rwc's file descriptor for a non-blocking write(2) from the
 	// goroutine that queued a message (flush); nil if rwc has none.
@@ -305,6 +309,9 @@ func (c *Conn) shutdown(cause error, abort bool) {
 	if cause != nil {
 		c.log.Debug("rpcconn: connection ended", "err", cause)
 	}
+	if testShutdownHook != nil {
+		testShutdownHook(c)
+	}
 	c.qmu.Lock()
 	c.stop = true
 	if abort {
@@ -349,6 +356,10 @@ func (c *Conn) shutdown(cause error, abort bool) {
 		cl.Release()
 	}
 }
+
+// testShutdownHook, set by tests only, runs in shutdown once the
+// connection is marked as ending, before anything is failed.
+var testShutdownHook func(*Conn)
 
 func newAbortMessage(cause error) *capnp.Message {
 	msg, root := newMessage()

@@ -1,6 +1,7 @@
 package rpcconn
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -188,10 +189,60 @@ func (c *Conn) unkickLocked() {
 	}
 }
 
-// next reads the next message as w, which holds the role.
+// next reads the next message as w, which holds the role. Returns whose
+// writing waited for the messages that were already in (deferKick) are
+// written first unless the next one is too.
 func (c *Conn) next(w *reader) (*capnp.Message, uint64, error) {
 	c.kr.holder = w
+	if c.flushDue.Load() && !c.frameBuffered() && c.flushDue.Swap(false) {
+		c.flush()
+	}
 	return c.fr.next()
+}
+
+// frameBuffered reports whether the whole of the next frame has been read
+// already; only the holder may ask.
+func (c *Conn) frameBuffered() bool {
+	br := c.fr.br
+	if br == nil || c.fr.pending {
+		return false
+	}
+	n := br.Buffered()
+	if n < 8 {
+		return false
+	}
+	b, _ := br.Peek(n)
+	nseg := uint64(binary.LittleEndian.Uint32(b)) + 1
+	hlen := 4 + 4*nseg
+	if hlen%8 != 0 {
+		hlen += 4
+	}
+	if uint64(n) < hlen {
+		return false
+	}
+	total := hlen
+	for i := uint64(0); i < nseg; i++ {
+		total += 8 * uint64(binary.LittleEndian.Uint32(b[4+4*i:]))
+	}
+	return uint64(n) >= total
+}
+
+// deferKick is for a Return that the goroutine queueing it would write
+// (Conn.kick): if the call ran inline on the goroutine reading, and the
+// next message is in already, the write waits until the messages in have
+// been handled (next), so that the Returns of calls that came together
+// leave together, in one write. It reports whether it deferred.
+func (a *answer) deferKick() bool {
+	c := a.c
+	r := &c.role
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := a.ctx.by
+	if w == nil || r.holder != w || r.state != roleBusy || !c.frameBuffered() {
+		return false
+	}
+	c.flushDue.Store(true)
+	return true
 }
 
 // buffered reports whether bytes of the next message have been read
@@ -389,6 +440,7 @@ func (c *Conn) readTop(w *reader) bool {
 		if r.sawDirect {
 			r.sawDirect = false
 			if c.yieldTop(w) {
+				c.flushDeferred()
 				return true
 			}
 		}
@@ -498,10 +550,13 @@ func (c *Conn) awaitReturn(dc *Call) {
 	for {
 		if r.holder == w {
 			// Handed over (perhaps just as the call ended otherwise:
-			// readFor passes the role on then).
+			// readFor passes the role on then). readFor may also stop
+			// before the call has settled: at the end, which another
+			// goroutine may be running (shutdown settles the call).
 			r.mu.Unlock()
 			c.readFor(dc, nil)
-			return
+			r.mu.Lock()
+			continue
 		}
 		if dc.settled.Load() {
 			if w.parked {
@@ -521,7 +576,8 @@ func (c *Conn) awaitReturn(dc *Call) {
 			r.holder, r.state = w, roleReading
 			r.mu.Unlock()
 			c.readFor(dc, prev)
-			return
+			r.mu.Lock()
+			continue
 		}
 		if !w.parked {
 			w.parked = true
@@ -575,11 +631,15 @@ func (c *Conn) readFor(dc *Call, prev *reader) {
 		if err != nil {
 			var pe *ProtocolError
 			c.shutdown(err, errors.As(err, &pe))
+			// Another goroutine may be running the end already
+			// (shutdown returned at once): nobody reads from now on.
+			c.closeRole()
 			return
 		}
 		if err := c.handle(w, msg, size); err != nil {
 			var pe *ProtocolError
 			c.shutdown(err, errors.As(err, &pe) && !pe.Remote)
+			c.closeRole()
 			return
 		}
 		if !dc.settled.Load() {
@@ -591,6 +651,19 @@ func (c *Conn) readFor(dc *Call, prev *reader) {
 // passRole passes the role on from w, a caller whose call has settled
 // (see readRole).
 func (c *Conn) passRole(w *reader, prev *reader) {
+	c.passRoleLocked(w, prev)
+	c.flushDeferred()
+}
+
+// flushDeferred writes the Returns deferKick left, if any: the goroutine
+// letting the role go does, as it may not have called next again.
+func (c *Conn) flushDeferred() {
+	if c.flushDue.Load() && c.flushDue.Swap(false) {
+		c.flush()
+	}
+}
+
+func (c *Conn) passRoleLocked(w *reader, prev *reader) {
 	r := &c.role
 	r.mu.Lock()
 	defer r.mu.Unlock()

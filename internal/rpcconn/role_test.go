@@ -182,49 +182,61 @@ func TestReadingCallerCanceled(t *testing.T) {
 }
 
 // A caller reading for its Return fails with the disconnection error
-// promptly when either end closes.
+// promptly when either end closes, never with no error: its read may fail
+// while the goroutine closing is still failing the calls (rounds of it).
 func TestReadingCallerDisconnected(t *testing.T) {
 	for _, who := range []string{"client", "server"} {
 		t.Run(who, func(t *testing.T) {
-			ctx := testCtx(t)
-			gate := make(chan struct{})
-			defer close(gate)
-			started := make(chan struct{}, 1)
-			h := &hookServer{fn: func(_ context.Context, s string) (string, error) {
-				if s == "block" {
-					started <- struct{}{}
-					<-gate
+			for range 100 {
+				readingCallerDisconnected(t, who)
+				if t.Failed() {
+					return
 				}
-				return s, nil
-			}}
-			cl, srv, imp := rolePair(t, h, time.Minute)
-			if _, err := directEcho(ctx, imp, "warm"); err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() {
-				_, err := directEcho(ctx, imp, "block")
-				done <- err
-			}()
-			<-started
-			for !holderIsCaller(cl) {
-				time.Sleep(time.Millisecond)
-			}
-			if who == "client" {
-				cl.Close()
-			} else {
-				srv.Close()
-			}
-			select {
-			case err := <-done:
-				if !IsDisconnected(err) {
-					t.Fatalf("call = %v, want a disconnection error", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("a caller reading for its Return still waits 5 s after the connection ended")
 			}
 		})
 	}
+}
+
+func readingCallerDisconnected(t *testing.T, who string) {
+	t.Run("round", func(t *testing.T) {
+		ctx := testCtx(t)
+		gate := make(chan struct{})
+		defer close(gate)
+		started := make(chan struct{}, 1)
+		h := &hookServer{fn: func(_ context.Context, s string) (string, error) {
+			if s == "block" {
+				started <- struct{}{}
+				<-gate
+			}
+			return s, nil
+		}}
+		cl, srv, imp := rolePair(t, h, time.Minute)
+		if _, err := directEcho(ctx, imp, "warm"); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := directEcho(ctx, imp, "block")
+			done <- err
+		}()
+		<-started
+		for !holderIsCaller(cl) {
+			time.Sleep(time.Millisecond)
+		}
+		if who == "client" {
+			cl.Close()
+		} else {
+			srv.Close()
+		}
+		select {
+		case err := <-done:
+			if !IsDisconnected(err) {
+				t.Fatalf("call = %v, want a disconnection error", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a caller reading for its Return still waits 5 s after the connection ended")
+		}
+	})
 }
 
 // A served call that blocks on the goroutine that read it does not stop
@@ -355,5 +367,66 @@ func TestReadingCallerCanceledMidFrame(t *testing.T) {
 				t.Fatalf("call after the cut frame: %v", err)
 			}
 		})
+	}
+}
+
+// A caller's read fails (the peer closed) while another goroutine is
+// ending the connection (Close) and has not failed the calls yet: the
+// caller's own shutdown returns at once, and the caller waits for the
+// end to fail its call, rather than returning no error and no results.
+func TestReadingCallerFailsDuringClose(t *testing.T) {
+	ctx := testCtx(t)
+	started := make(chan struct{}, 1)
+	gate := make(chan struct{})
+	defer close(gate)
+	h := &hookServer{fn: func(_ context.Context, s string) (string, error) {
+		if s == "block" {
+			started <- struct{}{}
+			<-gate
+		}
+		return s, nil
+	}}
+	cl, srv, imp := rolePair(t, h, time.Minute)
+	if _, err := directEcho(ctx, imp, "warm"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := directEcho(ctx, imp, "block")
+		done <- err
+	}()
+	<-started
+	for !holderIsCaller(cl) {
+		time.Sleep(time.Millisecond)
+	}
+	paused, resume := make(chan struct{}), make(chan struct{})
+	testShutdownHook = func(c *Conn) {
+		if c == cl {
+			close(paused)
+			<-resume
+		}
+	}
+	t.Cleanup(func() { testShutdownHook = nil })
+	closed := make(chan struct{})
+	go func() {
+		cl.Close()
+		close(closed)
+	}()
+	<-paused
+	srv.Close() // the caller's read fails
+	select {
+	case err := <-done:
+		t.Fatalf("the call returned (%v) before the end failed it", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(resume)
+	<-closed
+	select {
+	case err := <-done:
+		if !IsDisconnected(err) {
+			t.Fatalf("call = %v, want a disconnection error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call still waits 5 s after the end")
 	}
 }
