@@ -115,7 +115,9 @@ func (c *Conn) Bootstrap(ctx context.Context) capnp.Client {
 // zero Client; the peer's bootstrap requests then fail.
 //
 // Serve returns nil when the peer closes the connection or Close is
-// called, ctx.Err() after closing the connection when ctx ends, and an
+// called, ctx.Err() after closing the connection when ctx ends (the calls
+// being served then have a second to return, so that a call that asked
+// this process to stop gets its answer), and an
 // error wrapping ErrDisconnected when the connection ends for another
 // reason (such as a message over Options.MaxMessageSize). In every case it
 // returns only after the connection has ended and its cleanups have run.
@@ -191,6 +193,10 @@ func addrString(a net.Addr) string {
 	return s
 }
 
+// returnGrace is how long a connection whose context ended waits for the
+// calls it is serving to return before it closes.
+const returnGrace = time.Second
+
 // run is the Conn's goroutine: it ends the connection when ctx ends, and
 // once the RPC connection is over, records why, runs the cleanups, waits
 // for the goroutines from spawn and closes done.
@@ -200,7 +206,9 @@ func (c *Conn) run(ctx context.Context) {
 	case <-rc.Done():
 	case <-ctx.Done():
 		c.setEnd(ctxEnded, ctx.Err())
-		rc.Close()
+		// The process is stopping, perhaps because a call on this
+		// connection asked it to: the calls being served return first.
+		rc.CloseAfterReturns(returnGrace)
 		<-rc.Done()
 	}
 
