@@ -5,7 +5,6 @@ import (
 	"sync"
 
 	"capnproto.org/go/capnp/v3"
-	"capnproto.org/go/capnp/v3/exp/bufferpool"
 )
 
 // Received messages are read into pooled buffers: a fresh buffer for each
@@ -158,54 +157,4 @@ func (a *recvMultiArena) Release() {
 		a.buf = nil
 		putRecvBuf(b)
 	}
-}
-
-// go-capnp builds outgoing messages in buffers from bufferpool.Default,
-// whose largest pooled size is 512 KiB: each larger message costs fresh
-// memory, several times what building and sending it costs. The pool
-// below has buckets up to 128 MiB (above the largest message allowed by
-// default).
-func init() {
-	bufferpool.Default = *bufferpool.NewPool(1024, 27)
-}
-
-// rootWord is the part of a pooled buffer go-capnp takes without zeroing
-// it: the root pointer of a new message (Message.Reset and
-// allocRootPointerSpace call Arena.Allocate directly). Every other byte
-// it hands out of a pooled buffer goes through its alloc, which zeroes
-// it, whatever the buffer held (go-capnp v3.1.0-alpha.2, message.go).
-const rootWord = 8
-
-// releaseOut releases m, a message built by newMessage, without the two
-// passes of zeroing go-capnp's Release makes over the whole segment (the
-// arena's, then bufferpool.Put's): alloc zeroes every byte again when it
-// hands it out, so only the root word must be zero for the next message.
-// For a 1 MiB message those two passes were two thirds of the zeroing
-// (alloc's is the third). The arena is made to forget its buffer, so that
-// a Struct read from m after its release reads nothing, as after Release,
-// rather than the next message built in the buffer.
-func releaseOut(m *capnp.Message) {
-	if a, ok := m.Arena.(*capnp.SingleSegmentArena); ok {
-		seg := a.Segment(0)
-		b := seg.Data()
-		*seg = capnp.Segment{}
-		recycleSendBuf(b)
-	}
-	m.Release()
-}
-
-// recycleSendBuf puts b, a buffer from bufferpool.Default, back with only
-// its root word zeroed. Under the race detector the rest is poisoned, so
-// that every test also checks that go-capnp reads nothing of a buffer it
-// has not zeroed (TestRecycledBufferReadsAsZero checks it directly).
-func recycleSendBuf(b []byte) {
-	b = b[:cap(b)]
-	if len(b) < rootWord {
-		return // not from the pool (none of newMessage's is this small)
-	}
-	if raceEnabled {
-		poison(b[rootWord:])
-	}
-	clear(b[:rootWord])
-	bufferpool.Default.Put(b[:0])
 }

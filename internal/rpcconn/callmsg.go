@@ -2,7 +2,6 @@ package rpcconn
 
 import (
 	"sync/atomic"
-	"unsafe"
 
 	"capnproto.org/go/capnp/v3"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
@@ -109,13 +108,4 @@ func (t *callTemplate) build() (*capnp.Message, rpccp.Call, rpccp.Payload, capnp
 	}
 	msg.Release()
 	return nil, rpccp.Call{}, rpccp.Payload{}, capnp.Struct{}, false
-}
-
-// sibling returns the struct of size at off in the segment of s, as
-// go-capnp would read it: s with another address and size (structLayoutOK
-// says that this is the layout).
-func sibling(s capnp.Struct, off uint32, size capnp.ObjectSize) capnp.Struct {
-	m := (*structMirror)(unsafe.Pointer(&s))
-	m.off, m.size = off, size
-	return s
 }

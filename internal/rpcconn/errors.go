@@ -32,7 +32,7 @@ type ProtocolError struct {
 // reference and others close that way), or go-capnp's "connection
 // closed".
 func (e *ProtocolError) NormalClose() bool {
-	return e.Remote && (e.Type == exc.Disconnected || e.Reason == "connection closed")
+	return e.Remote && (e.Type == exc.Disconnected || e.Reason == goCapnpCloseReason)
 }
 
 func (e *ProtocolError) Error() string {

@@ -136,7 +136,7 @@ func (h *heldCall) settle(pc capnp.PipelineCaller, err error) {
 	if pc == nil && err == nil {
 		err = errNoPipeline
 	}
-	if _, ok := pc.(*capnp.AnswerQueue); ok {
+	if isAnswerQueue(pc) {
 		h.mu.Lock()
 		if h.watched && !h.returned {
 			h.pc, h.waiting = pc, true

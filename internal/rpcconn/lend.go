@@ -225,60 +225,6 @@ func (c *Conn) writeLent(w *bufio.Writer, ext *outExt, i int) error {
 	}
 }
 
-// structOff returns the address of s in its segment. go-capnp keeps it
-// unexported; structLayoutOK says whether this reads it (checked once
-// against allocations whose addresses are known).
-func structOff(s capnp.Struct) uint32 {
-	return (*structMirror)(unsafe.Pointer(&s)).off
-}
-
-// structMirror has the layout of capnp.Struct (capnp.StructKind) in
-// go-capnp v3.1.0-alpha.2.
-type structMirror struct {
-	seg        *capnp.Segment
-	off        uint32
-	size       capnp.ObjectSize
-	depthLimit uint
-	flags      uint8
-}
-
-var structLayoutOK = checkStructLayout()
-
-// checkStructLayout allocates structs in a fresh message, where go-capnp
-// places them one after the other from word 1 (word 0 is the root
-// pointer), and checks that structOff finds them there. Lending is off
-// if it does not (another go-capnp version): fields are then copied.
-func checkStructLayout() bool {
-	if unsafe.Sizeof(capnp.Struct{}) != unsafe.Sizeof(structMirror{}) {
-		return false
-	}
-	msg, seg, err := capnp.NewMessage(capnp.SingleSegment(make([]byte, 0, 256)))
-	if err != nil {
-		return false
-	}
-	a, err := capnp.NewRootStruct(seg, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
-	if err != nil {
-		return false
-	}
-	b, err := capnp.NewStruct(seg, capnp.ObjectSize{DataSize: 16, PointerCount: 2})
-	if err != nil {
-		return false
-	}
-	m := (*structMirror)(unsafe.Pointer(&b))
-	ok := structOff(a) == 8 && structOff(b) == 24 && m.seg == seg && m.size == b.Size() && b.Message() == msg
-	if !ok {
-		return false
-	}
-	// The pointer SetPtr writes must be where lendField computes it.
-	if err := a.SetPtr(0, b.ToPtr()); err != nil {
-		return false
-	}
-	slot := structOff(a) + uint32(a.Size().DataSize)
-	raw := binary.LittleEndian.Uint64(seg.Data()[slot:])
-	// A struct pointer to b: offset (24-16-8)/8 = 0, 2 data words, 2 pointers.
-	return raw == 0|0<<2|2<<32|2<<48
-}
-
 var errNoLend = errors.New("rpcconn: field cannot be lent")
 
 // lendField points pointer field i of s, a struct of msg's only segment,

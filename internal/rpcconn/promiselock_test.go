@@ -15,36 +15,6 @@ import (
 	"github.com/gomultiprocess/multiprocess/internal/testschema"
 )
 
-// The lock settle looks at is found in go-capnp's Promise, and it is the
-// one the Promise takes: held, the promise cannot be resolved; given
-// back, it can.
-func TestPromiseLockFound(t *testing.T) {
-	if promiseLockOffset == 0 {
-		t.Fatal("capnp.Promise has no state.mu of type sync.Mutex: go-capnp's layout changed; settle no longer guards against a leaked promise lock")
-	}
-	p := capnp.NewPromise(capnp.Method{}, failedCaller{errNoPipeline}, nil)
-	mu := promiseLock(p)
-	mu.Lock()
-	if !promiseLockStuck(p) {
-		t.Error("a held lock was not reported stuck")
-	}
-	done := make(chan struct{})
-	go func() {
-		p.Fulfill(capnp.Ptr{})
-		close(done)
-	}()
-	select {
-	case <-done:
-		t.Fatal("the promise resolved while its lock was held: the lock found is not the promise's")
-	case <-time.After(50 * time.Millisecond):
-	}
-	mu.Unlock()
-	<-done
-	if promiseLockStuck(p) {
-		t.Error("a free lock was reported stuck")
-	}
-}
-
 // A program that calls Future.Client twice on the same path of a call in
 // flight (a generated Result() twice, say) leaves go-capnp's promise
 // locked. When that call's Return arrives, the connection logs it and

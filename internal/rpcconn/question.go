@@ -215,7 +215,7 @@ func (q *question) settle(p capnp.Ptr, err error, free bool) {
 		return
 	}
 	if promiseLockStuck(q.p) {
-		// See promiselock.go: the program broke this promise; the
+		// See gocapnp.go (5): the program broke this promise; the
 		// connection must not wait for it.
 		q.c.log.Error("rpcconn: a call's answer cannot be delivered: go-capnp left its promise locked (Future.Client called again, as by a generated accessor, while the call was in flight); its callers will wait for ever",
 			"question", q.id)
@@ -335,13 +335,7 @@ func (c *Conn) forward(ctx context.Context, t callTarget, r capnp.Recv) capnp.Pi
 func returnAnswer(ret capnp.Returner, ans *capnp.Answer, release capnp.ReleaseFunc) {
 	defer release()
 	st, err := ans.Struct()
-	var re *RemoteError
-	if errors.As(err, &re) {
-		// Relay the peer's exception as it came: go-capnp's Answer
-		// prefixes it with the method's IDs, which the next caller
-		// would read as part of the reason.
-		err = &exc.Exception{Type: re.Type, Cause: re}
-	}
+	err = relayRemote(err)
 	if err == nil {
 		var out capnp.Struct
 		if out, err = ret.AllocResults(st.Size()); err == nil {
