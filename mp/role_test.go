@@ -223,11 +223,18 @@ func TestInlineMethodCallingOutHandsOff(t *testing.T) {
 	}
 	// A call that arrives while the one before it, which gave the
 	// reading away, is still finishing waits for its turn and runs on
-	// that one's goroutine, which no longer reads: no hand-off then.
+	// that one's goroutine, which no longer reads: no hand-off then. How
+	// many calls go each way depends on the scheduler (on a loaded
+	// machine most may not run inline at all), but every call that ran
+	// inline, and so called out while holding the reading, handed it off.
 	s := near.server.RoleStats()
 	t.Logf("server %+v", s)
-	if s.HandOffs-s0.HandOffs < n/2 {
-		t.Errorf("%d hand-offs for %d relayed calls", s.HandOffs-s0.HandOffs, n)
+	inline, handOffs := s.Inline-s0.Inline, s.HandOffs-s0.HandOffs
+	if inline == 0 {
+		t.Errorf("none of %d relayed calls ran inline", n)
+	}
+	if handOffs < inline {
+		t.Errorf("%d relayed calls ran inline and called out, and only %d handed the reading off", inline, handOffs)
 	}
 }
 
