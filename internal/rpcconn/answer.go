@@ -129,14 +129,14 @@ func (h *answerHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, cap
 
 func (h *answerHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
 	c := h.a.c
-	c.mu.Lock()
+	lc := c.lock()
 	if !h.a.returned && !c.closing && !h.a.removed {
 		held := hold(&r)
 		h.a.pipeline = append(h.a.pipeline, pendingCall{ctx: ctx, transform: h.transform, recv: r, held: held})
-		c.mu.Unlock()
+		lc.unlock()
 		return held
 	}
-	c.mu.Unlock()
+	lc.unlock()
 	// Returned: settle runs right after, in the returning goroutine.
 	<-h.done
 	if h.err != nil {
@@ -163,13 +163,13 @@ func (h *answerHook) Shutdown() {
 
 // takeWaiters resolves, under c.mu, what the answerHooks waiting for a
 // resolve to; the caller settles them after unlocking.
-func (a *answer) takeWaiters() []waiterResult {
+func (a *answer) takeWaiters(lc *lockedConn) []waiterResult {
 	if len(a.waiters) == 0 {
 		return nil
 	}
 	out := make([]waiterResult, len(a.waiters))
 	for i, h := range a.waiters {
-		cl, err := a.target(h.transform)
+		cl, err := a.target(lc, h.transform)
 		out[i] = waiterResult{h, cl, err}
 	}
 	a.waiters = nil
@@ -277,7 +277,7 @@ func (a *answer) Return() {
 	}
 	var drop []*capnp.Message
 	var release []capnp.Client
-	c.mu.Lock()
+	lc := c.lock()
 	c.active--
 	c.aBytes -= a.size
 	if c.active == 0 && c.idle != nil {
@@ -287,8 +287,8 @@ func (a *answer) Return() {
 	if c.closing || a.removed {
 		a.returned = true
 		a.msgReleased = true
-		tk := a.failTaker()
-		c.mu.Unlock()
+		tk := a.failTaker(lc)
+		lc.unlock()
 		tk.run()
 		a.ctx.cancel()
 		if a.ret != nil {
@@ -309,7 +309,7 @@ func (a *answer) Return() {
 	case bare:
 		// out stays nil: sendReturn queues the template.
 	case a.redirect:
-		out = a.keepResults(&drop)
+		out = a.keepResults(lc, &drop)
 	case a.finished && len(a.pipeline) == 0:
 		// The caller canceled: it wants no results, so export nothing.
 		// (With calls pipelined on them the results are still needed:
@@ -334,7 +334,7 @@ func (a *answer) Return() {
 		a.resultErr = a.err
 		out = a.exceptionMessage(a.err)
 	default:
-		ids, err := c.describeCaps(a.payload, a.ret.CapTable(), &release)
+		ids, err := lc.describeCaps(a.payload, a.ret.CapTable(), &release)
 		if err != nil {
 			drop = append(drop, a.ret)
 			a.ret = nil
@@ -368,16 +368,16 @@ func (a *answer) Return() {
 		a.draining = true
 	} else {
 		a.returned = true
-		waiters = a.takeWaiters()
-		kick = a.sendReturn(out)
+		waiters = a.takeWaiters(lc)
+		kick = a.sendReturn(lc, out)
 	}
-	tk := a.takeResults()
+	tk := a.takeResults(lc)
 	var done bool
 	if a.finished && !a.draining {
-		c.removeAnswer(a)
+		lc.removeAnswer(a)
 		done = true
 	} else if noFinish {
-		c.removeAnswer(a)
+		lc.removeAnswer(a)
 		if len(c.finishOptional) < c.lim.maxTable {
 			c.finishOptional[a.id] = struct{}{}
 		} else {
@@ -385,7 +385,7 @@ func (a *answer) Return() {
 		}
 		done = true
 	}
-	c.mu.Unlock()
+	lc.unlock()
 	if kick {
 		if !a.deferKick() {
 			c.kick(direct)
@@ -405,23 +405,23 @@ func (a *answer) Return() {
 			a.deliverPipelined(p)
 		}
 		var m *capnp.Message
-		c.mu.Lock()
+		lc = c.lock()
 		pending = a.pipeline
 		a.pipeline = nil
 		var waiters []waiterResult
 		if len(pending) == 0 {
 			a.draining, a.returned = false, true
-			kick = a.sendReturn(out)
-			waiters = a.takeWaiters()
+			kick = a.sendReturn(lc, out)
+			waiters = a.takeWaiters(lc)
 			if a.finished && !a.removed && !c.closing {
-				c.removeAnswer(a)
+				lc.removeAnswer(a)
 				done = true
 			} else {
 				// A Finish or the end came while draining.
-				m = a.releasableMsg(c.closing)
+				m = a.releasableMsg(lc, c.closing)
 			}
 		}
-		c.mu.Unlock()
+		lc.unlock()
 		settleAll(waiters)
 		if m != nil {
 			releaseOut(m)
@@ -438,9 +438,9 @@ func (a *answer) Return() {
 	}
 }
 
-// sendReturn queues the Return message out and reports whether the
-// caller must then have it written (Conn.enqueue). The caller holds c.mu.
-func (a *answer) sendReturn(out *capnp.Message) (kick bool) {
+// sendReturn queues the Return message out and reports whether the caller
+// must then have it written (Conn.enqueue).
+func (a *answer) sendReturn(lc *lockedConn, out *capnp.Message) (kick bool) {
 	c := a.c
 	if out == nil {
 		// Empty results (bare): nothing to release after.
@@ -472,18 +472,18 @@ var errNotCapability = exc.New(exc.Failed, "rpcconn", "pipelined call on a field
 // onSent runs in the writer once the Return message is written or dropped.
 func (a *answer) onSent() {
 	c := a.c
-	c.mu.Lock()
+	lc := c.lock()
 	a.sent = true
-	m := a.releasableMsg(c.closing)
-	c.mu.Unlock()
+	m := a.releasableMsg(lc, c.closing)
+	lc.unlock()
 	if m != nil {
 		recycleOut(m)
 	}
 }
 
 // releasableMsg returns the Return message if nothing needs it any more,
-// marking it released. The caller holds c.mu.
-func (a *answer) releasableMsg(closing bool) *capnp.Message {
+// marking it released.
+func (a *answer) releasableMsg(lc *lockedConn, closing bool) *capnp.Message {
 	if a.msgReleased || !a.sent || a.draining || !(a.finished || closing || a.removed) {
 		return nil
 	}
@@ -493,9 +493,9 @@ func (a *answer) releasableMsg(closing bool) *capnp.Message {
 	return m
 }
 
-// removeAnswer takes a out of the table; the caller holds c.mu and calls
-// a.finishCleanup after unlocking.
-func (c *Conn) removeAnswer(a *answer) {
+// removeAnswer takes a out of the table; the caller calls a.finishCleanup
+// after unlocking.
+func (c *lockedConn) removeAnswer(a *answer) {
 	delete(c.answers, a.id)
 	a.removed = true
 }
@@ -505,17 +505,17 @@ func (c *Conn) removeAnswer(a *answer) {
 func (a *answer) finishCleanup() {
 	c := a.c
 	var release []capnp.Client
-	c.mu.Lock()
+	lc := c.lock()
 	if a.releaseCaps && !c.closing {
 		for _, id := range a.resultCaps {
-			if cl, err := c.releaseExport(id, 1); err == nil && cl.IsValid() {
+			if cl, err := lc.releaseExport(id, 1); err == nil && cl.IsValid() {
 				release = append(release, cl)
 			}
 		}
 	}
 	a.resultCaps = nil
-	m := a.releasableMsg(c.closing)
-	c.mu.Unlock()
+	m := a.releasableMsg(lc, c.closing)
+	lc.unlock()
 	a.ctx.cancel()
 	if m != nil {
 		recycleOut(m)
@@ -527,10 +527,10 @@ func (a *answer) finishCleanup() {
 
 // target returns the capability at transform in a's results (a new
 // reference), or the error a call on it fails with. a has returned or is
-// draining. The caller holds c.mu, which keeps the results message from
-// being released under it (releasableMsg marks it under c.mu first);
-// nothing here calls into a hook.
-func (a *answer) target(transform []capnp.PipelineOp) (capnp.Client, error) {
+// draining. c.mu, held, keeps the results message from being released
+// under it (releasableMsg marks it under c.mu first); nothing here calls
+// into a hook.
+func (a *answer) target(lc *lockedConn, transform []capnp.PipelineOp) (capnp.Client, error) {
 	if a.resultErr != nil {
 		return capnp.Client{}, a.resultErr
 	}
@@ -557,9 +557,9 @@ func (a *answer) deliverPipelined(p pendingCall) {
 		p.fn()
 		return
 	}
-	a.c.mu.Lock()
-	cl, err := a.target(p.transform)
-	a.c.mu.Unlock()
+	lc := a.c.lock()
+	cl, err := a.target(lc, p.transform)
+	lc.unlock()
 	if err != nil {
 		p.fail(err)
 		return
@@ -590,9 +590,9 @@ func (a *answer) deliverSnapshot(w *reader, snap capnp.ClientSnapshot, r capnp.R
 		return capnp.ClientSnapshot{}
 	}
 	c := a.c
-	c.mu.Lock()
-	rel := e.doneDelivering()
-	c.mu.Unlock()
+	lc := c.lock()
+	rel := e.doneDelivering(lc)
+	lc.unlock()
 	return rel
 }
 

@@ -28,10 +28,10 @@ type export struct {
 }
 
 // drop notes that the peer holds no more references to e; the caller
-// holds c.mu and releases e.client after unlocking. The snapshot is
-// released here if no delivery uses it: never the hook's last reference,
-// as e.client holds one until then.
-func (e *export) drop(c *Conn) {
+// releases e.client after unlocking. The snapshot is released here if no
+// delivery uses it: never the hook's last reference, as e.client holds one
+// until then.
+func (e *export) drop(c *lockedConn) {
 	e.forget(c)
 	e.dead = true
 	if e.busy == 0 && e.snap.IsValid() {
@@ -42,9 +42,8 @@ func (e *export) drop(c *Conn) {
 
 // deliverySnapshot returns the hook to deliver a call to e through, and
 // whether it is e's own (then doneDelivering must follow the delivery)
-// rather than a new snapshot for the caller to release. The caller holds
-// c.mu.
-func (e *export) deliverySnapshot() (capnp.ClientSnapshot, bool) {
+// rather than a new snapshot for the caller to release.
+func (e *export) deliverySnapshot(lc *lockedConn) (capnp.ClientSnapshot, bool) {
 	if !e.snap.IsValid() && !e.noSnap {
 		s := e.client.Snapshot()
 		if !s.IsValid() || s.IsPromise() {
@@ -60,9 +59,9 @@ func (e *export) deliverySnapshot() (capnp.ClientSnapshot, bool) {
 	return e.client.Snapshot(), false
 }
 
-// doneDelivering ends a delivery through e.snap; the caller holds c.mu
-// and releases the snapshot returned, if valid, after unlocking.
-func (e *export) doneDelivering() capnp.ClientSnapshot {
+// doneDelivering ends a delivery through e.snap; the caller releases the
+// snapshot returned, if valid, after unlocking.
+func (e *export) doneDelivering(lc *lockedConn) capnp.ClientSnapshot {
 	e.busy--
 	if e.busy == 0 && e.dead {
 		s := e.snap
@@ -75,14 +74,14 @@ func (e *export) doneDelivering() capnp.ClientSnapshot {
 type exportKey struct{ c *Conn }
 
 // forget removes the export's entry from the capability's metadata.
-func (e *export) forget(c *Conn) {
+func (e *export) forget(c *lockedConn) {
 	e.md.Lock()
-	e.md.Delete(exportKey{c})
+	e.md.Delete(exportKey{c.conn()})
 	e.md.Unlock()
 }
 
-// export returns the export with id, or nil. The caller holds c.mu.
-func (c *Conn) export(id uint32) *export {
+// export returns the export with id, or nil.
+func (c *lockedConn) export(id uint32) *export {
 	if uint64(id) >= uint64(len(c.exports)) {
 		return nil
 	}
@@ -90,9 +89,8 @@ func (c *Conn) export(id uint32) *export {
 }
 
 // releaseExport drops count of the peer's references to export id and
-// returns the client to release (after unlocking) if none are left. The
-// caller holds c.mu.
-func (c *Conn) releaseExport(id, count uint32) (capnp.Client, error) {
+// returns the client to release (after unlocking) if none are left.
+func (c *lockedConn) releaseExport(id, count uint32) (capnp.Client, error) {
 	e := c.export(id)
 	if e == nil {
 		return capnp.Client{}, protoErr("release of unknown export %d", id)
@@ -110,10 +108,10 @@ func (c *Conn) releaseExport(id, count uint32) (capnp.Client, error) {
 	return e.client, nil
 }
 
-// describeCaps fills payload's cap table from table, exporting what
-// needs it, and returns the export IDs it counted a reference on. The
-// caller holds c.mu; snapshots to release go to *release.
-func (c *Conn) describeCaps(payload rpccp.Payload, table *capnp.CapTable, release *[]capnp.Client) ([]uint32, error) {
+// describeCaps fills payload's cap table from table, exporting what needs
+// it, and returns the export IDs it counted a reference on. Snapshots to
+// release go to *release.
+func (c *lockedConn) describeCaps(payload rpccp.Payload, table *capnp.CapTable, release *[]capnp.Client) ([]uint32, error) {
 	n := table.Len()
 	if n == 0 {
 		return nil, nil
@@ -133,7 +131,7 @@ func (c *Conn) describeCaps(payload rpccp.Payload, table *capnp.CapTable, releas
 
 // describe writes the descriptor for cl, exporting it if it is not the
 // peer's own. It reports the export ID if one was counted.
-func (c *Conn) describe(d rpccp.CapDescriptor, cl capnp.Client) (uint32, bool) {
+func (c *lockedConn) describe(d rpccp.CapDescriptor, cl capnp.Client) (uint32, bool) {
 	if !cl.IsValid() {
 		d.SetNone()
 		return 0, false
@@ -142,7 +140,7 @@ func (c *Conn) describe(d rpccp.CapDescriptor, cl capnp.Client) (uint32, bool) {
 	defer snap.Release() // cl still holds a reference: no hook shuts down here
 	switch v := snap.Brand().Value.(type) {
 	case *importClient:
-		if v.c == c && !v.gone {
+		if v.c == c.conn() && !v.gone {
 			d.SetReceiverHosted(v.id)
 			return 0, false
 		}
@@ -165,7 +163,7 @@ func (c *Conn) describe(d rpccp.CapDescriptor, cl capnp.Client) (uint32, bool) {
 	}
 	md := snap.Metadata()
 	md.Lock()
-	v, ok := md.Get(exportKey{c})
+	v, ok := md.Get(exportKey{c.conn()})
 	md.Unlock()
 	if ok {
 		if e := c.export(v.(uint32)); e != nil && e.wireRefs < math.MaxUint32 {
@@ -184,15 +182,15 @@ func (c *Conn) describe(d rpccp.CapDescriptor, cl capnp.Client) (uint32, bool) {
 		c.exports = append(c.exports, e)
 	}
 	md.Lock()
-	md.Put(exportKey{c}, e.id)
+	md.Put(exportKey{c.conn()}, e.id)
 	md.Unlock()
 	d.SetSenderHosted(e.id)
 	return e.id, true
 }
 
-// importCaps turns received cap descriptors into clients. The caller
-// holds c.mu. On error, the clients made so far are returned for release.
-func (c *Conn) importCaps(l rpccp.CapDescriptor_List, release *[]capnp.Client) ([]capnp.Client, error) {
+// importCaps turns received cap descriptors into clients. On error, the
+// clients made so far are returned for release.
+func (c *lockedConn) importCaps(l rpccp.CapDescriptor_List, release *[]capnp.Client) ([]capnp.Client, error) {
 	if l.Len() == 0 {
 		return nil, nil
 	}
@@ -207,7 +205,7 @@ func (c *Conn) importCaps(l rpccp.CapDescriptor_List, release *[]capnp.Client) (
 	return caps, nil
 }
 
-func (c *Conn) importCap(d rpccp.CapDescriptor) (capnp.Client, error) {
+func (c *lockedConn) importCap(d rpccp.CapDescriptor) (capnp.Client, error) {
 	switch d.Which() {
 	case rpccp.CapDescriptor_Which_none:
 		return capnp.Client{}, nil
@@ -245,7 +243,7 @@ func (c *Conn) importCap(d rpccp.CapDescriptor) (capnp.Client, error) {
 			a.waiters = append(a.waiters, h)
 			return cl, nil
 		}
-		cl, err := a.target(t)
+		cl, err := a.target(c, t)
 		if err != nil {
 			return capnp.ErrorClient(err), nil
 		}
@@ -256,8 +254,8 @@ func (c *Conn) importCap(d rpccp.CapDescriptor) (capnp.Client, error) {
 }
 
 // importFor returns a new reference to import id, creating the import if
-// needed. The caller holds c.mu.
-func (c *Conn) importFor(id uint32, promise bool) (capnp.Client, error) {
+// needed.
+func (c *lockedConn) importFor(id uint32, promise bool) (capnp.Client, error) {
 	if h := c.imports[id]; h != nil {
 		if cl, ok := h.weak.AddRef(); ok {
 			h.wireRefs++
@@ -270,7 +268,7 @@ func (c *Conn) importFor(id uint32, promise bool) (capnp.Client, error) {
 		return capnp.Client{}, protoErr("more than %d imports", c.lim.maxTable)
 	}
 	delete(c.deadPromises, id) // the peer reuses the ID: no Resolve pending for the old one
-	h := &importClient{c: c, id: id, wireRefs: 1, promise: promise}
+	h := &importClient{c: c.conn(), id: id, wireRefs: 1, promise: promise}
 	var cl capnp.Client
 	if promise {
 		cl, h.resolver = capnp.NewPromisedClient(h)
@@ -316,8 +314,8 @@ func (h *importClient) String() string {
 // Shutdown sends the Release for the references this import received.
 func (h *importClient) Shutdown() {
 	c := h.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	lc := c.lock()
+	defer lc.unlock()
 	if h.gone || c.closing {
 		h.gone = true
 		return

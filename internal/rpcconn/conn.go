@@ -216,8 +216,8 @@ func (c *Conn) Done() <-chan struct{} { return c.done }
 // ErrClosed if Close ended it, a *ProtocolError if either side aborted,
 // or the error that ended the stream (io.EOF, a reset, ...).
 func (c *Conn) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	lc := c.lock()
+	defer lc.unlock()
 	return c.cause
 }
 
@@ -240,9 +240,9 @@ func (c *Conn) closeRWC() { c.closer.Do(func() { c.rwc.Close() }) }
 
 // shutdown ends the connection for cause, sending an Abort if abort.
 func (c *Conn) shutdown(cause error, abort bool) {
-	c.mu.Lock()
+	lc := c.lock()
 	if c.closing {
-		c.mu.Unlock()
+		lc.unlock()
 		return
 	}
 	c.closing = true
@@ -256,7 +256,7 @@ func (c *Conn) shutdown(cause error, abort bool) {
 		}
 	}
 	c.questions, c.freeQ = nil, nil
-	c.stopWatches()
+	lc.stopWatches()
 	if c.qWait != nil {
 		close(c.qWait)
 		c.qWait = nil
@@ -276,7 +276,7 @@ func (c *Conn) shutdown(cause error, abort bool) {
 		a.pipeline = nil
 		waiters = append(waiters, a.waiters...)
 		a.waiters = nil
-		if m := a.releasableMsg(true); m != nil {
+		if m := a.releasableMsg(lc, true); m != nil {
 			msgs = append(msgs, m)
 		}
 	}
@@ -284,11 +284,11 @@ func (c *Conn) shutdown(cause error, abort bool) {
 	for _, e := range c.exports {
 		if e != nil {
 			release = append(release, e.client)
-			e.drop(c)
+			e.drop(lc)
 		}
 	}
 	c.exports, c.freeE = nil, nil
-	broken := c.unresolvedPromises()
+	broken := lc.unresolvedPromises()
 	for _, h := range c.imports {
 		h.gone = true
 	}
@@ -304,7 +304,7 @@ func (c *Conn) shutdown(cause error, abort bool) {
 		c.idle = make(chan struct{})
 	}
 	discErr := c.discErr
-	c.mu.Unlock()
+	lc.unlock()
 
 	if cause != nil {
 		c.log.Debug("rpcconn: connection ended", "err", cause)

@@ -46,9 +46,8 @@ func cacheable(ctx context.Context) bool {
 	return reflect.TypeOf(ctx).Kind() == reflect.Pointer
 }
 
-// watch has q canceled when ctx ends; ctx.Done() is not nil. The caller
-// holds c.mu.
-func (c *Conn) watch(q *question, ctx context.Context) {
+// watch has q canceled when ctx ends; ctx.Done() is not nil.
+func (c *lockedConn) watch(q *question, ctx context.Context) {
 	var w *ctxWatch
 	cache := cacheable(ctx)
 	if cache {
@@ -65,7 +64,7 @@ func (c *Conn) watch(q *question, ctx context.Context) {
 			c.freeW[n-1] = nil
 			c.freeW = c.freeW[:n-1]
 		} else {
-			w = &ctxWatch{c: c}
+			w = &ctxWatch{c: c.conn()}
 			w.fire = w.onDone
 		}
 		w.ctx = ctx
@@ -90,8 +89,7 @@ func (c *Conn) watch(q *question, ctx context.Context) {
 // trimWatches makes room in c.watches if it is full: it drops watches
 // without questions, keeping at most maxWatches/2 of those still
 // watching. (If every watch has questions, a new one goes uncached.)
-// The caller holds c.mu.
-func (c *Conn) trimWatches() {
+func (c *lockedConn) trimWatches() {
 	if len(c.watches) < maxWatches {
 		return
 	}
@@ -112,10 +110,9 @@ func (c *Conn) trimWatches() {
 	c.watches = kept
 }
 
-// retire stops w, which has no question and is out of c.watches, and
-// keeps it for reuse if its AfterFunc can no longer run. The caller
-// holds c.mu.
-func (c *Conn) retire(w *ctxWatch) {
+// retire stops w, which has no question and is out of c.watches, and keeps
+// it for reuse if its AfterFunc can no longer run.
+func (c *lockedConn) retire(w *ctxWatch) {
 	if w.registered {
 		w.registered = false
 		if !w.stop() {
@@ -132,8 +129,8 @@ func (c *Conn) retire(w *ctxWatch) {
 	}
 }
 
-// unwatch takes q out of its watch; the caller holds c.mu.
-func (c *Conn) unwatch(q *question) {
+// unwatch takes q out of its watch.
+func (c *lockedConn) unwatch(q *question) {
 	w := q.watch
 	if w == nil {
 		return
@@ -163,8 +160,8 @@ func (c *Conn) unwatch(q *question) {
 	}
 }
 
-// uncache takes w out of c.watches; the caller holds c.mu.
-func (c *Conn) uncache(w *ctxWatch) {
+// uncache takes w out of c.watches.
+func (c *lockedConn) uncache(w *ctxWatch) {
 	if !w.cached {
 		return
 	}
@@ -184,30 +181,30 @@ func (c *Conn) uncache(w *ctxWatch) {
 // again.
 func (w *ctxWatch) onDone() {
 	c := w.c
-	c.mu.Lock()
+	lc := c.lock()
 	w.dead = true
 	w.registered = false
-	c.uncache(w)
+	lc.uncache(w)
 	qs := w.qs
 	w.qs = nil
 	ctx := w.ctx
 	var cancel []*question
 	for _, q := range qs {
 		q.watch = nil
-		if c.cancelLocked(q) {
+		if lc.cancelLocked(q) {
 			cancel = append(cancel, q)
 		}
 	}
-	c.mu.Unlock()
+	lc.unlock()
 	err := ctx.Err()
 	for _, q := range cancel {
 		q.resolve(capnp.Ptr{}, err)
 	}
 }
 
-// stopWatches stops every watch at the connection's end; the caller
-// holds c.mu. Watches with questions stop when those settle.
-func (c *Conn) stopWatches() {
+// stopWatches stops every watch at the connection's end. Watches with
+// questions stop when those settle.
+func (c *lockedConn) stopWatches() {
 	for _, w := range c.watches {
 		w.cached = false
 		if len(w.qs) == 0 && w.registered {

@@ -84,9 +84,9 @@ func getCall() *Call {
 	return dc
 }
 
-// recycleLocked puts dc back in the pool; the caller holds c.mu, and
-// neither the caller of dc nor the connection uses it any more.
-func (dc *Call) recycleLocked() {
+// recycleLocked puts dc back in the pool; neither the caller of dc nor
+// the connection uses it any more.
+func (dc *Call) recycleLocked(lc *lockedConn) {
 	wake := dc.rd.wake
 	*dc = Call{}
 	dc.rd.wake = wake
@@ -175,23 +175,23 @@ func (dc *Call) Release() {
 		if dc.qst.c == nil && dc.c != nil {
 			// Never sent: nothing of the connection refers to it.
 			c := dc.c
-			c.mu.Lock()
-			dc.recycleLocked()
-			c.mu.Unlock()
+			lc := c.lock()
+			dc.recycleLocked(lc)
+			lc.unlock()
 		}
 		return
 	}
 	dc.q = nil
 	c := q.c
-	c.mu.Lock()
+	lc := c.lock()
 	m := q.result
 	q.result = nil
-	c.releaseBudget(q)
+	lc.releaseBudget(q)
 	q.callerDone = true
 	if q.freed {
-		dc.recycleLocked()
+		dc.recycleLocked(lc)
 	}
-	c.mu.Unlock()
+	lc.unlock()
 	if m != nil {
 		recycleRecv(m)
 	}
@@ -210,15 +210,15 @@ func (dc *Call) ReleaseKeepResults() func() {
 	}
 	dc.q = nil
 	c := q.c
-	c.mu.Lock()
+	lc := c.lock()
 	m := q.result
 	q.result = nil
-	c.releaseBudget(q)
+	lc.releaseBudget(q)
 	q.callerDone = true
 	if q.freed {
-		dc.recycleLocked()
+		dc.recycleLocked(lc)
 	}
-	c.mu.Unlock()
+	lc.unlock()
 	if m == nil {
 		return func() {}
 	}
@@ -231,10 +231,10 @@ func (dc *Call) ReleaseKeepResults() func() {
 func (q *question) settleDirect(p capnp.Ptr, err error, free bool) {
 	c := q.c
 	dc := q.dc
-	c.mu.Lock()
-	c.unwatch(q)
+	lc := c.lock()
+	lc.unwatch(q)
 	if free {
-		c.freeQuestion(q)
+		lc.freeQuestion(q)
 	}
 	fns := q.onReturn
 	q.onReturn = nil
@@ -249,14 +249,14 @@ func (q *question) settleDirect(p capnp.Ptr, err error, free bool) {
 		// releases itself).
 		m = q.result
 		q.result = nil
-		c.releaseBudget(q)
+		lc.releaseBudget(q)
 		onReturn = dc.onReturn
 		q.callerDone = true
 		if q.freed {
-			dc.recycleLocked()
+			dc.recycleLocked(lc)
 		}
 	}
-	c.mu.Unlock()
+	lc.unlock()
 	for _, f := range fns {
 		f()
 	}
@@ -297,12 +297,12 @@ func (dc *Call) SendPipelined(ctx context.Context) (*capnp.Answer, func()) {
 // settled, its release runs once it is.
 func (q *question) releaseWhenDone() {
 	c := q.c
-	c.mu.Lock()
+	lc := c.lock()
 	if !q.settled {
 		q.onReturn = append(q.onReturn, q.releaseFunc)
-		c.mu.Unlock()
+		lc.unlock()
 		return
 	}
-	c.mu.Unlock()
+	lc.unlock()
 	q.releaseFunc()
 }

@@ -56,7 +56,8 @@
 // methods (go-capnp's server package runs them in its own goroutines).
 //
 // Lock order: Conn.mu before Conn.qmu; the reading role's mutex is never
-// held with either. No lock of this package is held
+// held with either. Conn.mu is taken only through Conn.lock, which returns
+// the lockedConn that the methods needing it are defined on (lockedconn.go). No lock of this package is held
 // while calling application code or anything that may call back into a
 // ClientHook of this package (Client.Release, Message.Release,
 // Promise.Resolve, Client.RecvCall): such work is collected under the lock

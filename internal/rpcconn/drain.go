@@ -28,9 +28,9 @@ func (c *Conn) CloseAfterReturns(grace time.Duration) {
 // its call's delivery (answer.Return), so a call seen as returned has its
 // Return in the queue already.
 func (c *Conn) quiet() bool {
-	c.mu.Lock()
+	lc := c.lock()
 	active, closing := c.active, c.closing
-	c.mu.Unlock()
+	lc.unlock()
 	if closing {
 		return true
 	}

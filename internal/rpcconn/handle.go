@@ -74,9 +74,9 @@ func (c *Conn) handle(w *reader, msg *capnp.Message, size uint64) error {
 			reply.Release()
 			return protoErr("unreadable %v message: %v", root.Which(), err)
 		}
-		c.mu.Lock()
+		lc := c.lock()
 		c.send(reply, nil)
-		c.mu.Unlock()
+		lc.unlock()
 		return nil
 	}
 }
@@ -199,37 +199,37 @@ func (c *Conn) handleCall(w *reader, msg *capnp.Message, root rpccp.Message, siz
 	var snap capnp.ClientSnapshot // the export's hook, for a call on an import
 	var snapOf *export            // snap is this export's own (export.deliverySnapshot)
 	var targetErr error
-	c.mu.Lock()
+	lc := c.lock()
 	if c.closing {
-		c.mu.Unlock()
+		lc.unlock()
 		return fail(nil)
 	}
 	if _, dup := c.answers[qid]; dup {
-		c.mu.Unlock()
+		lc.unlock()
 		return fail(protoErr("call: question ID %d already in use", qid))
 	}
-	if err := c.checkAnswerLimits(); err != nil {
-		c.mu.Unlock()
+	if err := lc.checkAnswerLimits(); err != nil {
+		lc.unlock()
 		return fail(err)
 	}
 	delete(c.finishOptional, qid)
 	if c.active > 0 && c.aBytes+size > c.lim.maxBytes {
-		c.mu.Unlock()
+		lc.unlock()
 		return fail(protoErr("more than %d bytes of calls in flight", c.lim.maxBytes))
 	}
 	var base *answer
 	if tgt.Which() == rpccp.MessageTarget_Which_importedCap {
 		id := tgt.ImportedCap()
-		e := c.export(id)
+		e := lc.export(id)
 		if e == nil {
-			c.mu.Unlock()
+			lc.unlock()
 			return fail(protoErr("call %d on unknown export %d", qid, id))
 		}
 		// The export's snapshot holds the hook during delivery
 		// (Client.AddRef and RecvCall cost four allocations, a snapshot
 		// per call one).
 		var own bool
-		if snap, own = e.deliverySnapshot(); own {
+		if snap, own = e.deliverySnapshot(lc); own {
 			snapOf = e
 		}
 	} else {
@@ -237,7 +237,7 @@ func (c *Conn) handleCall(w *reader, msg *capnp.Message, root rpccp.Message, siz
 		if base == nil {
 			_, optional := c.finishOptional[paID]
 			if !optional && !c.finishOverflow {
-				c.mu.Unlock()
+				lc.unlock()
 				return fail(protoErr("call %d on unknown promised answer %d", qid, paID))
 			}
 			// Pipelined on results returned with noFinishNeeded, which
@@ -245,12 +245,12 @@ func (c *Conn) handleCall(w *reader, msg *capnp.Message, root rpccp.Message, siz
 			targetErr = errNotCapability
 		}
 	}
-	caps, err := c.importCaps(descs, &release)
+	caps, err := lc.importCaps(descs, &release)
 	if err != nil {
 		if snapOf != nil {
-			snap = snapOf.doneDelivering()
+			snap = snapOf.doneDelivering(lc)
 		}
-		c.mu.Unlock()
+		lc.unlock()
 		snap.Release()
 		releaseAll(release)
 		releaseAll(caps)
@@ -258,7 +258,7 @@ func (c *Conn) handleCall(w *reader, msg *capnp.Message, root rpccp.Message, siz
 	}
 	// The message's cap table is empty: Reset releases nothing here.
 	msg.CapTable().Reset(caps...)
-	a := c.newAnswer(qid, size, msg)
+	a := lc.newAnswer(qid, size, msg)
 	a.redirect = redirect
 	recv := capnp.Recv{
 		Method: capnp.Method{InterfaceID: call.InterfaceId(), MethodID: call.MethodId()},
@@ -274,13 +274,13 @@ func (c *Conn) handleCall(w *reader, msg *capnp.Message, root rpccp.Message, siz
 	queued := false
 	if base != nil {
 		if base.returned {
-			target, targetErr = base.target(transform)
+			target, targetErr = base.target(lc, transform)
 		} else {
 			base.pipeline = append(base.pipeline, pendingCall{a: a, transform: transform, recv: recv})
 			queued = true
 		}
 	}
-	c.mu.Unlock()
+	lc.unlock()
 	releaseAll(release)
 	if queued {
 		return nil
@@ -302,10 +302,9 @@ func (c *Conn) handleCall(w *reader, msg *capnp.Message, root rpccp.Message, siz
 	return nil
 }
 
-// finishWasOptional reports whether id is that of an answer returned
-// with noFinishNeeded (see Conn.finishOptional), and forgets it. The
-// caller holds c.mu.
-func (c *Conn) finishWasOptional(id uint32) bool {
+// finishWasOptional reports whether id is that of an answer returned with
+// noFinishNeeded (see Conn.finishOptional), and forgets it.
+func (c *lockedConn) finishWasOptional(id uint32) bool {
 	if _, ok := c.finishOptional[id]; ok {
 		delete(c.finishOptional, id)
 		return true
@@ -313,11 +312,11 @@ func (c *Conn) finishWasOptional(id uint32) bool {
 	return c.finishOverflow
 }
 
-// checkAnswerLimits refuses a new call from the peer beyond MaxCalls
-// calls not yet returned, or beyond MaxTableSize answers not yet finished
-// (go-capnp's rpc sends its Finish messages late, so returned answers
-// may pile up there under load). The caller holds c.mu.
-func (c *Conn) checkAnswerLimits() error {
+// checkAnswerLimits refuses a new call from the peer beyond MaxCalls calls
+// not yet returned, or beyond MaxTableSize answers not yet finished
+// (go-capnp's rpc sends its Finish messages late, so returned answers may
+// pile up there under load).
+func (c *lockedConn) checkAnswerLimits() error {
 	if c.active >= c.lim.maxCalls {
 		return protoErr("more than %d calls in flight", c.lim.maxCalls)
 	}
@@ -327,12 +326,12 @@ func (c *Conn) checkAnswerLimits() error {
 	return nil
 }
 
-// newAnswer adds an answer to the table; the caller holds c.mu.
-func (c *Conn) newAnswer(id uint32, size uint64, args *capnp.Message) *answer {
-	a := &answer{c: c, id: id, size: size}
+// newAnswer adds an answer to the table.
+func (c *lockedConn) newAnswer(id uint32, size uint64, args *capnp.Message) *answer {
+	a := &answer{c: c.conn(), id: id, size: size}
 	a.args.Store(args)
 	a.ctx.owner = c.owner
-	a.ctx.conn = c
+	a.ctx.conn = c.conn()
 	c.answers[id] = a
 	c.aBytes += size
 	c.active++
@@ -354,23 +353,23 @@ func (c *Conn) handleBootstrap(root rpccp.Message) error {
 		return protoErr("unreadable bootstrap: %v", err)
 	}
 	qid := b.QuestionId()
-	c.mu.Lock()
+	lc := c.lock()
 	if c.closing {
-		c.mu.Unlock()
+		lc.unlock()
 		return nil
 	}
 	if _, dup := c.answers[qid]; dup {
-		c.mu.Unlock()
+		lc.unlock()
 		return protoErr("bootstrap: question ID %d already in use", qid)
 	}
-	if err := c.checkAnswerLimits(); err != nil {
-		c.mu.Unlock()
+	if err := lc.checkAnswerLimits(); err != nil {
+		lc.unlock()
 		return err
 	}
 	delete(c.finishOptional, qid)
-	a := c.newAnswer(qid, 0, nil)
+	a := lc.newAnswer(qid, 0, nil)
 	boot := c.boot.AddRef()
-	c.mu.Unlock()
+	lc.unlock()
 	if !boot.IsValid() {
 		a.reject(exc.New(exc.Failed, "rpcconn", "no bootstrap capability"))
 		return nil
@@ -403,22 +402,22 @@ func (c *Conn) handleFinish(root rpccp.Message) error {
 		return protoErr("unreadable finish: %v", err)
 	}
 	id := f.QuestionId()
-	c.mu.Lock()
+	lc := c.lock()
 	if c.closing {
-		c.mu.Unlock()
+		lc.unlock()
 		return nil
 	}
 	a := c.answers[id]
 	if a == nil {
-		optional := c.finishWasOptional(id)
-		c.mu.Unlock()
+		optional := lc.finishWasOptional(id)
+		lc.unlock()
 		if optional {
 			return nil
 		}
 		return protoErr("finish for unknown question %d", id)
 	}
 	if a.finished {
-		c.mu.Unlock()
+		lc.unlock()
 		return protoErr("second finish for question %d", id)
 	}
 	a.finished = true
@@ -428,7 +427,7 @@ func (c *Conn) handleFinish(root rpccp.Message) error {
 		// wants, but not while calls are pipelined on its results (a C++
 		// caller finishes a question as soon as it has pipelined on it).
 		pipelined := len(a.pipeline) > 0
-		c.mu.Unlock()
+		lc.unlock()
 		if !pipelined {
 			a.ctx.cancel()
 		}
@@ -436,8 +435,8 @@ func (c *Conn) handleFinish(root rpccp.Message) error {
 	}
 	// Returned (perhaps still handing queued pipelined calls on, which
 	// keeps the results alive): the ID is the peer's again.
-	c.removeAnswer(a)
-	c.mu.Unlock()
+	lc.removeAnswer(a)
+	lc.unlock()
 	a.finishCleanup()
 	return nil
 }
@@ -450,13 +449,13 @@ func (c *Conn) handleRelease(root rpccp.Message) error {
 	if err != nil {
 		return protoErr("unreadable release: %v", err)
 	}
-	c.mu.Lock()
+	lc := c.lock()
 	if c.closing {
-		c.mu.Unlock()
+		lc.unlock()
 		return nil
 	}
-	cl, err := c.releaseExport(r.Id(), r.ReferenceCount())
-	c.mu.Unlock()
+	cl, err := lc.releaseExport(r.Id(), r.ReferenceCount())
+	lc.unlock()
 	cl.Release()
 	return err
 }

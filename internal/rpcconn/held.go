@@ -224,10 +224,10 @@ func ResultTarget(ret capnp.Returner, transform []capnp.PipelineOp) (capnp.Clien
 		return capnp.Client{}, exc.New(exc.Failed, "rpcconn", "pipelined call after its target returned, on a call not delivered by a connection")
 	}
 	c := a.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	lc := c.lock()
+	defer lc.unlock()
 	if !a.returned && !a.draining {
 		return capnp.Client{}, exc.New(exc.Failed, "rpcconn", "pipelined call on an answer that has not returned")
 	}
-	return a.target(transform)
+	return a.target(lc, transform)
 }

@@ -42,9 +42,8 @@ type question struct {
 	takeNoFinish bool    // that Return's noFinishNeeded
 }
 
-// addPath records that a call was pipelined to transform; the caller
-// holds c.mu.
-func (q *question) addPath(t []capnp.PipelineOp) {
+// addPath records that a call was pipelined to transform.
+func (q *question) addPath(lc *lockedConn, t []capnp.PipelineOp) {
 	for _, p := range q.paths {
 		if samePath(p, t) {
 			return
@@ -80,42 +79,42 @@ type callTarget struct {
 // promise that calls can be made on at once. ctx bounds the request: if
 // it ends before the answer, the capability is broken with ctx.Err().
 func (c *Conn) Bootstrap(ctx context.Context) capnp.Client {
-	c.mu.Lock()
+	lc := c.lock()
 	if c.closing {
 		err := c.discErr
-		c.mu.Unlock()
+		lc.unlock()
 		return capnp.ErrorClient(err)
 	}
-	q := c.newQuestion(capnp.Method{InterfaceName: "bootstrap"}, 0, nil)
+	q := lc.newQuestion(capnp.Method{InterfaceName: "bootstrap"}, 0, nil)
 	msg, root := newMessage()
 	b, _ := root.NewBootstrap()
 	b.SetQuestionId(q.id)
 	if ctx.Done() != nil {
-		c.watch(q, ctx)
+		lc.watch(q, ctx)
 	}
 	c.send(msg, nil)
-	c.mu.Unlock()
+	lc.unlock()
 	ans := q.p.Answer()
 	cl := ans.Client().AddRef()
 	cl.AttachReleaser(func() {
 		q.cancel(exc.New(exc.Failed, "rpcconn", "bootstrap capability released"))
 		q.p.ReleaseClients()
 		q.releaseResult()
-		c.mu.Lock()
-		c.releaseBudget(q)
-		c.mu.Unlock()
+		lc = c.lock()
+		lc.releaseBudget(q)
+		lc.unlock()
 	})
 	return cl
 }
 
-// newQuestion adds a question to the table; the caller holds c.mu.
-func (c *Conn) newQuestion(m capnp.Method, size uint64, dc *Call) *question {
+// newQuestion adds a question to the table.
+func (c *lockedConn) newQuestion(m capnp.Method, size uint64, dc *Call) *question {
 	var q *question
 	if dc != nil {
 		q = &dc.qst
-		*q = question{c: c, size: size, dc: dc}
+		*q = question{c: c.conn(), size: size, dc: dc}
 	} else {
-		q = &question{c: c, size: size}
+		q = &question{c: c.conn(), size: size}
 	}
 	if n := len(c.freeQ); n > 0 {
 		q.id = c.freeQ[n-1]
@@ -136,9 +135,9 @@ func (c *Conn) newQuestion(m capnp.Method, size uint64, dc *Call) *question {
 	return q
 }
 
-// closeQuestion notes that q is no longer waiting for its Return (it
-// came, or q was canceled or never sent); the caller holds c.mu.
-func (c *Conn) closeQuestion(q *question) {
+// closeQuestion notes that q is no longer waiting for its Return (it came,
+// or q was canceled or never sent).
+func (c *lockedConn) closeQuestion(q *question) {
 	if q.open {
 		q.open = false
 		c.qOpen--
@@ -151,10 +150,10 @@ func (c *Conn) closeQuestion(q *question) {
 
 // releaseBudget gives back what q counted against MaxCalls and
 // MaxBytesInFlight. It runs when the caller releases the answer, not at
-// the Return: results not yet released are in flight too, and this is
-// what bounds a stream (go-capnp's SendStreamCall keeps a goroutine per
-// call until it has released the answer). The caller holds c.mu.
-func (c *Conn) releaseBudget(q *question) {
+// the Return: results not yet released are in flight too, and this is what
+// bounds a stream (go-capnp's SendStreamCall keeps a goroutine per call
+// until it has released the answer).
+func (c *lockedConn) releaseBudget(q *question) {
 	if q.budgetFreed {
 		return
 	}
@@ -175,9 +174,8 @@ func (c *Conn) releaseBudget(q *question) {
 	}
 }
 
-// freeQuestion takes q out of the table, so that its ID may be reused;
-// the caller holds c.mu.
-func (c *Conn) freeQuestion(q *question) {
+// freeQuestion takes q out of the table, so that its ID may be reused.
+func (c *lockedConn) freeQuestion(q *question) {
 	if q.freed {
 		return
 	}
@@ -188,13 +186,12 @@ func (c *Conn) freeQuestion(q *question) {
 	}
 	if q.dc != nil && q.callerDone {
 		// The caller let go first: the connection was the last user.
-		q.dc.recycleLocked()
+		q.dc.recycleLocked(c)
 	}
 }
 
-// questionFor finds the unanswered question whose answer is ans. The
-// caller holds c.mu.
-func (c *Conn) questionFor(ans *capnp.Answer) *question {
+// questionFor finds the unanswered question whose answer is ans.
+func (c *lockedConn) questionFor(ans *capnp.Answer) *question {
 	for _, q := range c.questions {
 		if q != nil && !q.returned && q.p != nil && q.p.Answer() == ans {
 			return q
@@ -223,15 +220,15 @@ func (q *question) settle(p capnp.Ptr, err error, free bool) {
 	} else {
 		q.p.Resolve(p, err)
 	}
-	q.c.mu.Lock()
-	q.c.unwatch(q)
+	lc := q.c.lock()
+	lc.unwatch(q)
 	if free {
-		q.c.freeQuestion(q)
+		lc.freeQuestion(q)
 	}
 	fns := q.onReturn
 	q.onReturn = nil
 	q.settled = true
-	q.c.mu.Unlock()
+	lc.unlock()
 	for _, f := range fns {
 		f()
 	}
@@ -247,9 +244,9 @@ func (q *question) releaseResult() {
 // cancel sends a Finish for an unanswered question and fails it with err.
 func (q *question) cancel(err error) {
 	c := q.c
-	c.mu.Lock()
-	ok := c.cancelLocked(q)
-	c.mu.Unlock()
+	lc := c.lock()
+	ok := lc.cancelLocked(q)
+	lc.unlock()
 	if ok {
 		q.resolve(capnp.Ptr{}, err)
 	}
@@ -257,8 +254,8 @@ func (q *question) cancel(err error) {
 
 // cancelLocked sends a Finish for q if it is unanswered and reports
 // whether it did; the caller then resolves q with the error, after
-// unlocking. The caller holds c.mu.
-func (c *Conn) cancelLocked(q *question) bool {
+// unlocking.
+func (c *lockedConn) cancelLocked(q *question) bool {
 	if q.returned || q.finishSent || c.closing {
 		return false
 	}
@@ -271,7 +268,7 @@ func (c *Conn) cancelLocked(q *question) bool {
 	f, _ := root.NewFinish()
 	f.SetQuestionId(q.id)
 	f.SetReleaseResultCaps(true)
-	c.send(msg, nil)
+	c.conn().send(msg, nil)
 	return true
 }
 
@@ -315,13 +312,13 @@ func (c *Conn) forward(ctx context.Context, t callTarget, r capnp.Recv) capnp.Pi
 	r.ReleaseArgs()
 	finish := func() { returnAnswer(r.Returner, ans, rel) }
 	if q != nil {
-		c.mu.Lock()
+		lc := c.lock()
 		if !q.settled {
 			q.onReturn = append(q.onReturn, finish)
-			c.mu.Unlock()
+			lc.unlock()
 			return ans
 		}
-		c.mu.Unlock()
+		lc.unlock()
 	}
 	// Settled already (an error answer, or a question settled since).
 	// The answer is returned all the same, never nil: go-capnp's
@@ -398,7 +395,7 @@ func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *c
 		size += ext.size
 	}
 	var release []capnp.Client
-	c.mu.Lock()
+	lc := c.lock()
 	// Whether the method streams matters only with many calls in
 	// flight; its first lookup decodes a schema file (a few hundred
 	// microseconds), which a program's first calls need not pay. A
@@ -412,9 +409,9 @@ func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *c
 			// The same method as the last call: a stream's calls.
 			stream = c.lastMethod.stream
 		} else {
-			c.mu.Unlock()
+			lc.unlock()
 			stream = isStreamMethod(m)
-			c.mu.Lock()
+			lc = c.lock()
 			c.lastMethod.k, c.lastMethod.stream, c.lastMethod.ok = k, stream, true
 		}
 	}
@@ -424,7 +421,7 @@ func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *c
 		window = c.directStreamWindow()
 	}
 	for block && !c.closing && c.qCount > 0 && (c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes ||
-		(stream && c.streamFull(window, size))) {
+		(stream && lc.streamFull(window, size))) {
 		var ch chan struct{}
 		if c.qCount >= c.lim.maxCalls || c.qBytes+size > c.lim.maxBytes {
 			if c.qWait == nil {
@@ -450,42 +447,42 @@ func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *c
 			defer t.Stop()
 			slow = t.C
 		}
-		c.mu.Unlock()
+		lc.unlock()
 		select {
 		case <-ch:
 		case <-slow:
-			c.mu.Lock()
+			lc = c.lock()
 			if c.qCount >= c.lim.maxCalls && !c.warnedUnreleased {
-				c.warnUnreleased()
+				lc.warnUnreleased()
 			}
-			c.mu.Unlock()
+			lc.unlock()
 		case <-ctx.Done():
 			msg.Release()
 			return nil, ctx.Err()
 		}
-		c.mu.Lock()
+		lc = c.lock()
 	}
 	if c.closing {
 		err := c.discErr
-		c.mu.Unlock()
+		lc.unlock()
 		msg.Release()
 		return nil, err
 	}
 	if t.imp != nil && t.imp.gone {
-		c.mu.Unlock()
+		lc.unlock()
 		msg.Release()
 		return nil, exc.New(exc.Failed, "rpcconn", "call on a released capability")
 	}
 	if t.q != nil && (t.q.returned || t.q.freed || t.q.finishSent) {
-		c.mu.Unlock()
+		lc.unlock()
 		return nil, errRedirect
 	}
 	if t.q != nil {
-		t.q.addPath(t.transform)
+		t.q.addPath(lc, t.transform)
 	} else {
 		t.imp.called = true
 	}
-	q := c.newQuestion(m, size, dc)
+	q := lc.newQuestion(m, size, dc)
 	if stream {
 		q.stream = true
 		c.streamOpen++
@@ -496,22 +493,22 @@ func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *c
 	}
 	call.SetQuestionId(q.id)
 	var err2 error
-	if q.paramCaps, err2 = c.describeCaps(params, msg.CapTable(), &release); err2 != nil {
+	if q.paramCaps, err2 = lc.describeCaps(params, msg.CapTable(), &release); err2 != nil {
 		err := err2
-		c.closeQuestion(q)
-		c.freeQuestion(q)
-		c.releaseBudget(q)
-		c.mu.Unlock()
+		lc.closeQuestion(q)
+		lc.freeQuestion(q)
+		lc.releaseBudget(q)
+		lc.unlock()
 		msg.Release()
 		return nil, err
 	}
 	if ctx.Done() != nil {
-		c.watch(q, ctx)
+		lc.watch(q, ctx)
 	}
-	kick, encoded := c.enqueueCall(msg, ext, stream && dc != nil)
+	kick, encoded := lc.enqueueCall(msg, ext, stream && dc != nil)
 	// With other calls in flight, the writer batches.
 	direct := c.qOpen <= 1
-	c.mu.Unlock()
+	lc.unlock()
 	if encoded {
 		recycleOut(msg)
 	}
@@ -528,11 +525,11 @@ func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *c
 func (q *question) releaseFunc() {
 	<-q.p.Answer().Done()
 	q.p.ReleaseClients()
-	q.c.mu.Lock()
+	lc := q.c.lock()
 	m := q.result
 	q.result = nil
-	q.c.releaseBudget(q)
-	q.c.mu.Unlock()
+	lc.releaseBudget(q)
+	lc.unlock()
 	if m != nil {
 		recycleRecv(m)
 	}
@@ -670,9 +667,9 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 		return protoErr("return %d: unsupported kind %v", id, ret.Which())
 	}
 
-	c.mu.Lock()
+	lc := c.lock()
 	if c.closing {
-		c.mu.Unlock()
+		lc.unlock()
 		msg.Release()
 		return nil
 	}
@@ -681,29 +678,29 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 		q = c.questions[id]
 	}
 	if q == nil || (q.returned && !q.finishSent) || q.taking != nil {
-		c.mu.Unlock()
+		lc.unlock()
 		msg.Release()
 		return protoErr("return for unknown question %d", id)
 	}
-	release := c.dropParamCaps(q, releaseParams)
+	release := lc.dropParamCaps(q, releaseParams)
 	if q.finishSent {
 		// Canceled: its promise is settled, and the Finish told the
 		// peer to release the result caps.
 		q.returned = true
-		c.freeQuestion(q)
-		c.mu.Unlock()
+		lc.freeQuestion(q)
+		lc.unlock()
 		releaseAll(release)
 		msg.Release()
 		return nil
 	}
 	var caps []capnp.Client
 	if callErr == nil {
-		caps, err = c.importCaps(descs, &release)
+		caps, err = lc.importCaps(descs, &release)
 		if err != nil {
 			// The connection ends; q is still unanswered, so the end
 			// fails it (were it marked returned, nothing would settle
 			// it, and its caller would wait forever).
-			c.mu.Unlock()
+			lc.unlock()
 			releaseAll(release)
 			releaseAll(caps)
 			msg.Release()
@@ -715,12 +712,12 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 				w := descs.At(i).Which()
 				local[i] = w == rpccp.CapDescriptor_Which_receiverHosted || w == rpccp.CapDescriptor_Which_receiverAnswer
 			}
-			c.embargoLocals(q, content, caps, local)
+			lc.embargoLocals(q, content, caps, local)
 		}
 	}
 	q.returned = true
-	c.closeQuestion(q)
-	c.mu.Unlock()
+	lc.closeQuestion(q)
+	lc.unlock()
 	if q.dc != nil && !q.dc.stream {
 		c.role.sawDirect = true
 		if c.kr.holder == &q.dc.rd {
@@ -740,7 +737,7 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 	}
 	q.resolve(content, callErr)
 
-	c.mu.Lock()
+	lc = c.lock()
 	if !c.closing {
 		fm, froot := newMessage()
 		f, _ := froot.NewFinish()
@@ -748,17 +745,16 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 		f.SetReleaseResultCaps(false)
 		c.send(fm, nil)
 	}
-	c.freeQuestion(q)
-	c.mu.Unlock()
+	lc.freeQuestion(q)
+	lc.unlock()
 	return nil
 }
 
 // dropParamCaps forgets the capabilities q's params exported and, if the
 // Return says the callee dropped them (releaseParamCaps: nobody sends it,
 // but it is the schema's default), releases one reference to each. It
-// returns the clients to release once c.mu is let go. The caller holds
-// c.mu.
-func (c *Conn) dropParamCaps(q *question, releaseParams bool) []capnp.Client {
+// returns the clients to release once c.mu is let go.
+func (c *lockedConn) dropParamCaps(q *question, releaseParams bool) []capnp.Client {
 	var release []capnp.Client
 	if releaseParams {
 		for _, eid := range q.paramCaps {
@@ -777,10 +773,10 @@ const unreleasedWarnAfter = time.Second
 
 // warnUnreleased logs, once per connection, that calls wait because most
 // of the calls counted in flight have returned and wait only for their
-// callers to release the answers: a ReleaseFunc that is never called
-// keeps its call's place, and once MaxCalls places are kept every new
-// call waits. The caller holds c.mu.
-func (c *Conn) warnUnreleased() {
+// callers to release the answers: a ReleaseFunc that is never called keeps
+// its call's place, and once MaxCalls places are kept every new call
+// waits.
+func (c *lockedConn) warnUnreleased() {
 	// Counted in flight (qCount) but no longer waiting for a Return
 	// (qOpen): settled, and waiting only for the caller's release.
 	unreleased := c.qCount - c.qOpen

@@ -74,8 +74,8 @@ func (e *embargo) Shutdown()          { e.target.Release() }
 
 // embargoLocals replaces, in a Return's cap table, each local capability
 // that calls were pipelined to through q by an embargo, and queues the
-// Disembargo for it. The caller holds c.mu; the Finish must follow.
-func (c *Conn) embargoLocals(q *question, content capnp.Ptr, caps []capnp.Client, local []bool) {
+// Disembargo for it. The Finish must follow.
+func (c *lockedConn) embargoLocals(q *question, content capnp.Ptr, caps []capnp.Client, local []bool) {
 	done := map[int]bool{}
 	for _, t := range q.paths {
 		p, err := capnp.Transform(content, t)
@@ -104,7 +104,7 @@ func (c *Conn) embargoLocals(q *question, content capnp.Ptr, caps []capnp.Client
 			}
 		}
 		d.Context().SetSenderLoopback(e.id)
-		c.send(msg, nil)
+		c.conn().send(msg, nil)
 	}
 }
 
@@ -146,17 +146,17 @@ func (c *Conn) handleResolve(msg *capnp.Message, root rpccp.Message) error {
 		msg.Release()
 		return protoErr("resolve %d: unknown kind %v", id, r.Which())
 	}
-	c.mu.Lock()
+	lc := c.lock()
 	if c.closing {
-		c.mu.Unlock()
+		lc.unlock()
 		msg.Release()
 		return nil
 	}
 	var cl capnp.Client
 	if rerr == nil {
-		cl, err = c.importCap(d)
+		cl, err = lc.importCap(d)
 		if err != nil {
-			c.mu.Unlock()
+			lc.unlock()
 			msg.Release()
 			return err
 		}
@@ -165,7 +165,7 @@ func (c *Conn) handleResolve(msg *capnp.Message, root rpccp.Message) error {
 	if h == nil || h.gone {
 		dead := c.deadPromises[id] || c.deadOverflow
 		delete(c.deadPromises, id)
-		c.mu.Unlock()
+		lc.unlock()
 		msg.Release()
 		cl.Release()
 		if dead {
@@ -176,13 +176,13 @@ func (c *Conn) handleResolve(msg *capnp.Message, root rpccp.Message) error {
 		return protoErr("resolve of unknown promise %d", id)
 	}
 	if !h.promise {
-		c.mu.Unlock()
+		lc.unlock()
 		msg.Release()
 		cl.Release()
 		return protoErr("resolve of import %d, which is not a promise", id)
 	}
 	if h.resolved {
-		c.mu.Unlock()
+		lc.unlock()
 		msg.Release()
 		cl.Release()
 		return protoErr("second resolve of promise %d", id)
@@ -191,7 +191,7 @@ func (c *Conn) handleResolve(msg *capnp.Message, root rpccp.Message) error {
 		// A promise must not resolve to itself, directly or through
 		// promises resolved to one another (A to B, then B to A):
 		// go-capnp would follow the chain for ever, in the reader.
-		c.mu.Unlock()
+		lc.unlock()
 		msg.Release()
 		cl.Release()
 		return protoErr("resolve %d: the promise resolves to itself", id)
@@ -212,7 +212,7 @@ func (c *Conn) handleResolve(msg *capnp.Message, root rpccp.Message) error {
 		dis.Context().SetSenderLoopback(e.id)
 		c.send(dm, nil)
 	}
-	c.mu.Unlock()
+	lc.unlock()
 	msg.Release()
 	if rerr != nil {
 		h.resolver.Reject(rerr)
@@ -236,10 +236,10 @@ func (c *Conn) handleDisembargo(root rpccp.Message) error {
 	case rpccp.Disembargo_context_Which_senderLoopback:
 	case rpccp.Disembargo_context_Which_receiverLoopback:
 		id := ctx.ReceiverLoopback()
-		c.mu.Lock()
+		lc := c.lock()
 		e := c.embargoes[id]
 		delete(c.embargoes, id)
-		c.mu.Unlock()
+		lc.unlock()
 		if e == nil {
 			return protoErr("disembargo for unknown embargo %d", id)
 		}
@@ -272,14 +272,14 @@ func (c *Conn) handleDisembargo(root rpccp.Message) error {
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
+	lc := c.lock()
 	if c.closing {
-		c.mu.Unlock()
+		lc.unlock()
 		return nil
 	}
 	a := c.answers[pa.QuestionId()]
 	if a == nil || (!a.returned && !a.draining) {
-		c.mu.Unlock()
+		lc.unlock()
 		return protoErr("disembargo on question %d, which has not returned", pa.QuestionId())
 	}
 	if a.draining {
@@ -290,10 +290,10 @@ func (c *Conn) handleDisembargo(root rpccp.Message) error {
 				c.shutdown(err, true)
 			}
 		}})
-		c.mu.Unlock()
+		lc.unlock()
 		return nil
 	}
-	c.mu.Unlock()
+	lc.unlock()
 	return c.disembargoReply(a, transform, embargoID)
 }
 
@@ -302,9 +302,9 @@ func (c *Conn) handleDisembargo(root rpccp.Message) error {
 // on a were forwarded when they were delivered, so they are ahead of the
 // reply in the queue.
 func (c *Conn) disembargoReply(a *answer, transform []capnp.PipelineOp, embargoID uint32) error {
-	c.mu.Lock()
-	cl, err := a.target(transform)
-	c.mu.Unlock()
+	lc := c.lock()
+	cl, err := a.target(lc, transform)
+	lc.unlock()
 	if err != nil {
 		return protoErr("disembargo target is not a capability: %v", err)
 	}
@@ -320,17 +320,17 @@ func (c *Conn) disembargoReply(a *answer, transform []capnp.PipelineOp, embargoI
 	ot, _ := out.NewTarget()
 	ot.SetImportedCap(h.id)
 	out.Context().SetReceiverLoopback(embargoID)
-	c.mu.Lock()
+	lc = c.lock()
 	c.send(msg, nil)
-	c.mu.Unlock()
+	lc.unlock()
 	return nil
 }
 
 // unresolvedPromises marks the promise imports that never resolved as
-// resolved and returns them, for shutdown to break: a promise the peer
-// can no longer resolve must not keep Client.Resolve waiting. The caller
-// holds c.mu and is ending the connection.
-func (c *Conn) unresolvedPromises() []*importClient {
+// resolved and returns them, for shutdown to break: a promise the peer can
+// no longer resolve must not keep Client.Resolve waiting. The caller is
+// ending the connection.
+func (c *lockedConn) unresolvedPromises() []*importClient {
 	var out []*importClient
 	for _, h := range c.imports {
 		if h.promise && !h.resolved && h.resolver != nil {

@@ -336,9 +336,9 @@ func (c *Conn) readLoop(w *reader) {
 func (c *Conn) readerExit() {
 	// c.closing, not r.closing: a goroutine that saw the end (its read
 	// failed) may exit before shutdown, run by another, got to the role.
-	c.mu.Lock()
+	lc := c.lock()
 	closing := c.closing
-	c.mu.Unlock()
+	lc.unlock()
 	r := &c.role
 	r.mu.Lock()
 	r.readers--
@@ -616,9 +616,9 @@ func (c *Conn) readFor(dc *Call, prev *reader) {
 			if !dc.settled.Load() {
 				// The end failed every call still open; this one
 				// was being settled here when the bug struck.
-				c.mu.Lock()
+				lc := c.lock()
 				dc.err = c.discErr
-				c.mu.Unlock()
+				lc.unlock()
 				dc.signalSettled(false)
 			}
 		}
@@ -733,12 +733,12 @@ var _ io.Reader = (*kickReader)(nil)
 // call being delivered then may never return).
 func (c *Conn) finish(panicked bool) {
 	<-c.wdone
-	c.mu.Lock()
+	lc := c.lock()
 	idle := c.idle
 	if c.active == 0 || panicked {
 		idle = nil
 	}
-	c.mu.Unlock()
+	lc.unlock()
 	if idle != nil {
 		<-idle
 	}

@@ -39,17 +39,17 @@ const StreamWindow = 48
 const streamLookupMin = 8
 
 // enqueueCall queues msg, a Call (ext its lent segments), and reports
-// whether the caller must have the queue written (enqueue) and whether
-// msg was encoded into the queue at once, for the caller to release once
-// it has let go of c.mu: a direct call to a `-> stream` method (stream),
-// one of many small ones (enqueueBytes). The caller holds c.mu.
-func (c *Conn) enqueueCall(msg *capnp.Message, ext *outExt, stream bool) (kick, encoded bool) {
+// whether the caller must have the queue written (enqueue) and whether msg
+// was encoded into the queue at once, for the caller to release once it
+// has let go of c.mu: a direct call to a `-> stream` method (stream), one
+// of many small ones (enqueueBytes).
+func (c *lockedConn) enqueueCall(msg *capnp.Message, ext *outExt, stream bool) (kick, encoded bool) {
 	if stream && ext == nil && c.observe == nil {
-		if kick, err := c.enqueueBytes(msg); err == nil {
+		if kick, err := c.conn().enqueueBytes(msg); err == nil {
 			return kick, true
 		}
 	}
-	return c.enqueueExt(msg, nil, ext), false
+	return c.conn().enqueueExt(msg, nil, ext), false
 }
 
 // bareReturn is the frame of a Return with empty results and no
@@ -101,9 +101,9 @@ func (c *Conn) handleBareReturn(msg *capnp.Message) bool {
 	if !ok {
 		return false
 	}
-	c.mu.Lock()
+	lc := c.lock()
 	if c.closing {
-		c.mu.Unlock()
+		lc.unlock()
 		msg.Release()
 		return true
 	}
@@ -113,12 +113,12 @@ func (c *Conn) handleBareReturn(msg *capnp.Message) bool {
 	}
 	if q == nil || q.dc == nil || !q.dc.stream || q.returned || q.finishSent || q.taking != nil ||
 		len(q.paths) > 0 || len(q.paramCaps) > 0 {
-		c.mu.Unlock()
+		lc.unlock()
 		return false
 	}
 	q.returned = true
-	c.closeQuestion(q)
-	c.mu.Unlock()
+	lc.closeQuestion(q)
+	lc.unlock()
 	recycleRecv(msg)
 	q.settle(capnp.Ptr{}, nil, true)
 	return true
@@ -204,8 +204,8 @@ func (c *Conn) directStreamWindow() int {
 }
 
 // streamFull reports whether a stream call of size bytes must wait for
-// room in a window of n calls. The caller holds c.mu.
-func (c *Conn) streamFull(n int, size uint64) bool {
+// room in a window of n calls.
+func (c *lockedConn) streamFull(n int, size uint64) bool {
 	return c.streamOpen >= n || (c.streamOpen > 0 && c.streamBytes+size > DirectStreamBytes)
 }
 

@@ -35,8 +35,8 @@ func resultsToYourself(call rpccp.Call) (bool, error) {
 
 // keepResults returns the Return message for a call with
 // sendResultsTo.yourself (resultsSentElsewhere) and keeps its results, or
-// its error, in a. The caller holds c.mu and is a's Return.
-func (a *answer) keepResults(drop *[]*capnp.Message) *capnp.Message {
+// its error, in a. The caller is a's Return.
+func (a *answer) keepResults(lc *lockedConn, drop *[]*capnp.Message) *capnp.Message {
 	if a.err != nil {
 		if a.ret != nil {
 			*drop = append(*drop, a.ret)
@@ -70,21 +70,20 @@ func (t taken) run() {
 	}
 }
 
-// takeResults hands a's results to the question waiting for them, if
-// any. The caller holds c.mu; a has returned.
-func (a *answer) takeResults() taken {
+// takeResults hands a's results to the question waiting for them, if any.
+// a has returned.
+func (a *answer) takeResults(lc *lockedConn) taken {
 	q := a.taker
 	if q == nil {
 		return taken{}
 	}
 	a.taker = nil
-	return a.resultsFor(q)
+	return a.resultsFor(lc, q)
 }
 
 // failTaker fails the question waiting for a's results: a ended without
-// results (the peer finished it first, or the connection ended). The
-// caller holds c.mu.
-func (a *answer) failTaker() taken {
+// results (the peer finished it first, or the connection ended).
+func (a *answer) failTaker(lc *lockedConn) taken {
 	q := a.taker
 	if q == nil {
 		return taken{}
@@ -97,9 +96,9 @@ func (a *answer) failTaker() taken {
 	return taken{q: q, err: err}
 }
 
-// resultsFor copies a's results (or takes its error) for q. The caller
-// holds c.mu, which keeps the results message from going meanwhile.
-func (a *answer) resultsFor(q *question) taken {
+// resultsFor copies a's results (or takes its error) for q. c.mu, held,
+// keeps the results message from going meanwhile.
+func (a *answer) resultsFor(lc *lockedConn, q *question) taken {
 	if a.resultErr != nil {
 		return taken{q: q, err: a.resultErr}
 	}
@@ -127,9 +126,9 @@ func (a *answer) resultsFor(q *question) taken {
 // gets the results of the peer's call other, which used
 // sendResultsTo.yourself.
 func (c *Conn) takeFromOther(id, other uint32, noFinish, releaseParams bool) error {
-	c.mu.Lock()
+	lc := c.lock()
 	if c.closing {
-		c.mu.Unlock()
+		lc.unlock()
 		return nil
 	}
 	var q *question
@@ -137,7 +136,7 @@ func (c *Conn) takeFromOther(id, other uint32, noFinish, releaseParams bool) err
 		q = c.questions[id]
 	}
 	if q == nil || (q.returned && !q.finishSent) || q.taking != nil {
-		c.mu.Unlock()
+		lc.unlock()
 		return protoErr("return for unknown question %d", id)
 	}
 	a := c.answers[other]
@@ -151,17 +150,17 @@ func (c *Conn) takeFromOther(id, other uint32, noFinish, releaseParams bool) err
 		err = protoErr("return %d: takeFromOtherQuestion names question %d, whose results were taken already", id, other)
 	}
 	if err != nil {
-		c.mu.Unlock()
+		lc.unlock()
 		return err
 	}
 	a.taken = true
-	release := c.dropParamCaps(q, releaseParams)
+	release := lc.dropParamCaps(q, releaseParams)
 	if q.finishSent {
 		// Canceled: its promise is settled, and our Finish tells the
 		// peer to finish the other call too.
 		q.returned = true
-		c.freeQuestion(q)
-		c.mu.Unlock()
+		lc.freeQuestion(q)
+		lc.unlock()
 		releaseAll(release)
 		return nil
 	}
@@ -169,11 +168,11 @@ func (c *Conn) takeFromOther(id, other uint32, noFinish, releaseParams bool) err
 	q.takeNoFinish = noFinish
 	var t taken
 	if a.returned || a.draining {
-		t = a.resultsFor(q)
+		t = a.resultsFor(lc, q)
 	} else {
 		a.taker = q // a's Return hands them over
 	}
-	c.mu.Unlock()
+	lc.unlock()
 	releaseAll(release)
 	t.run()
 	return nil
@@ -184,10 +183,10 @@ func (c *Conn) takeFromOther(id, other uint32, noFinish, releaseParams bool) err
 // res is the copy of the results, which q owns from here on.
 func (q *question) finishTaken(res *capnp.Message, content capnp.Ptr, err error) {
 	c := q.c
-	c.mu.Lock()
+	lc := c.lock()
 	if c.closing || q.returned {
 		// The end, or a cancellation by ctx, settled q meanwhile.
-		c.mu.Unlock()
+		lc.unlock()
 		if res != nil {
 			res.Release()
 		}
@@ -196,17 +195,17 @@ func (q *question) finishTaken(res *capnp.Message, content capnp.Ptr, err error)
 	q.returned = true
 	q.taking = nil
 	if q.finishSent {
-		c.freeQuestion(q)
-		c.mu.Unlock()
+		lc.freeQuestion(q)
+		lc.unlock()
 		if res != nil {
 			res.Release()
 		}
 		return
 	}
 	if err == nil && len(q.paths) > 0 {
-		c.embargoTaken(q, res, content)
+		lc.embargoTaken(q, res, content)
 	}
-	c.mu.Unlock()
+	lc.unlock()
 	if err == nil {
 		q.result = res
 	} else if res != nil {
@@ -214,7 +213,7 @@ func (q *question) finishTaken(res *capnp.Message, content capnp.Ptr, err error)
 	}
 	q.resolve(content, err)
 
-	c.mu.Lock()
+	lc = c.lock()
 	if !c.closing && !q.takeNoFinish {
 		fm, froot := newMessage()
 		f, _ := froot.NewFinish()
@@ -222,15 +221,15 @@ func (q *question) finishTaken(res *capnp.Message, content capnp.Ptr, err error)
 		f.SetReleaseResultCaps(false)
 		c.send(fm, nil)
 	}
-	c.freeQuestion(q)
-	c.mu.Unlock()
+	lc.freeQuestion(q)
+	lc.unlock()
 }
 
 // embargoTaken puts the local capabilities in res that calls were
 // pipelined to through q under embargo: those calls went to the peer,
 // which sends them back to us, and new calls must not overtake them. The
-// caller holds c.mu; the Disembargo goes before q's Finish.
-func (c *Conn) embargoTaken(q *question, res *capnp.Message, content capnp.Ptr) {
+// Disembargo goes before q's Finish.
+func (c *lockedConn) embargoTaken(q *question, res *capnp.Message, content capnp.Ptr) {
 	ct := res.CapTable()
 	n := ct.Len()
 	if n == 0 {
@@ -249,11 +248,11 @@ func (c *Conn) embargoTaken(q *question, res *capnp.Message, content capnp.Ptr) 
 	}
 }
 
-// isImport reports whether cl is a capability the peer hosts. The caller
-// holds c.mu; cl holds a reference, so no hook shuts down here.
-func (c *Conn) isImport(cl capnp.Client) bool {
+// isImport reports whether cl is a capability the peer hosts. cl holds a
+// reference, so no hook shuts down here.
+func (c *lockedConn) isImport(cl capnp.Client) bool {
 	snap := cl.Snapshot()
 	defer snap.Release()
 	h, ok := snap.Brand().Value.(*importClient)
-	return ok && h.c == c
+	return ok && h.c == c.conn()
 }

@@ -1,0 +1,27 @@
+package rpcconn
+
+// A lockedConn is a Conn whose mutex c.mu is held: the connection's
+// tables (questions, answers, exports, imports, embargoes, watches) and
+// their counters. Methods that need c.mu held are defined on it, and the
+// only way to get one is Conn.lock, so that calling such a method without
+// the lock does not compile (go-capnp's rpc.go does the same with its
+// lockedConn). A lockedConn is not kept past its unlock; methods of other
+// types that need c.mu take it as their first argument.
+//
+// lockedConn has Conn's fields but none of its methods: a method of Conn
+// called under the lock goes through conn(), which reads as a reminder
+// that it must not take c.mu itself (send, enqueue: they take c.qmu,
+// which comes after c.mu in the lock order).
+type lockedConn Conn
+
+// lock takes c.mu.
+func (c *Conn) lock() *lockedConn {
+	c.mu.Lock()
+	return (*lockedConn)(c)
+}
+
+// unlock lets c.mu go.
+func (c *lockedConn) unlock() { c.mu.Unlock() }
+
+// conn returns c as a Conn, for its methods that do not take c.mu.
+func (c *lockedConn) conn() *Conn { return (*Conn)(c) }
