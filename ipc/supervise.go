@@ -248,20 +248,24 @@ func (s *supervisor) restart(exit ChildExit, spawn func(context.Context) (*peerC
 			}
 		}
 		s.restarts = kept
-		var reason string
+		// why is what the log line says after "will not be restarted";
+		// reason is what the child's callers are told.
+		var why, reason string
 		switch {
 		case s.ctx.Err() != nil:
 			s.mu.Unlock()
 			return nil
 		case s.policy.Permanent != nil && s.policy.Permanent(exit) != "":
-			reason = "not restarted: " + s.policy.Permanent(exit)
+			why = s.policy.Permanent(exit)
+			reason = "not restarted: " + why
 		case len(s.restarts) >= s.policy.MaxRestarts:
-			reason = fmt.Sprintf("gave up after %d restarts", s.total)
+			why = fmt.Sprintf("gave up after %d restarts", s.total)
+			reason = why
 		}
 		if reason != "" {
 			s.down = &ChildDownError{Exit: exit, Restarts: s.total, GaveUp: true, Reason: reason}
 			s.mu.Unlock()
-			s.c.ctx.Logger.Error("child process will not be restarted", "child", s.spec.Name, "exit", exit.Status.String(), "reason", reason)
+			s.c.ctx.Logger.Error("child process will not be restarted", "child", s.spec.Name, "exit", exit.Status.String(), "reason", why)
 			return nil
 		}
 		s.down = &ChildDownError{Exit: exit, Restarts: s.total}

@@ -266,6 +266,7 @@ func TestSupervisePermanentExit(t *testing.T) {
 	if n := s.setups.Load(); n != 1 {
 		t.Errorf("setup ran %d times; want 1", n)
 	}
+	s.i.logs.wait(t, "level=ERROR", `msg="child process will not be restarted"`, `reason="that exit is permanent"`)
 }
 
 // A first setup that fails stops the child and is returned; closing the
