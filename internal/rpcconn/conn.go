@@ -114,6 +114,9 @@ type Conn struct {
 	openQ atomic.Int32
 	// patience is how long the role may stay free or busy (role.go).
 	patience time.Duration
+	// fault is a state transition refused under c.mu (states.go), for
+	// lockedConn.unlock to report once c.mu is let go; guarded by c.mu.
+	fault error
 	// flushDue: a Return was queued without being written, for the
 	// goroutine reading to write once the messages already in are
 	// handled (answer.deferKick).
@@ -250,8 +253,8 @@ func (c *Conn) shutdown(cause error, abort bool) {
 	c.discErr = disconnected(cause)
 	var rejects []*question
 	for _, q := range c.questions {
-		if q != nil && !q.returned && !q.finishSent {
-			q.returned = true
+		if q != nil && q.state == qOpen {
+			q.to(lc, qReturned)
 			rejects = append(rejects, q)
 		}
 	}

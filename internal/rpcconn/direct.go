@@ -62,8 +62,8 @@ type Call struct {
 }
 
 // Calls are reused (callPool): a Call goes back to the pool once both its
-// caller and the connection are done with it (question.callerDone, and
-// question.freed), whichever comes last, under c.mu. So a call costs no
+// caller and the connection are done with it (question.hold holdDone, and
+// question.state freed), whichever comes last, under c.mu. So a call costs no
 // allocation of its own: neither the Call, nor its question, nor what its
 // caller waits on.
 var callPool = sync.Pool{New: func() any {
@@ -187,8 +187,8 @@ func (dc *Call) Release() {
 	m := q.result
 	q.result = nil
 	lc.releaseBudget(q)
-	q.callerDone = true
-	if q.freed {
+	q.toHold(lc, holdDone)
+	if q.state.freed() {
 		dc.recycleLocked(lc)
 	}
 	lc.unlock()
@@ -214,8 +214,8 @@ func (dc *Call) ReleaseKeepResults() func() {
 	m := q.result
 	q.result = nil
 	lc.releaseBudget(q)
-	q.callerDone = true
-	if q.freed {
+	q.toHold(lc, holdDone)
+	if q.state.freed() {
 		dc.recycleLocked(lc)
 	}
 	lc.unlock()
@@ -239,7 +239,7 @@ func (q *question) settleDirect(p capnp.Ptr, err error, free bool) {
 	fns := q.onReturn
 	q.onReturn = nil
 	q.settled = true
-	kick := q.kick
+	kick := q.state.canceled()
 	var m *capnp.Message
 	var onReturn func(error)
 	stream := dc.stream
@@ -251,8 +251,8 @@ func (q *question) settleDirect(p capnp.Ptr, err error, free bool) {
 		q.result = nil
 		lc.releaseBudget(q)
 		onReturn = dc.onReturn
-		q.callerDone = true
-		if q.freed {
+		q.toHold(lc, holdDone)
+		if q.state.freed() {
 			dc.recycleLocked(lc)
 		}
 	}

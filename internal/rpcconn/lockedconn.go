@@ -20,8 +20,17 @@ func (c *Conn) lock() *lockedConn {
 	return (*lockedConn)(c)
 }
 
-// unlock lets c.mu go.
-func (c *lockedConn) unlock() { c.mu.Unlock() }
+// unlock lets c.mu go. A state transition refused while it was held
+// (states.go) is then taken for a bug: c.bug logs it and ends the
+// connection.
+func (c *lockedConn) unlock() {
+	fault := c.fault
+	c.fault = nil
+	c.mu.Unlock()
+	if fault != nil {
+		c.conn().bug(fault)
+	}
+}
 
 // conn returns c as a Conn, for its methods that do not take c.mu.
 func (c *lockedConn) conn() *Conn { return (*Conn)(c) }

@@ -21,21 +21,27 @@ type question struct {
 	result *capnp.Message // the Return message, kept for the results
 
 	// Guarded by c.mu.
-	watch       *ctxWatch // cancels q when the call's context ends
-	widx        int       // q's index in watch.qs
-	returned    bool      // Return arrived, or the question was failed
-	open        bool      // counted in c.qOpen
-	plain       bool      // a call not to a `-> stream` method, counted in c.plainOpen
-	stream      bool      // a call to a `-> stream` method, counted in c.streamOpen
-	finishSent  bool      // canceled before its Return
-	freed       bool      // out of the table; the ID may be reused
-	callerDone  bool      // a direct call's caller released it (Call.Release)
-	kick        bool      // canceled: settling it kicks its caller (role.go)
-	budgetFreed bool
-	onReturn    []func()
-	settled     bool                 // resolve has run and taken onReturn
-	paths       [][]capnp.PipelineOp // transforms pipelined calls went to
-	paramCaps   []uint32             // exports counted for the params
+	watch    *ctxWatch     // cancels q when the call's context ends
+	widx     int           // q's index in watch.qs
+	state    questionState // with the peer (states.go)
+	hold     questionHold  // with the caller (states.go)
+	onReturn []func()
+	// settled: resolve has run and taken onReturn. Not part of state:
+	// a canceled question settles before or after its Return frees it,
+	// and a ReleaseFunc may give the budget back (hold) before settle
+	// marks it, as the Answer's Done is closed first.
+	settled bool
+	// open: counted in c.qOpen (and plain in c.plainOpen) until
+	// closeQuestion; accounting, not state: the end fails questions
+	// without uncounting them, and a question that takes its results
+	// from an answer of ours (yourself.go) stays counted.
+	open bool
+	// The kind of call, set when it is sent: not lifecycle.
+	plain  bool // a call not to a `-> stream` method, counted in c.plainOpen
+	stream bool // a call to a `-> stream` method, counted in c.streamOpen
+
+	paths     [][]capnp.PipelineOp // transforms pipelined calls went to
+	paramCaps []uint32             // exports counted for the params
 
 	// Guarded by c.mu: a Return with takeFromOtherQuestion (yourself.go).
 	taking       *answer // the answer whose results are q's, until they are
@@ -154,10 +160,10 @@ func (c *lockedConn) closeQuestion(q *question) {
 // bounds a stream (go-capnp's SendStreamCall keeps a goroutine per call
 // until it has released the answer).
 func (c *lockedConn) releaseBudget(q *question) {
-	if q.budgetFreed {
+	if q.hold != holdCounted {
 		return
 	}
-	q.budgetFreed = true
+	q.toHold(c, holdReleased)
 	c.qCount--
 	c.qBytes -= q.size
 	if q.stream {
@@ -176,15 +182,19 @@ func (c *lockedConn) releaseBudget(q *question) {
 
 // freeQuestion takes q out of the table, so that its ID may be reused.
 func (c *lockedConn) freeQuestion(q *question) {
-	if q.freed {
+	switch q.state {
+	case qFreed, qCanceledFreed:
 		return
+	case qCanceled:
+		q.to(c, qCanceledFreed)
+	default:
+		q.to(c, qFreed)
 	}
-	q.freed = true
 	if !c.closing && int(q.id) < len(c.questions) && c.questions[q.id] == q {
 		c.questions[q.id] = nil
 		c.freeQ = append(c.freeQ, q.id)
 	}
-	if q.dc != nil && q.callerDone {
+	if q.dc != nil && q.hold == holdDone {
 		// The caller let go first: the connection was the last user.
 		q.dc.recycleLocked(c)
 	}
@@ -193,7 +203,7 @@ func (c *lockedConn) freeQuestion(q *question) {
 // questionFor finds the unanswered question whose answer is ans.
 func (c *lockedConn) questionFor(ans *capnp.Answer) *question {
 	for _, q := range c.questions {
-		if q != nil && !q.returned && q.p != nil && q.p.Answer() == ans {
+		if q != nil && !q.state.returned() && q.p != nil && q.p.Answer() == ans {
 			return q
 		}
 	}
@@ -201,7 +211,7 @@ func (c *lockedConn) questionFor(ans *capnp.Answer) *question {
 }
 
 // resolve settles q's promise and runs what waited for it. The caller
-// holds no lock and has set q.returned.
+// holds no lock and has moved q on from qOpen.
 func (q *question) resolve(p capnp.Ptr, err error) { q.settle(p, err, false) }
 
 // settle is resolve; free also takes q out of the table (freeQuestion) in
@@ -256,13 +266,12 @@ func (q *question) cancel(err error) {
 // whether it did; the caller then resolves q with the error, after
 // unlocking.
 func (c *lockedConn) cancelLocked(q *question) bool {
-	if q.returned || q.finishSent || c.closing {
+	if q.state != qOpen || c.closing {
 		return false
 	}
-	q.finishSent = true
 	// A direct call's caller may be reading, for a Return that may be
-	// long in coming: settling the call pulls it out of Read.
-	q.kick = true
+	// long in coming: settling a canceled call pulls it out of Read.
+	q.to(c, qCanceled)
 	c.closeQuestion(q)
 	msg, root := newMessage()
 	f, _ := root.NewFinish()
@@ -473,7 +482,7 @@ func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *c
 		msg.Release()
 		return nil, exc.New(exc.Failed, "rpcconn", "call on a released capability")
 	}
-	if t.q != nil && (t.q.returned || t.q.freed || t.q.finishSent) {
+	if t.q != nil && t.q.state != qOpen {
 		lc.unlock()
 		return nil, errRedirect
 	}
@@ -677,16 +686,15 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 	if uint64(id) < uint64(len(c.questions)) {
 		q = c.questions[id]
 	}
-	if q == nil || (q.returned && !q.finishSent) || q.taking != nil {
+	if q == nil || (q.state.returned() && !q.state.canceled()) || q.taking != nil {
 		lc.unlock()
 		msg.Release()
 		return protoErr("return for unknown question %d", id)
 	}
 	release := lc.dropParamCaps(q, releaseParams)
-	if q.finishSent {
+	if q.state == qCanceled {
 		// Canceled: its promise is settled, and the Finish told the
 		// peer to release the result caps.
-		q.returned = true
 		lc.freeQuestion(q)
 		lc.unlock()
 		releaseAll(release)
@@ -715,7 +723,7 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 			lc.embargoLocals(q, content, caps, local)
 		}
 	}
-	q.returned = true
+	q.to(lc, qReturned)
 	lc.closeQuestion(q)
 	lc.unlock()
 	if q.dc != nil && !q.dc.stream {

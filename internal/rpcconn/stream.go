@@ -111,12 +111,12 @@ func (c *Conn) handleBareReturn(msg *capnp.Message) bool {
 	if uint64(id) < uint64(len(c.questions)) {
 		q = c.questions[id]
 	}
-	if q == nil || q.dc == nil || !q.dc.stream || q.returned || q.finishSent || q.taking != nil ||
+	if q == nil || q.dc == nil || !q.dc.stream || q.state != qOpen || q.taking != nil ||
 		len(q.paths) > 0 || len(q.paramCaps) > 0 {
 		lc.unlock()
 		return false
 	}
-	q.returned = true
+	q.to(lc, qReturned)
 	lc.closeQuestion(q)
 	lc.unlock()
 	recycleRecv(msg)

@@ -135,7 +135,7 @@ func (c *Conn) takeFromOther(id, other uint32, noFinish, releaseParams bool) err
 	if uint64(id) < uint64(len(c.questions)) {
 		q = c.questions[id]
 	}
-	if q == nil || (q.returned && !q.finishSent) || q.taking != nil {
+	if q == nil || (q.state.returned() && !q.state.canceled()) || q.taking != nil {
 		lc.unlock()
 		return protoErr("return for unknown question %d", id)
 	}
@@ -155,10 +155,9 @@ func (c *Conn) takeFromOther(id, other uint32, noFinish, releaseParams bool) err
 	}
 	a.taken = true
 	release := lc.dropParamCaps(q, releaseParams)
-	if q.finishSent {
+	if q.state == qCanceled {
 		// Canceled: its promise is settled, and our Finish tells the
 		// peer to finish the other call too.
-		q.returned = true
 		lc.freeQuestion(q)
 		lc.unlock()
 		releaseAll(release)
@@ -184,7 +183,7 @@ func (c *Conn) takeFromOther(id, other uint32, noFinish, releaseParams bool) err
 func (q *question) finishTaken(res *capnp.Message, content capnp.Ptr, err error) {
 	c := q.c
 	lc := c.lock()
-	if c.closing || q.returned {
+	if c.closing || q.state.returned() {
 		// The end, or a cancellation by ctx, settled q meanwhile.
 		lc.unlock()
 		if res != nil {
@@ -192,9 +191,8 @@ func (q *question) finishTaken(res *capnp.Message, content capnp.Ptr, err error)
 		}
 		return
 	}
-	q.returned = true
 	q.taking = nil
-	if q.finishSent {
+	if q.state == qCanceled {
 		lc.freeQuestion(q)
 		lc.unlock()
 		if res != nil {
@@ -202,6 +200,7 @@ func (q *question) finishTaken(res *capnp.Message, content capnp.Ptr, err error)
 		}
 		return
 	}
+	q.to(lc, qReturned)
 	if err == nil && len(q.paths) > 0 {
 		lc.embargoTaken(q, res, content)
 	}
