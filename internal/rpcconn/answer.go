@@ -42,22 +42,19 @@ type answer struct {
 	extQueued bool
 
 	// Guarded by c.mu.
-	returned    bool // Return has run and pipelined calls are drained
-	draining    bool // Return is delivering queued pipelined calls
-	finished    bool // the peer's Finish arrived
-	releaseCaps bool // the Finish asked to release the result caps
-	sent        bool // the writer is done with ret
-	msgReleased bool
+	state answerState // states.go
+	msg   answerMsg   // what became of ret (states.go)
+	tail  answerTail  // where the results go: tail calls (yourself.go, states.go)
+	// finished: the peer's Finish arrived. An event of the peer's that
+	// may come in any state but aRemoved (before the Return it cancels
+	// the call), so a flag beside the state; releaseCaps is what it said.
+	finished    bool
+	releaseCaps bool
 	resultCaps  []uint32 // exports made for the results
 	pipeline    []pendingCall
 	waiters     []*answerHook // capabilities the peer named by receiverAnswer
-	removed     bool
-	resultErr   error // the call's error, once returned
-
-	// Guarded by c.mu: tail calls (yourself.go).
-	redirect bool      // sendResultsTo.yourself: results kept here, not sent
-	taken    bool      // a Return.takeFromOtherQuestion named this answer
-	taker    *question // that Return's question, until the results are ready
+	resultErr   error         // the call's error, once returned
+	taker       *question     // the question taking the results (tailTaken), until they are ready
 }
 
 // A pendingCall is a call on a promised answer that has not returned.
@@ -130,7 +127,7 @@ func (h *answerHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, cap
 func (h *answerHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
 	c := h.a.c
 	lc := c.lock()
-	if !h.a.returned && !c.closing && !h.a.removed {
+	if (h.a.state == aRunning || h.a.state == aDraining) && !c.closing {
 		held := hold(&r)
 		h.a.pipeline = append(h.a.pipeline, pendingCall{ctx: ctx, transform: h.transform, recv: r, held: held})
 		lc.unlock()
@@ -284,9 +281,11 @@ func (a *answer) Return() {
 		close(c.idle)
 		c.idle = nil
 	}
-	if c.closing || a.removed {
-		a.returned = true
-		a.msgReleased = true
+	if c.closing || a.state.removed() {
+		if !a.state.removed() {
+			a.to(lc, aReturned)
+		}
+		a.toMsg(lc, msgReleased)
 		tk := a.failTaker(lc)
 		lc.unlock()
 		tk.run()
@@ -296,7 +295,7 @@ func (a *answer) Return() {
 		}
 		return
 	}
-	bare := bareOK && !a.redirect && !a.finished && len(a.pipeline) == 0 && len(a.waiters) == 0
+	bare := bareOK && a.tail == tailNone && !a.finished && len(a.pipeline) == 0 && len(a.waiters) == 0
 	if bareOK && !bare {
 		// Calls pipelined on the results, or a tail call: they need a
 		// results message.
@@ -308,7 +307,7 @@ func (a *answer) Return() {
 	switch {
 	case bare:
 		// out stays nil: sendReturn queues the template.
-	case a.redirect:
+	case a.tail != tailNone:
 		out = a.keepResults(lc, &drop)
 	case a.finished && len(a.pipeline) == 0:
 		// The caller canceled: it wants no results, so export nothing.
@@ -365,15 +364,15 @@ func (a *answer) Return() {
 		// The Return goes out once the calls pipelined on a are handed
 		// on (below): a call the peer makes on a result capability once
 		// it has seen the Return must not overtake them.
-		a.draining = true
+		a.to(lc, aDraining)
 	} else {
-		a.returned = true
+		a.to(lc, aReturned)
 		waiters = a.takeWaiters(lc)
 		kick = a.sendReturn(lc, out)
 	}
 	tk := a.takeResults(lc)
 	var done bool
-	if a.finished && !a.draining {
+	if a.finished && a.state != aDraining {
 		lc.removeAnswer(a)
 		done = true
 	} else if noFinish {
@@ -410,10 +409,14 @@ func (a *answer) Return() {
 		a.pipeline = nil
 		var waiters []waiterResult
 		if len(pending) == 0 {
-			a.draining, a.returned = false, true
+			if a.state == aDrainingRemoved {
+				a.to(lc, aRemoved)
+			} else {
+				a.to(lc, aReturned)
+			}
 			kick = a.sendReturn(lc, out)
 			waiters = a.takeWaiters(lc)
-			if a.finished && !a.removed && !c.closing {
+			if a.finished && !a.state.removed() && !c.closing {
 				lc.removeAnswer(a)
 				done = true
 			} else {
@@ -444,13 +447,13 @@ func (a *answer) sendReturn(lc *lockedConn, out *capnp.Message) (kick bool) {
 	c := a.c
 	if out == nil {
 		// Empty results (bare): nothing to release after.
-		a.sent, a.msgReleased = true, true
+		a.toMsg(lc, msgReleased)
 		return c.enqueueBare(a.id)
 	}
 	if out == a.ret {
 		if c.closing {
 			// Not written: the message is released with the answer.
-			a.sent = true
+			a.toMsg(lc, msgWritten)
 			return false
 		}
 		if a.ext != nil && a.keepArgs {
@@ -459,8 +462,8 @@ func (a *answer) sendReturn(lc *lockedConn, out *capnp.Message) (kick bool) {
 		}
 		return c.enqueueExt(out, a, a.ext)
 	}
-	if !a.redirect {
-		a.sent, a.msgReleased = true, true
+	if a.tail == tailNone {
+		a.toMsg(lc, msgReleased)
 	}
 	return c.enqueue(out, nil)
 }
@@ -473,7 +476,7 @@ var errNotCapability = exc.New(exc.Failed, "rpcconn", "pipelined call on a field
 func (a *answer) onSent() {
 	c := a.c
 	lc := c.lock()
-	a.sent = true
+	a.toMsg(lc, msgWritten)
 	m := a.releasableMsg(lc, c.closing)
 	lc.unlock()
 	if m != nil {
@@ -484,10 +487,10 @@ func (a *answer) onSent() {
 // releasableMsg returns the Return message if nothing needs it any more,
 // marking it released.
 func (a *answer) releasableMsg(lc *lockedConn, closing bool) *capnp.Message {
-	if a.msgReleased || !a.sent || a.draining || !(a.finished || closing || a.removed) {
+	if a.msg != msgWritten || a.state.draining() || !(a.finished || closing || a.state.removed()) {
 		return nil
 	}
-	a.msgReleased = true
+	a.toMsg(lc, msgReleased)
 	m := a.ret
 	a.ret = nil
 	return m
@@ -497,7 +500,11 @@ func (a *answer) releasableMsg(lc *lockedConn, closing bool) *capnp.Message {
 // after unlocking.
 func (c *lockedConn) removeAnswer(a *answer) {
 	delete(c.answers, a.id)
-	a.removed = true
+	if a.state == aDraining {
+		a.to(c, aDrainingRemoved)
+	} else {
+		a.to(c, aRemoved)
+	}
 }
 
 // finishCleanup releases what a finished answer held: the result caps if
@@ -534,7 +541,7 @@ func (a *answer) target(lc *lockedConn, transform []capnp.PipelineOp) (capnp.Cli
 	if a.resultErr != nil {
 		return capnp.Client{}, a.resultErr
 	}
-	if a.msgReleased || a.ret == nil {
+	if a.msg == msgReleased || a.ret == nil {
 		return capnp.Client{}, disconnected(errors.New("results already released"))
 	}
 	p, err := capnp.Transform(a.content, transform)

@@ -236,7 +236,7 @@ func (c *lockedConn) importCap(d rpccp.CapDescriptor) (capnp.Client, error) {
 		if a == nil {
 			return capnp.Client{}, protoErr("receiverAnswer names unknown question %d", pa.QuestionId())
 		}
-		if !a.returned && !a.draining {
+		if a.state == aRunning {
 			h := &answerHook{a: a, transform: t, done: make(chan struct{})}
 			cl, r := capnp.NewPromisedClient(h)
 			h.resolver = r

@@ -259,7 +259,9 @@ func (c *Conn) handleCall(w *reader, msg *capnp.Message, root rpccp.Message, siz
 	// The message's cap table is empty: Reset releases nothing here.
 	msg.CapTable().Reset(caps...)
 	a := lc.newAnswer(qid, size, msg)
-	a.redirect = redirect
+	if redirect {
+		a.tail = tailKept
+	}
 	recv := capnp.Recv{
 		Method: capnp.Method{InterfaceID: call.InterfaceId(), MethodID: call.MethodId()},
 		Args:   content.Struct(),
@@ -273,7 +275,7 @@ func (c *Conn) handleCall(w *reader, msg *capnp.Message, root rpccp.Message, siz
 	}
 	queued := false
 	if base != nil {
-		if base.returned {
+		if base.state.returned() {
 			target, targetErr = base.target(lc, transform)
 		} else {
 			base.pipeline = append(base.pipeline, pendingCall{a: a, transform: transform, recv: recv})
@@ -422,7 +424,7 @@ func (c *Conn) handleFinish(root rpccp.Message) error {
 	}
 	a.finished = true
 	a.releaseCaps = f.ReleaseResultCaps()
-	if !a.returned && !a.draining {
+	if a.state == aRunning {
 		// rpc.capnp: the callee may cancel a call the caller no longer
 		// wants, but not while calls are pipelined on its results (a C++
 		// caller finishes a question as soon as it has pipelined on it).

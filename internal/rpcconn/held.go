@@ -226,7 +226,7 @@ func ResultTarget(ret capnp.Returner, transform []capnp.PipelineOp) (capnp.Clien
 	c := a.c
 	lc := c.lock()
 	defer lc.unlock()
-	if !a.returned && !a.draining {
+	if a.state == aRunning {
 		return capnp.Client{}, exc.New(exc.Failed, "rpcconn", "pipelined call on an answer that has not returned")
 	}
 	return a.target(lc, transform)

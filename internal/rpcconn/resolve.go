@@ -278,11 +278,11 @@ func (c *Conn) handleDisembargo(root rpccp.Message) error {
 		return nil
 	}
 	a := c.answers[pa.QuestionId()]
-	if a == nil || (!a.returned && !a.draining) {
+	if a == nil || a.state == aRunning {
 		lc.unlock()
 		return protoErr("disembargo on question %d, which has not returned", pa.QuestionId())
 	}
-	if a.draining {
+	if a.state.draining() {
 		// The calls pipelined on a are still being handed on: reply
 		// once they have been, in their order.
 		a.pipeline = append(a.pipeline, pendingCall{fn: func() {

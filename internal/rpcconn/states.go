@@ -144,7 +144,181 @@ func (q *question) toHold(c *lockedConn, s questionHold) {
 // stateFault records a transition the tables do not allow, for unlock to
 // report once c.mu is let go (the first one only: the connection ends).
 func (c *lockedConn) stateFault(what string, id uint32, from, to fmt.Stringer) {
-	if c.fault == nil {
-		c.fault = fmt.Errorf("rpcconn: %s %d: transition %v -> %v not allowed", what, id, from, to)
+	err := fmt.Errorf("rpcconn: %s %d: transition %v -> %v not allowed", what, id, from, to)
+	if testStateFault != nil {
+		testStateFault(c.conn(), err)
 	}
+	if c.fault == nil {
+		c.fault = err
+	}
+}
+
+// testStateFault, set by tests only, sees every refused transition (the
+// tests fail on those they did not make on purpose).
+var testStateFault func(*Conn, error)
+
+// answerState is where an answer (a call from the peer) stands.
+//
+//	state             meaning
+//	aRunning          delivered; its Return has not run
+//	aDraining         its Return ran and hands on the calls pipelined on
+//	                  it; the Return message goes out once they are
+//	aDrainingRemoved  aDraining, and the peer's Finish took it out of the
+//	                  table meanwhile
+//	aReturned         its Return message is queued (or the connection was
+//	                  ending); in the table until the peer's Finish
+//	aRemoved          out of the table: the ID is the peer's again
+//
+//	from              to                trigger
+//	aRunning          aDraining         Return, with calls pipelined on it
+//	aRunning          aReturned         Return, with none (or at the end)
+//	aDraining         aReturned         Return, once they are handed on
+//	aDraining         aDrainingRemoved  the peer's Finish (handleFinish)
+//	aDrainingRemoved  aRemoved          Return, once they are handed on
+//	aReturned         aRemoved          removeAnswer: the peer's Finish,
+//	                                    or none needed (noFinishNeeded)
+//
+// aRemoved is final. The peer's Finish is a flag beside the state
+// (answer.finished): it may come in any state but the last, and a second
+// one is a protocol error, not a transition.
+type answerState uint8
+
+const (
+	aRunning answerState = iota
+	aDraining
+	aDrainingRemoved
+	aReturned
+	aRemoved
+	numAnswerStates
+)
+
+var answerStateNames = [numAnswerStates]string{"running", "draining", "draining-removed", "returned", "removed"}
+
+func (s answerState) String() string {
+	if s < numAnswerStates {
+		return answerStateNames[s]
+	}
+	return fmt.Sprintf("answerState(%d)", uint8(s))
+}
+
+var answerMoves = [numAnswerStates]uint16{
+	aRunning:         1<<aDraining | 1<<aReturned,
+	aDraining:        1<<aReturned | 1<<aDrainingRemoved,
+	aDrainingRemoved: 1 << aRemoved,
+	aReturned:        1 << aRemoved,
+}
+
+func (s answerState) canMove(to answerState) bool {
+	return s < numAnswerStates && to < numAnswerStates && answerMoves[s]&(1<<to) != 0
+}
+
+// returned reports whether the answer's Return message is queued (or the
+// connection was ending when it returned).
+func (s answerState) returned() bool { return s == aReturned || s == aRemoved }
+
+// draining reports whether the answer hands on the calls pipelined on it.
+func (s answerState) draining() bool { return s == aDraining || s == aDrainingRemoved }
+
+// removed reports whether the answer is out of the table.
+func (s answerState) removed() bool { return s == aDrainingRemoved || s == aRemoved }
+
+// to moves a to s; see answerState.
+func (a *answer) to(c *lockedConn, s answerState) {
+	if !a.state.canMove(s) {
+		c.stateFault("answer", a.id, a.state, s)
+		return
+	}
+	a.state = s
+}
+
+// answerMsg is what became of an answer's Return message (answer.ret,
+// or for a bare Return the template).
+//
+//	from         to           trigger
+//	msgHeld      msgWritten   the writer is done with it (onSent), or it
+//	                          is never written (the end; a tail call's
+//	                          results, kept: keepResults)
+//	msgHeld      msgReleased  given up at once: a bare Return, an
+//	                          exception or a canceled Return built apart,
+//	                          a tail call's error, or the end
+//	msgWritten   msgReleased  releasableMsg: written, and nothing needs
+//	                          the results any more (finished or removed,
+//	                          no calls being handed on)
+type answerMsg uint8
+
+const (
+	msgHeld answerMsg = iota
+	msgWritten
+	msgReleased
+	numAnswerMsgs
+)
+
+var answerMsgNames = [numAnswerMsgs]string{"held", "written", "released"}
+
+func (s answerMsg) String() string {
+	if s < numAnswerMsgs {
+		return answerMsgNames[s]
+	}
+	return fmt.Sprintf("answerMsg(%d)", uint8(s))
+}
+
+var answerMsgMoves = [numAnswerMsgs]uint16{
+	msgHeld:    1<<msgWritten | 1<<msgReleased,
+	msgWritten: 1 << msgReleased,
+}
+
+func (s answerMsg) canMove(to answerMsg) bool {
+	return s < numAnswerMsgs && to < numAnswerMsgs && answerMsgMoves[s]&(1<<to) != 0
+}
+
+// toMsg moves a's Return message to s; see answerMsg.
+func (a *answer) toMsg(c *lockedConn, s answerMsg) {
+	if !a.msg.canMove(s) {
+		c.stateFault("answer message", a.id, a.msg, s)
+		return
+	}
+	a.msg = s
+}
+
+// answerTail says where an answer's results go (tail calls, yourself.go).
+//
+//	from      to         trigger
+//	tailKept  tailTaken  a Return.takeFromOtherQuestion of the peer's
+//	                     named the answer (takeFromOther)
+//
+// tailNone (results to the caller, as usual) and tailKept
+// (sendResultsTo.yourself: kept here) are set when the call arrives.
+type answerTail uint8
+
+const (
+	tailNone answerTail = iota
+	tailKept
+	tailTaken
+	numAnswerTails
+)
+
+var answerTailNames = [numAnswerTails]string{"none", "kept", "taken"}
+
+func (s answerTail) String() string {
+	if s < numAnswerTails {
+		return answerTailNames[s]
+	}
+	return fmt.Sprintf("answerTail(%d)", uint8(s))
+}
+
+var answerTailMoves = [numAnswerTails]uint16{
+	tailKept: 1 << tailTaken,
+}
+
+func (s answerTail) canMove(to answerTail) bool {
+	return s < numAnswerTails && to < numAnswerTails && answerTailMoves[s]&(1<<to) != 0
+}
+
+// toTail moves a's tail to s; see answerTail.
+func (a *answer) toTail(c *lockedConn, s answerTail) {
+	if !a.tail.canMove(s) {
+		c.stateFault("answer tail", a.id, a.tail, s)
+		return
+	}
+	a.tail = s
 }

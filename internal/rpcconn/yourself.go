@@ -43,10 +43,11 @@ func (a *answer) keepResults(lc *lockedConn, drop *[]*capnp.Message) *capnp.Mess
 		}
 		a.ret = nil
 		a.resultErr = a.err
-		a.msgReleased = true
+		a.toMsg(lc, msgReleased)
+	} else {
+		// a.ret is never written: it may go once the peer's Finish came.
+		a.toMsg(lc, msgWritten)
 	}
-	// a.ret is never written: it may go once the peer's Finish came.
-	a.sent = true
 	msg, root := newMessage()
 	ret, _ := root.NewReturn()
 	ret.SetAnswerId(a.id)
@@ -102,7 +103,7 @@ func (a *answer) resultsFor(lc *lockedConn, q *question) taken {
 	if a.resultErr != nil {
 		return taken{q: q, err: a.resultErr}
 	}
-	if a.msgReleased || a.ret == nil {
+	if a.msg == msgReleased || a.ret == nil {
 		return taken{q: q, err: disconnected(errors.New("results already released"))}
 	}
 	msg, _, err := capnp.NewMessage(capnp.MultiSegment(nil))
@@ -144,16 +145,16 @@ func (c *Conn) takeFromOther(id, other uint32, noFinish, releaseParams bool) err
 	switch {
 	case a == nil:
 		err = protoErr("return %d: takeFromOtherQuestion names unknown question %d", id, other)
-	case !a.redirect:
+	case a.tail == tailNone:
 		err = protoErr("return %d: takeFromOtherQuestion names question %d, which did not use sendResultsTo.yourself", id, other)
-	case a.taken:
+	case a.tail == tailTaken:
 		err = protoErr("return %d: takeFromOtherQuestion names question %d, whose results were taken already", id, other)
 	}
 	if err != nil {
 		lc.unlock()
 		return err
 	}
-	a.taken = true
+	a.toTail(lc, tailTaken)
 	release := lc.dropParamCaps(q, releaseParams)
 	if q.state == qCanceled {
 		// Canceled: its promise is settled, and our Finish tells the
@@ -166,7 +167,7 @@ func (c *Conn) takeFromOther(id, other uint32, noFinish, releaseParams bool) err
 	q.taking = a
 	q.takeNoFinish = noFinish
 	var t taken
-	if a.returned || a.draining {
+	if a.state != aRunning {
 		t = a.resultsFor(lc, q)
 	} else {
 		a.taker = q // a's Return hands them over
