@@ -315,7 +315,7 @@ func (c *Conn) shutdown(cause error, abort bool) {
 	if testShutdownHook != nil {
 		testShutdownHook(c)
 	}
-	c.qmu.Lock()
+	lq := c.lockQueue()
 	c.stop = true
 	if abort {
 		c.abortMsg = newAbortMessage(cause)
@@ -324,7 +324,7 @@ func (c *Conn) shutdown(cause error, abort bool) {
 		close(c.outSpace)
 		c.outSpace = nil
 	}
-	c.qmu.Unlock()
+	lq.unlock()
 	select {
 	case c.wake <- struct{}{}:
 	default:
@@ -458,17 +458,17 @@ func (c *Conn) enqueueExt(msg *capnp.Message, a *answer, ext *outExt) bool {
 // enqueueBare is enqueue for a Return with empty results for question id,
 // written from a template (bareReturn): no message is built for it.
 func (c *Conn) enqueueBare(id uint32) bool {
-	c.qmu.Lock()
+	lq := c.lockQueue()
 	if c.stop {
-		c.qmu.Unlock()
+		lq.unlock()
 		return false
 	}
 	kick := len(c.outq) == 0 && !c.writing && len(c.pending) == 0
-	tail := c.rawTailLocked()
+	tail := lq.rawTailLocked()
 	n := len(*tail)
 	*tail = bareReturn.append(*tail, id)
-	c.addRawLocked(len(*tail) - n)
-	c.qmu.Unlock()
+	lq.addRawLocked(len(*tail) - n)
+	lq.unlock()
 	return kick
 }
 
@@ -479,31 +479,31 @@ func (c *Conn) enqueueBare(id uint32) bool {
 // bytes of many such messages at once. For the many small messages of a
 // stream. The caller may hold c.mu.
 func (c *Conn) enqueueBytes(msg *capnp.Message) (bool, error) {
-	c.qmu.Lock()
+	lq := c.lockQueue()
 	if c.stop {
-		c.qmu.Unlock()
+		lq.unlock()
 		return false, nil
 	}
 	kick := len(c.outq) == 0 && !c.writing && len(c.pending) == 0
-	tail := c.rawTailLocked()
+	tail := lq.rawTailLocked()
 	n := len(*tail)
 	b, err := appendFrame(*tail, msg, nil)
 	if err != nil {
-		c.qmu.Unlock()
+		lq.unlock()
 		return false, err
 	}
 	*tail = b
-	c.addRawLocked(len(b) - n)
-	c.qmu.Unlock()
+	lq.addRawLocked(len(b) - n)
+	lq.unlock()
 	return kick, nil
 }
 
 // maxRawEntry is the most bytes one raw entry takes before the next.
 const maxRawEntry = 32 << 10
 
-// rawTailLocked returns the raw bytes at the queue's tail, adding an
-// entry for them if the last is not one. The caller holds c.qmu.
-func (c *Conn) rawTailLocked() *[]byte {
+// rawTailLocked returns the raw bytes at the queue's tail, adding an entry
+// for them if the last is not one.
+func (c *lockedQueue) rawTailLocked() *[]byte {
 	if n := len(c.outq); n > 0 && c.outq[n-1].msg == nil && len(c.outq[n-1].raw) < maxRawEntry {
 		return &c.outq[n-1].raw
 	}
@@ -520,31 +520,29 @@ func (c *Conn) rawTailLocked() *[]byte {
 }
 
 // addRawLocked counts n bytes added to the raw entry at the queue's tail.
-// The caller holds c.qmu.
-func (c *Conn) addRawLocked(n int) {
+func (c *lockedQueue) addRawLocked(n int) {
 	c.outq[len(c.outq)-1].size += uint64(n)
 	c.outBytes += uint64(n)
 }
 
-// freeRawLocked keeps the buffer of a raw entry written for reuse. The
-// caller holds c.qmu.
-func (c *Conn) freeRawLocked(b []byte) {
+// freeRawLocked keeps the buffer of a raw entry written for reuse.
+func (c *lockedQueue) freeRawLocked(b []byte) {
 	if b != nil && cap(b) <= 2*maxRawEntry && len(c.rawFree) < 4 {
 		c.rawFree = append(c.rawFree, b)
 	}
 }
 
 func (c *Conn) enqueueOut(m outMsg) bool {
-	c.qmu.Lock()
+	lq := c.lockQueue()
 	if c.stop {
-		c.qmu.Unlock()
+		lq.unlock()
 		dropOut(m)
 		return false
 	}
 	kick := len(c.outq) == 0 && !c.writing && len(c.pending) == 0
 	c.outq = append(c.outq, m)
 	c.outBytes += m.size
-	c.qmu.Unlock()
+	lq.unlock()
 	return kick
 }
 
@@ -588,14 +586,14 @@ func (c *Conn) flush() {
 		c.wakeWriter()
 		return
 	}
-	c.qmu.Lock()
+	lq := c.lockQueue()
 	var total uint64
 	for i := range c.outq {
 		total += c.outq[i].size
 	}
 	if c.writing || c.stop || len(c.pending) > 0 || len(c.outq) == 0 || total > maxDirect {
 		wake := !c.writing && (c.stop || len(c.pending) > 0 || len(c.outq) > 0)
-		c.qmu.Unlock()
+		lq.unlock()
 		if wake {
 			c.wakeWriter()
 		}
@@ -605,7 +603,7 @@ func (c *Conn) flush() {
 	batch := c.outq
 	c.outq = c.spare[:0]
 	c.spare = nil
-	c.qmu.Unlock()
+	lq.unlock()
 
 	buf := c.dbuf[:0]
 	var failed error
@@ -632,14 +630,14 @@ func (c *Conn) flush() {
 	}
 	n := c.dn
 
-	c.qmu.Lock()
+	lq = c.lockQueue()
 	c.writing = false
 	c.outBytes -= total
 	if c.outSpace != nil {
 		close(c.outSpace)
 		c.outSpace = nil
 	}
-	c.freeRaws(batch)
+	lq.freeRaws(batch)
 	if c.spare == nil {
 		c.spare = batch[:0]
 	}
@@ -647,7 +645,7 @@ func (c *Conn) flush() {
 		c.pending = append(c.pending[:0], buf[n:]...)
 	}
 	wake := c.stop || len(c.pending) > 0 || len(c.outq) > 0
-	c.qmu.Unlock()
+	lq.unlock()
 	if failed != nil {
 		c.shutdown(failed, false)
 	}
@@ -656,9 +654,9 @@ func (c *Conn) flush() {
 	}
 }
 
-// freeRaws keeps the raw buffers of batch, written, for reuse, and
-// clears batch. The caller holds c.qmu.
-func (c *Conn) freeRaws(batch []outMsg) {
+// freeRaws keeps the raw buffers of batch, written, for reuse, and clears
+// batch.
+func (c *lockedQueue) freeRaws(batch []outMsg) {
 	for i := range batch {
 		if batch[i].msg == nil {
 			c.freeRawLocked(batch[i].raw)
@@ -681,21 +679,21 @@ func dropOut(m outMsg) {
 
 // waitQueue waits while the outgoing queue holds more than limit bytes.
 func (c *Conn) waitQueue(ctx context.Context, limit uint64) {
-	c.qmu.Lock()
+	lq := c.lockQueue()
 	for c.outBytes > limit && !c.stop {
 		if c.outSpace == nil {
 			c.outSpace = make(chan struct{})
 		}
 		ch := c.outSpace
-		c.qmu.Unlock()
+		lq.unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
 			return
 		}
-		c.qmu.Lock()
+		lq = c.lockQueue()
 	}
-	c.qmu.Unlock()
+	lq.unlock()
 }
 
 // waitQueueHard is the reader's back-pressure: it stops reading while
@@ -725,9 +723,9 @@ func (c *Conn) writer() {
 		}
 	}()
 	for {
-		c.qmu.Lock()
+		lq := c.lockQueue()
 		for c.writing || (len(c.outq) == 0 && len(c.pending) == 0 && !c.stop) {
-			c.qmu.Unlock()
+			lq.unlock()
 			<-c.wake
 			if c.plainOpen.Load() > 1 {
 				// Callers waiting for answers: those woken with this
@@ -738,7 +736,7 @@ func (c *Conn) writer() {
 				// yielding only delays them.
 				runtime.Gosched()
 			}
-			c.qmu.Lock()
+			lq = c.lockQueue()
 		}
 		c.writing = true
 		pending := c.pending
@@ -748,7 +746,7 @@ func (c *Conn) writer() {
 		c.spare = nil
 		stop, abort := c.stop, c.abortMsg
 		c.abortMsg = nil
-		c.qmu.Unlock()
+		lq.unlock()
 
 		if len(pending) > 0 && failed == nil {
 			// The rest of what flush wrote: it goes first (even when
@@ -783,18 +781,18 @@ func (c *Conn) writer() {
 		if failed == nil && !stop {
 			failed = bw.Flush()
 		}
-		c.qmu.Lock()
+		lq = c.lockQueue()
 		c.writing = false
 		c.outBytes -= n
 		if c.outSpace != nil {
 			close(c.outSpace)
 			c.outSpace = nil
 		}
-		c.freeRaws(batch)
+		lq.freeRaws(batch)
 		if c.spare == nil {
 			c.spare = batch[:0]
 		}
-		c.qmu.Unlock()
+		lq.unlock()
 		if failed != nil && !stop && !reported {
 			reported = true
 			if isPeerGone(failed) {

@@ -56,8 +56,9 @@
 // methods (go-capnp's server package runs them in its own goroutines).
 //
 // Lock order: Conn.mu before Conn.qmu; the reading role's mutex is never
-// held with either. Conn.mu is taken only through Conn.lock, which returns
-// the lockedConn that the methods needing it are defined on (lockedconn.go). No lock of this package is held
+// held with either. Each is taken only through a method that returns the
+// type the methods needing it are defined on (lockedconn.go): Conn.lock a
+// lockedConn, Conn.lockQueue a lockedQueue, Conn.lockRole a lockedRole. No lock of this package is held
 // while calling application code or anything that may call back into a
 // ClientHook of this package (Client.Release, Message.Release,
 // Promise.Resolve, Client.RecvCall): such work is collected under the lock

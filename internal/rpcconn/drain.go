@@ -37,7 +37,7 @@ func (c *Conn) quiet() bool {
 	if active > 0 || c.flushDue.Load() {
 		return false
 	}
-	c.qmu.Lock()
-	defer c.qmu.Unlock()
+	lq := c.lockQueue()
+	defer lq.unlock()
 	return !c.writing && len(c.outq) == 0 && len(c.pending) == 0
 }

@@ -34,3 +34,36 @@ func (c *lockedConn) unlock() {
 
 // conn returns c as a Conn, for its methods that do not take c.mu.
 func (c *lockedConn) conn() *Conn { return (*Conn)(c) }
+
+// A lockedQueue is a Conn whose mutex c.qmu is held: the outgoing queue
+// (outq, outBytes, pending, rawFree, writing, stop). Methods that need
+// c.qmu held are defined on it, and Conn.lockQueue is the only way to get
+// one. c.qmu comes after c.mu in the lock order: a lockedConn may take it.
+type lockedQueue Conn
+
+// lockQueue takes c.qmu.
+func (c *Conn) lockQueue() *lockedQueue {
+	c.qmu.Lock()
+	return (*lockedQueue)(c)
+}
+
+// unlock lets c.qmu go.
+func (c *lockedQueue) unlock() { c.qmu.Unlock() }
+
+// A lockedRole is a Conn whose reading role's mutex (c.role.mu) is held:
+// who reads, who waits to (role.go). Methods that need it held are
+// defined on it, and Conn.lockRole is the only way to get one. It is
+// never held together with c.mu or c.qmu.
+type lockedRole Conn
+
+// lockRole takes c.role.mu.
+func (c *Conn) lockRole() *lockedRole {
+	c.role.mu.Lock()
+	return (*lockedRole)(c)
+}
+
+// unlock lets c.role.mu go.
+func (c *lockedRole) unlock() { c.role.mu.Unlock() }
+
+// conn returns c as a Conn, for its methods that do not take c.role.mu.
+func (c *lockedRole) conn() *Conn { return (*Conn)(c) }

@@ -154,14 +154,14 @@ func (k *kickReader) Read(p []byte) (int, error) {
 			return n, err
 		}
 		r := &k.c.role
-		r.mu.Lock()
+		lr := k.c.lockRole()
 		if !r.kicked {
-			r.mu.Unlock()
+			lr.unlock()
 			return n, err
 		}
-		k.c.unkickLocked()
+		lr.unkickLocked()
 		yield := k.holder.call != nil && k.holder.call.settled.Load()
-		r.mu.Unlock()
+		lr.unlock()
 		if yield {
 			return 0, errYield
 		}
@@ -170,8 +170,8 @@ func (k *kickReader) Read(p []byte) (int, error) {
 
 var longAgo = time.Unix(1, 0)
 
-// kickLocked pulls the holder out of Read; the caller holds role.mu.
-func (c *Conn) kickLocked() {
+// kickLocked pulls the holder out of Read.
+func (c *lockedRole) kickLocked() {
 	r := &c.role
 	if r.kicked || c.deadline == nil {
 		return
@@ -180,8 +180,8 @@ func (c *Conn) kickLocked() {
 	c.deadline.SetReadDeadline(longAgo)
 }
 
-// unkickLocked clears a kick; the caller holds role.mu.
-func (c *Conn) unkickLocked() {
+// unkickLocked clears a kick.
+func (c *lockedRole) unkickLocked() {
 	r := &c.role
 	if r.kicked {
 		r.kicked = false
@@ -235,8 +235,8 @@ func (c *Conn) frameBuffered() bool {
 func (a *answer) deferKick() bool {
 	c := a.c
 	r := &c.role
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	lr := c.lockRole()
+	defer lr.unlock()
 	w := a.ctx.by
 	if w == nil || r.holder != w || r.state != roleBusy || !c.frameBuffered() {
 		return false
@@ -265,10 +265,10 @@ func (c *Conn) peerCalling() bool {
 	return time.Since(c.role.lastCall) < peerCallWindow
 }
 
-// watchLocked notes that the role became free or busy, and wakes an untimed spare, or starts one if there is
-// none, so that the free or busy state just entered is watched. The
-// caller holds role.mu.
-func (c *Conn) watchLocked() {
+// watchLocked notes that the role became free or busy, and wakes an
+// untimed spare, or starts one if there is none, so that the free or busy
+// state just entered is watched.
+func (c *lockedRole) watchLocked() {
 	r := &c.role
 	r.since = time.Now()
 	r.act++
@@ -285,19 +285,18 @@ func (c *Conn) watchLocked() {
 }
 
 // startReaderLocked starts a connection goroutine that reads; with w, it
-// holds the role from the start. The caller holds role.mu.
-func (c *Conn) startReaderLocked(w *reader) {
+// holds the role from the start.
+func (c *lockedRole) startReaderLocked(w *reader) {
 	if w == nil {
 		w = newReader()
 	}
 	c.role.readers++
-	go c.readLoop(w)
+	go c.conn().readLoop(w)
 }
 
 // handToSpareLocked gives the role to a connection goroutine (the spare,
-// or a new one). The caller holds role.mu and the role is the caller's to
-// give.
-func (c *Conn) handToSpareLocked() {
+// or a new one). The role is the caller's to give.
+func (c *lockedRole) handToSpareLocked() {
 	r := &c.role
 	r.stats.handOffs.Add(1)
 	r.state = roleReading
@@ -340,11 +339,11 @@ func (c *Conn) readerExit() {
 	closing := c.closing
 	lc.unlock()
 	r := &c.role
-	r.mu.Lock()
+	lr := c.lockRole()
 	r.readers--
 	last := r.readers == 0 && closing
 	panicked := r.panicked
-	r.mu.Unlock()
+	lr.unlock()
 	if last {
 		c.finish(panicked)
 	}
@@ -355,8 +354,8 @@ func (c *Conn) readerExit() {
 // goroutine waits as the spare.
 func (c *Conn) awaitRole(w *reader) bool {
 	r := &c.role
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	lr := c.lockRole()
+	defer lr.unlock()
 	for {
 		// Whichever goroutine was on its way to be the spare, one is
 		// here: it becomes the spare, or there is one, or it reads
@@ -396,7 +395,7 @@ func (c *Conn) awaitRole(w *reader) bool {
 		}
 		r.spareSeen = r.act
 		r.spareTimed = wait >= 0
-		r.mu.Unlock()
+		lr.unlock()
 		if wait >= 0 {
 			if w.timer == nil {
 				w.timer = time.NewTimer(wait)
@@ -411,7 +410,7 @@ func (c *Conn) awaitRole(w *reader) bool {
 		} else {
 			<-w.wake
 		}
-		r.mu.Lock()
+		lr = c.lockRole()
 	}
 }
 
@@ -457,12 +456,12 @@ func (c *Conn) yieldTop(w *reader) bool {
 		return false
 	}
 	r := &c.role
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	lr := c.lockRole()
+	defer lr.unlock()
 	if r.holder != w || r.closing {
 		return false
 	}
-	if c.passToWaiterLocked() {
+	if lr.passToWaiterLocked() {
 		return true
 	}
 	if c.openQ.Load() > 0 {
@@ -474,14 +473,14 @@ func (c *Conn) yieldTop(w *reader) bool {
 		// another.
 		r.spareStarting = true
 	}
-	c.watchLocked()
+	lr.watchLocked()
 	return true
 }
 
 // passToWaiterLocked hands the role to the first caller waiting for a
-// Return that has not come, if any, and reports whether it did. The
-// caller holds role.mu and the role is the caller's to give.
-func (c *Conn) passToWaiterLocked() bool {
+// Return that has not come, if any, and reports whether it did. The role
+// is the caller's to give.
+func (c *lockedRole) passToWaiterLocked() bool {
 	r := &c.role
 	for len(r.waiters) > 0 {
 		x := r.waiters[0]
@@ -502,15 +501,15 @@ func (c *Conn) passToWaiterLocked() bool {
 // x's call inline (application code), and reports whether it may.
 func (c *Conn) enterBusy(w *reader, x *callCtx) bool {
 	r := &c.role
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	lr := c.lockRole()
+	defer lr.unlock()
 	if r.holder != w || r.state != roleReading {
 		return false
 	}
 	w.delivering = true
 	r.state = roleBusy
 	x.by = w
-	c.watchLocked()
+	lr.watchLocked()
 	r.stats.inline.Add(1)
 	return true
 }
@@ -519,7 +518,7 @@ func (c *Conn) enterBusy(w *reader, x *callCtx) bool {
 // lost the role meanwhile.
 func (c *Conn) leaveBusy(w *reader, x *callCtx) {
 	r := &c.role
-	r.mu.Lock()
+	lr := c.lockRole()
 	w.delivering = false
 	x.by = nil
 	if r.holder == w {
@@ -527,7 +526,7 @@ func (c *Conn) leaveBusy(w *reader, x *callCtx) {
 	} else {
 		w.lost = true
 	}
-	r.mu.Unlock()
+	lr.unlock()
 }
 
 // handOff gives the role away now if x's call is being delivered inline
@@ -535,34 +534,34 @@ func (c *Conn) leaveBusy(w *reader, x *callCtx) {
 // something else (an outgoing call on another connection).
 func (c *Conn) handOff(x *callCtx) {
 	r := &c.role
-	r.mu.Lock()
+	lr := c.lockRole()
 	if w := x.by; w != nil && r.holder == w && r.state == roleBusy && !r.closing {
-		c.handToSpareLocked()
+		lr.handToSpareLocked()
 	}
-	r.mu.Unlock()
+	lr.unlock()
 }
 
 // awaitReturn waits for dc's Return, reading it itself when it can.
 func (c *Conn) awaitReturn(dc *Call) {
 	r := &c.role
 	w := &dc.rd
-	r.mu.Lock()
+	lr := c.lockRole()
 	for {
 		if r.holder == w {
 			// Handed over (perhaps just as the call ended otherwise:
 			// readFor passes the role on then). readFor may also stop
 			// before the call has settled: at the end, which another
 			// goroutine may be running (shutdown settles the call).
-			r.mu.Unlock()
+			lr.unlock()
 			c.readFor(dc, nil)
-			r.mu.Lock()
+			lr = c.lockRole()
 			continue
 		}
 		if dc.settled.Load() {
 			if w.parked {
-				c.unparkLocked(w)
+				lr.unparkLocked(w)
 			}
-			r.mu.Unlock()
+			lr.unlock()
 			return
 		}
 		if c.deadline != nil && !r.closing && (r.state == roleFree || r.state == roleBusy) {
@@ -571,26 +570,26 @@ func (c *Conn) awaitReturn(dc *Call) {
 				prev = r.holder
 			}
 			if w.parked {
-				c.unparkLocked(w)
+				lr.unparkLocked(w)
 			}
 			r.holder, r.state = w, roleReading
-			r.mu.Unlock()
+			lr.unlock()
 			c.readFor(dc, prev)
-			r.mu.Lock()
+			lr = c.lockRole()
 			continue
 		}
 		if !w.parked {
 			w.parked = true
 			r.waiters = append(r.waiters, w)
 		}
-		r.mu.Unlock()
+		lr.unlock()
 		<-w.wake
-		r.mu.Lock()
+		lr = c.lockRole()
 	}
 }
 
-// unparkLocked takes w out of role.waiters; the caller holds role.mu.
-func (c *Conn) unparkLocked(w *reader) {
+// unparkLocked takes w out of role.waiters.
+func (c *lockedRole) unparkLocked(w *reader) {
 	r := &c.role
 	w.parked = false
 	for i, x := range r.waiters {
@@ -665,9 +664,9 @@ func (c *Conn) flushDeferred() {
 
 func (c *Conn) passRoleLocked(w *reader, prev *reader) {
 	r := &c.role
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	c.unkickLocked()
+	lr := c.lockRole()
+	defer lr.unlock()
+	lr.unkickLocked()
 	r.sawDirect = false
 	if r.holder != w {
 		return
@@ -676,20 +675,20 @@ func (c *Conn) passRoleLocked(w *reader, prev *reader) {
 		r.holder, r.state = nil, roleFree
 		return
 	}
-	if c.passToWaiterLocked() {
+	if lr.passToWaiterLocked() {
 		return
 	}
 	if c.openQ.Load() > 0 || c.buffered() || c.peerCalling() {
-		c.handToSpareLocked()
+		lr.handToSpareLocked()
 		return
 	}
 	if prev != nil && prev.delivering {
 		r.holder, r.state = prev, roleBusy
-		c.watchLocked()
+		lr.watchLocked()
 		return
 	}
 	r.holder, r.state = nil, roleFree
-	c.watchLocked()
+	lr.watchLocked()
 }
 
 // signalSettled wakes dc's caller, if it waits, once dc has settled;
@@ -699,30 +698,30 @@ func (c *Conn) passRoleLocked(w *reader, prev *reader) {
 func (dc *Call) signalSettled(kick bool) {
 	c := dc.c
 	r := &c.role
-	r.mu.Lock()
+	lr := c.lockRole()
 	dc.settled.Store(true)
 	if dc.rd.parked {
 		dc.rd.signal()
 	}
 	if kick && r.holder == &dc.rd {
-		c.kickLocked()
+		lr.kickLocked()
 	}
-	r.mu.Unlock()
+	lr.unlock()
 }
 
 // closeRole notes the connection's end: spares exit, and a caller
 // reading is pulled out of Read.
 func (c *Conn) closeRole() {
 	r := &c.role
-	r.mu.Lock()
+	lr := c.lockRole()
 	r.closing = true
 	if s := r.spare; s != nil {
 		s.signal()
 	}
 	if h := r.holder; h != nil && h.call != nil {
-		c.kickLocked()
+		lr.kickLocked()
 	}
-	r.mu.Unlock()
+	lr.unlock()
 }
 
 var _ io.Reader = (*kickReader)(nil)
@@ -749,9 +748,9 @@ func (c *Conn) finish(panicked bool) {
 // with the stack logged.
 func (c *Conn) bug(v any) {
 	r := &c.role
-	r.mu.Lock()
+	lr := c.lockRole()
 	r.panicked = true
-	r.mu.Unlock()
+	lr.unlock()
 	c.log.Error("rpcconn: bug in reader", "panic", v, "stack", string(debug.Stack()))
 	c.shutdown(protoErr("internal error: %v", v), true)
 }
