@@ -32,9 +32,11 @@ type question struct {
 	// marks it, as the Answer's Done is closed first.
 	settled bool
 	// open: counted in c.qOpen (and plain in c.plainOpen) until
-	// closeQuestion; accounting, not state: the end fails questions
-	// without uncounting them, and a question that takes its results
-	// from an answer of ours (yourself.go) stays counted.
+	// closeQuestion, when q leaves qOpen (for qReturned or qCanceled;
+	// for qFreed when it was never sent); accounting, not state: the
+	// end fails questions without uncounting them. A question that
+	// takes its results from an answer of ours (yourself.go) stays
+	// counted while it waits for them, until finishTaken.
 	open bool
 	// The kind of call, set when it is sent: not lifecycle.
 	plain  bool // a call not to a `-> stream` method, counted in c.plainOpen
@@ -142,7 +144,8 @@ func (c *lockedConn) newQuestion(m capnp.Method, size uint64, dc *Call) *questio
 }
 
 // closeQuestion notes that q is no longer waiting for its Return (it came,
-// or q was canceled or never sent).
+// or q took its results from an answer of ours, or q was canceled or never
+// sent).
 func (c *lockedConn) closeQuestion(q *question) {
 	if q.open {
 		q.open = false

@@ -202,6 +202,9 @@ func (q *question) finishTaken(res *capnp.Message, content capnp.Ptr, err error)
 		return
 	}
 	q.to(lc, qReturned)
+	// No longer awaiting anything: uncounted here, as handleReturn does
+	// (a cancellation while q waited for the results did it already).
+	lc.closeQuestion(q)
 	if err == nil && len(q.paths) > 0 {
 		lc.embargoTaken(q, res, content)
 	}

@@ -431,3 +431,147 @@ func TestTailSessionSeed(t *testing.T) {
 		t.Fatal(c.Err())
 	}
 }
+
+// openCounts returns how many questions c counts as awaiting their
+// Return: c.qOpen (under c.mu), its mirror c.openQ (what the writer's and
+// the reading role's decisions read) and c.plainOpen.
+func (c *Conn) openCounts() (qOpen int, openQ, plainOpen int32) {
+	lc := c.lock()
+	defer lc.unlock()
+	return c.qOpen, c.openQ.Load(), c.plainOpen.Load()
+}
+
+func wantOpen(t *testing.T, c *Conn, n int) {
+	t.Helper()
+	if q, o, p := c.openCounts(); q != n || o != int32(n) || p != int32(n) {
+		t.Fatalf("open questions: qOpen %d, openQ %d, plainOpen %d; want %d", q, o, p, n)
+	}
+}
+
+// echoReturn answers the Slow.echo call qid with s.
+func echoReturn(qid uint32, s string) func(rpccp.Message) {
+	return func(m rpccp.Message) {
+		r, _ := m.NewReturn()
+		r.SetAnswerId(qid)
+		r.SetReleaseParamCaps(false)
+		res, _ := r.NewResults()
+		st, _ := testschema.NewSlow_echo_Results(res.Segment())
+		st.SetS(s)
+		res.SetContent(st.ToPtr())
+	}
+}
+
+// TestTailCallClosesQuestion: a question answered by a Return with
+// takeFromOtherQuestion stops being counted open once it takes the other
+// call's results (qOpen -> qReturned), once only, as after any Return;
+// a later call counts one open question and none once returned. (The
+// count stayed at 1 for ever: later calls went through the writer instead
+// of being written at once, and the reading role saw a question open.)
+func TestTailCallClosesQuestion(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, c *Conn, p *rawPeer, ts *testServer, boot testschema.Slow, export uint32)
+	}{
+		{"after return", func(t *testing.T, c *Conn, p *rawPeer, _ *testServer, boot testschema.Slow, export uint32) {
+			f, _, qid := ourCall(t, testCtx(t), p, boot)
+			wantOpen(t, c, 1)
+			p.send(yourself(callTo(7, importedCap(export), testschema.Slow_TypeID, 1, slowEcho("from 7"))))
+			for {
+				m := p.expect(rpccp.Message_Which_return)
+				if r, _ := m.Return(); r.AnswerId() == 7 {
+					break
+				}
+			}
+			wantOpen(t, c, 1)
+			p.send(takeFrom(qid, 7))
+			if r, err := f.Struct(); err != nil {
+				t.Fatal(err)
+			} else if s, _ := r.S(); s != "from 7" {
+				t.Fatalf("results %q", s)
+			}
+			p.expectFinish(qid)
+			p.send(finish(7))
+		}},
+		{"before return", func(t *testing.T, c *Conn, p *rawPeer, ts *testServer, boot testschema.Slow, export uint32) {
+			f, _, qid := ourCall(t, testCtx(t), p, boot)
+			p.send(yourself(callTo(7, importedCap(export), testschema.Slow_TypeID, 0, sleepArgs(100))))
+			p.send(takeFrom(qid, 7))
+			eventually(t, func() bool { ts.mu.Lock(); defer ts.mu.Unlock(); return ts.sleeping == 1 })
+			// Still waiting for the other call's results: open.
+			wantOpen(t, c, 1)
+			if _, err := f.Struct(); err != nil {
+				t.Fatal(err)
+			}
+			p.expectTailEnd(7, qid)
+			p.send(finish(7))
+		}},
+		{"exception", func(t *testing.T, c *Conn, p *rawPeer, _ *testServer, boot testschema.Slow, export uint32) {
+			f, _, qid := ourCall(t, testCtx(t), p, boot)
+			p.send(yourself(callTo(7, importedCap(export), 0xbad, 0, nil)))
+			p.send(takeFrom(qid, 7))
+			if _, err := f.Struct(); err == nil {
+				t.Fatal("no error from the other call")
+			}
+			p.expectTailEnd(7, qid)
+			p.send(finish(7))
+		}},
+		{"no finish needed", func(t *testing.T, c *Conn, p *rawPeer, _ *testServer, boot testschema.Slow, export uint32) {
+			f, _, qid := ourCall(t, testCtx(t), p, boot)
+			p.send(yourself(callTo(7, importedCap(export), testschema.Slow_TypeID, 1, slowEcho("from 7"))))
+			p.send(func(m rpccp.Message) {
+				takeFrom(qid, 7)(m)
+				r, _ := m.Return()
+				r.SetNoFinishNeeded(true)
+			})
+			if _, err := f.Struct(); err != nil {
+				t.Fatal(err)
+			}
+			p.send(finish(7))
+		}},
+		{"canceled while waiting", func(t *testing.T, c *Conn, p *rawPeer, ts *testServer, boot testschema.Slow, export uint32) {
+			ctx, cancel := context.WithCancel(testCtx(t))
+			f, _, qid := ourCall(t, ctx, p, boot)
+			p.send(yourself(callTo(7, importedCap(export), testschema.Slow_TypeID, 0, sleepArgs(60000))))
+			p.send(takeFrom(qid, 7))
+			eventually(t, func() bool { ts.mu.Lock(); defer ts.mu.Unlock(); return ts.sleeping == 1 })
+			cancel()
+			if _, err := f.Struct(); !errors.Is(err, context.Canceled) {
+				t.Fatalf("err = %v, want context.Canceled", err)
+			}
+			p.expectFinish(qid)
+			wantOpen(t, c, 0)
+			// The other call ends and hands its outcome to the canceled
+			// question, which must not be uncounted a second time.
+			p.send(finish(7))
+			for {
+				m := p.expect(rpccp.Message_Which_return)
+				if r, _ := m.Return(); r.AnswerId() == 7 {
+					break
+				}
+			}
+			eventually(t, func() bool { ts.mu.Lock(); defer ts.mu.Unlock(); return ts.canceled == 1 })
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, p, ts, boot, export := tailSetup(t)
+			wantOpen(t, c, 0)
+			tc.run(t, c, p, ts, boot, export)
+			wantOpen(t, c, 0)
+			// A later call: one open question, and none once it returns.
+			f, rel, qid := ourCall(t, testCtx(t), p, boot)
+			wantOpen(t, c, 1)
+			p.send(echoReturn(qid, "later"))
+			if r, err := f.Struct(); err != nil {
+				t.Fatal(err)
+			} else if s, _ := r.S(); s != "later" {
+				t.Fatalf("later call: %q", s)
+			}
+			rel()
+			wantOpen(t, c, 0)
+			if c.Err() != nil {
+				t.Fatal(c.Err())
+			}
+		})
+	}
+}
