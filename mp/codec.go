@@ -203,12 +203,10 @@ func (d *Decoder) text(p capnp.Ptr) (string, error) {
 	if err := d.Charge(int64(len(b))); err != nil {
 		return "", err
 	}
-	if d.conn != nil {
-		// A large Text of a received message: the string is made
-		// over the message's buffer, which becomes its memory.
-		if s, ok := rpcconn.TextString(p.Message(), b); ok {
-			return s, nil
-		}
+	// A large Text of a received message: the string is made over the
+	// message's buffer, which becomes its memory.
+	if s, ok := rpcconn.TextString(p.Message(), b); ok {
+		return s, nil
 	}
 	return string(b), nil
 }
