@@ -27,6 +27,10 @@ import (
 // shared by strings: the second of the two is copied (BorrowBytes and
 // TextString say no).
 //
+// Nothing else writes into a received message: package mp's decoders
+// read, and releasing a message leaves its bytes as they are (gocapnp.go,
+// 9).
+//
 // Memory follows the bytes received: a string shares only a buffer that a
 // whole frame filled, and at most twice its own size (a Text that is most
 // of its message: a large parameter or result); smaller Text fields, and
