@@ -138,6 +138,55 @@ func TestLendAndBorrow(t *testing.T) {
 	}
 }
 
+// TestTextSentInPlace: a large Text is written from the string's own
+// bytes, both ways: the caller's argument, and the result a method
+// returns (here the string it was given, itself made over the frame it
+// arrived in). A small one is copied into the message.
+func TestTextSentInPlace(t *testing.T) {
+	var mu sync.Mutex
+	var segs [][]byte
+	restore := rpcconn.SetTestSegmentWrite(func(b []byte) {
+		mu.Lock()
+		segs = append(segs, b)
+		mu.Unlock()
+	})
+	defer restore()
+	ctx := testCtx(t)
+	k := &keepText{}
+	p := newBlobPair(t, k, nil)
+	for _, n := range []int{mp.MinLend - 1, 1 << 20} {
+		mu.Lock()
+		segs = nil
+		mu.Unlock()
+		text := string(pattern(n, 3))
+		got, err := p.EchoText(ctx, text)
+		if err != nil || got != text {
+			t.Fatalf("%d bytes: %v, equal %v", n, err, got == text)
+		}
+		k.mu.Lock()
+		arg := k.kept[len(k.kept)-1]
+		k.mu.Unlock()
+		mu.Lock()
+		var fromArg, fromResult int
+		for _, b := range segs {
+			switch unsafe.SliceData(b) {
+			case unsafe.StringData(text):
+				fromArg += len(b)
+			case unsafe.StringData(arg):
+				fromResult += len(b)
+			}
+		}
+		mu.Unlock()
+		want := n
+		if n < mp.MinLend {
+			want = 0
+		}
+		if fromArg != want || fromResult != want {
+			t.Errorf("%d bytes: %d written from the caller's string, %d from the method's result, want %d each", n, fromArg, fromResult, want)
+		}
+	}
+}
+
 // keepText is a Blob whose EchoText keeps every argument it gets.
 type keepText struct {
 	blob
