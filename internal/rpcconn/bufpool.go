@@ -97,13 +97,30 @@ func getRecvBuf(n int) *recvBuf {
 		return &recvBuf{b: make([]byte, n, size), class: class}
 	}
 	// The class below holds the buffers allocated at frame sizes within
-	// this class: the one a frame of this size released, usually.
-	if b, ok := recvPools[class-1].Get().(*recvBuf); ok {
-		if cap(b.b) >= n {
-			b.b = b.b[:n]
-			return b
+	// this class: the one a frame of this size released, usually, but
+	// it may hold smaller ones too (frames of other sizes), which go
+	// back.
+	var small [floorTries]*recvBuf
+	var found *recvBuf
+	for i := range small {
+		b, ok := recvPools[class-1].Get().(*recvBuf)
+		if !ok {
+			break
 		}
-		recvPools[class-1].Put(b)
+		if cap(b.b) >= n {
+			found = b
+			break
+		}
+		small[i] = b
+	}
+	for _, b := range small {
+		if b != nil {
+			recvPools[class-1].Put(b)
+		}
+	}
+	if found != nil {
+		found.b = found.b[:n]
+		return found
 	}
 	c := (n + pageSize - 1) &^ (pageSize - 1)
 	if c >= size {
@@ -111,6 +128,10 @@ func getRecvBuf(n int) *recvBuf {
 	}
 	return &recvBuf{b: makeNoZero(c)[:n], class: class - 1}
 }
+
+// floorTries is how many buffers of the class below getRecvBuf looks at
+// for one large enough.
+const floorTries = 3
 
 // pageSize is the Go heap's page: large allocations are made of them.
 const pageSize = 8 << 10

@@ -113,6 +113,43 @@ func TestTextSharesFrame(t *testing.T) {
 	}
 }
 
+// The buffer a string takes is replaced in its pool: the next frame of
+// the size is read into a pooled buffer, as it was before strings shared
+// frames, not into one allocated then.
+func TestSharedBufferReplaced(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops what is put at random under the race detector")
+	}
+	lim := (&Options{}).limits()
+	a := strings.Repeat("a", 1<<20)
+	frame := textFrame(t, a, 0, true)
+	var grew []uint64
+	// sync.Pool gives back what this goroutine put unless it moved to
+	// another processor meanwhile: not every time.
+	for range 5 {
+		fr := newFrameReader(bufio.NewReaderSize(bytes.NewReader(append(bytes.Clone(frame), frame...)), 64<<10), &lim)
+		m1, _, err := fr.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := TextString(m1, fieldBytes(t, m1, 0, true)); !ok {
+			t.Fatal("TextString refused")
+		}
+		m1.Release()
+		var m2 *capnp.Message
+		g := allocated(func() { m2, _, err = fr.next() })
+		if err != nil {
+			t.Fatal(err)
+		}
+		m2.Release()
+		if g < 64<<10 {
+			return
+		}
+		grew = append(grew, g)
+	}
+	t.Fatalf("the next frame of the size allocated %v bytes, want it read into a pooled buffer", grew)
+}
+
 // Text is copied (TextString says no) when it is small, when it is a
 // small part of its message (the string would hold much more than its
 // bytes), and when the message's bytes have been lent out as []byte,
