@@ -58,8 +58,10 @@ func TextString(m *capnp.Message, b []byte) (string, bool) {
 	if buf == nil || buf.viewed || 2*len(b) < cap(buf.b) {
 		return "", false
 	}
-	buf.shared = true
-	buf.replace()
+	if !buf.shared {
+		buf.shared = true
+		buf.replace() // once, however many strings share buf
+	}
 	str := unsafe.String(unsafe.SliceData(b), len(b))
 	if testTextShared != nil {
 		testTextShared(str)

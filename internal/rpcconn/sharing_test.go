@@ -132,8 +132,16 @@ func TestSharedBufferReplaced(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, ok := TextString(m1, fieldBytes(t, m1, 0, true)); !ok {
-			t.Fatal("TextString refused")
+		// The same Text made into strings three times: one replacement.
+		made := allocated(func() {
+			for range 3 {
+				if _, ok := TextString(m1, fieldBytes(t, m1, 0, true)); !ok {
+					t.Error("TextString refused")
+				}
+			}
+		})
+		if made < 1<<20 || made > 3<<19 {
+			t.Fatalf("three strings over one frame allocated %d bytes, want one buffer of its size", made)
 		}
 		m1.Release()
 		var m2 *capnp.Message
