@@ -67,9 +67,8 @@
 //
 // A received Text of MinLend bytes or more that is most of its message
 // becomes a string over the bytes as they were read, with no copy: the
-// runtime allocates a new buffer for the connection's next message
-// rather than reuse that one, which is the string's for as long as it
-// lives.
+// buffer they were read into is the string's for as long as it lives,
+// and the connection reads later messages into new ones.
 //
 // Text results are always the caller's own strings, and Text and Data
 // parameters reach a method as the rule above says (Data borrowed for
