@@ -203,6 +203,11 @@ func (d *Decoder) text(p capnp.Ptr) (string, error) {
 	if err := d.Charge(int64(len(b))); err != nil {
 		return "", err
 	}
+	// A large Text of a received message: the string is made over the
+	// message's buffer, which becomes its memory.
+	if s, ok := rpcconn.TextString(p.Message(), b); ok {
+		return s, nil
+	}
 	return string(b), nil
 }
 
@@ -251,13 +256,13 @@ func (d *Decoder) data(p capnp.Ptr) ([]byte, error) {
 		return nil, errors.New("mp: Data field is not a list")
 	}
 	b := p.Data()
-	if d.borrow {
+	if d.borrow && rpcconn.BorrowBytes(p.Message(), b) {
 		if b == nil {
 			b = []byte{}
 		}
 		return b, nil
 	}
-	if len(b) >= MinLend && d.call != nil && d.call.borrowResults() {
+	if len(b) >= MinLend && d.call != nil && d.call.borrowResults() && rpcconn.BorrowBytes(p.Message(), b) {
 		return b, nil
 	}
 	if err := d.Charge(int64(len(b))); err != nil {

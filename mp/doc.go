@@ -65,6 +65,11 @@
 //     be used. Without Borrow a Data result is the caller's own copy, as
 //     the rule above says.
 //
+// A received Text of MinLend bytes or more that is most of its message
+// becomes a string over the bytes as they were read, with no copy: the
+// buffer they were read into is the string's for as long as it lives,
+// and the connection reads later messages into new ones.
+//
 // Text results are always the caller's own strings, and Text and Data
 // parameters reach a method as the rule above says (Data borrowed for
 // the call, Text as a string of its own): the method cannot tell whether

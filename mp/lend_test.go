@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gomultiprocess/multiprocess/internal/mptestschema"
 	"github.com/gomultiprocess/multiprocess/internal/rpcconn"
@@ -134,6 +135,121 @@ func TestLendAndBorrow(t *testing.T) {
 	got, err := p.EchoData(cctx, data)
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("after release: %v", err)
+	}
+}
+
+// TestTextSentInPlace: a large Text is written from the string's own
+// bytes, both ways: the caller's argument, and the result a method
+// returns (here the string it was given, itself made over the frame it
+// arrived in). A small one is copied into the message.
+func TestTextSentInPlace(t *testing.T) {
+	var mu sync.Mutex
+	var segs [][]byte
+	restore := rpcconn.SetTestSegmentWrite(func(b []byte) {
+		mu.Lock()
+		segs = append(segs, b)
+		mu.Unlock()
+	})
+	defer restore()
+	ctx := testCtx(t)
+	k := &keepText{}
+	p := newBlobPair(t, k, nil)
+	for _, n := range []int{mp.MinLend - 1, 1 << 20} {
+		mu.Lock()
+		segs = nil
+		mu.Unlock()
+		text := string(pattern(n, 3))
+		got, err := p.EchoText(ctx, text)
+		if err != nil || got != text {
+			t.Fatalf("%d bytes: %v, equal %v", n, err, got == text)
+		}
+		k.mu.Lock()
+		arg := k.kept[len(k.kept)-1]
+		k.mu.Unlock()
+		mu.Lock()
+		var fromArg, fromResult int
+		for _, b := range segs {
+			switch unsafe.SliceData(b) {
+			case unsafe.StringData(text):
+				fromArg += len(b)
+			case unsafe.StringData(arg):
+				fromResult += len(b)
+			}
+		}
+		mu.Unlock()
+		want := n
+		if n < mp.MinLend {
+			want = 0
+		}
+		if fromArg != want || fromResult != want {
+			t.Errorf("%d bytes: %d written from the caller's string, %d from the method's result, want %d each", n, fromArg, fromResult, want)
+		}
+	}
+}
+
+// keepText is a Blob whose EchoText keeps every argument it gets.
+type keepText struct {
+	blob
+	mu   sync.Mutex
+	kept []string
+}
+
+func (k *keepText) EchoText(_ context.Context, text string) (string, error) {
+	k.mu.Lock()
+	k.kept = append(k.kept, text)
+	k.mu.Unlock()
+	return text, nil
+}
+
+// TestReceivedTextShared: a large Text, parameter or result, reaches Go
+// code as a string made over the received frame's own buffer (no copy),
+// and keeps its bytes for as long as it is held, while the connections
+// go on reading other frames of the same size (Data in between, whose
+// buffers go back to the pools) and, under the race detector, poison
+// every buffer released. A small Text is copied.
+func TestReceivedTextShared(t *testing.T) {
+	var mu sync.Mutex
+	shared := map[*byte]bool{}
+	restore := rpcconn.SetTestTextShared(func(s string) {
+		mu.Lock()
+		shared[unsafe.StringData(s)] = true
+		mu.Unlock()
+	})
+	defer restore()
+	ctx := testCtx(t)
+	k := &keepText{}
+	p := newBlobPair(t, k, nil)
+	var want, got []string
+	for i := range 6 {
+		n := 1<<20 + i
+		if i == 5 {
+			n = 4 << 10
+		}
+		text := string(pattern(n, byte(i)))
+		r, err := p.EchoText(ctx, text)
+		if err != nil || r != text {
+			t.Fatalf("call %d: %v, equal %v", i, err, r == text)
+		}
+		want, got = append(want, text), append(got, r)
+		data := pattern(n, byte(100+i))
+		if r, err := p.EchoData(ctx, data); err != nil || !bytes.Equal(r, data) {
+			t.Fatalf("call %d: EchoData: %v", i, err)
+		}
+	}
+	runtime.GC()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range want {
+		if got[i] != want[i] || k.kept[i] != want[i] {
+			t.Errorf("call %d: a string changed after later calls: result %v, argument %v", i, got[i] == want[i], k.kept[i] == want[i])
+		}
+		small := len(want[i]) < mp.MinLend
+		if shared[unsafe.StringData(got[i])] == small || shared[unsafe.StringData(k.kept[i])] == small {
+			t.Errorf("call %d, %d bytes: result shared %v, argument shared %v, want %v", i, len(want[i]),
+				shared[unsafe.StringData(got[i])], shared[unsafe.StringData(k.kept[i])], !small)
+		}
 	}
 }
 

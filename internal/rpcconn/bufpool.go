@@ -2,7 +2,9 @@ package rpcconn
 
 import (
 	"math/bits"
+	"strings"
 	"sync"
+	"unsafe"
 
 	"capnproto.org/go/capnp/v3"
 )
@@ -36,11 +38,20 @@ const (
 	numClasses  = (fineShift - minBufShift + 1) + 4*(maxBufShift-fineShift)
 )
 
-// A recvBuf is a pooled buffer; class is its pool, -1 for none.
+// A recvBuf is a pooled buffer; class is its pool, -1 for none. Its
+// capacity is at least its class's size.
 type recvBuf struct {
 	b      []byte
 	class  int
 	filled bool // a frame's bytes filled b once (not only the ones now)
+
+	// Who reads b beside the message it holds (sharing.go); set by the
+	// goroutine decoding the message, before the message is released.
+	// shared: strings were made over b's bytes (TextString), so b must
+	// never change again: it is never poisoned nor pooled, and becomes
+	// the strings' memory. viewed: []byte slices of it were handed to
+	// code that may write to them (BorrowBytes). Never both.
+	shared, viewed bool
 }
 
 var recvPools [numClasses]sync.Pool
@@ -64,25 +75,96 @@ func bufClass(n int) (int, int) {
 	return fineShift - minBufShift + 4*(k-1-fineShift) + q, base + q*step
 }
 
+// exactFrom is the size from which a buffer the pools cannot supply is
+// allocated at the frame's size (rounded up to the heap's 8 KiB pages)
+// rather than its class's, and goes to the class below when released.
+// The class sizes round up by as much as a quarter, which for a buffer
+// that becomes a string's (TextString) is memory held, collected and
+// faulted in again for nothing.
+const exactFrom = 64 << 10
+
 // getRecvBuf returns a buffer of n bytes, not zeroed.
 func getRecvBuf(n int) *recvBuf {
 	class, size := bufClass(n)
-	if class >= 0 {
-		if b, ok := recvPools[class].Get().(*recvBuf); ok {
-			b.b = b.b[:n]
-			return b
+	if class < 0 {
+		return &recvBuf{b: make([]byte, n), class: -1}
+	}
+	if b, ok := recvPools[class].Get().(*recvBuf); ok {
+		b.b = b.b[:n]
+		return b
+	}
+	if n < exactFrom {
+		return &recvBuf{b: make([]byte, n, size), class: class}
+	}
+	// The class below holds the buffers allocated at frame sizes within
+	// this class: the one a frame of this size released, usually, but
+	// it may hold smaller ones too (frames of other sizes), which go
+	// back.
+	var small [floorTries]*recvBuf
+	var found *recvBuf
+	for i := range small {
+		b, ok := recvPools[class-1].Get().(*recvBuf)
+		if !ok {
+			break
+		}
+		if cap(b.b) >= n {
+			found = b
+			break
+		}
+		small[i] = b
+	}
+	for _, b := range small {
+		if b != nil {
+			recvPools[class-1].Put(b)
 		}
 	}
-	return &recvBuf{b: make([]byte, n, size), class: class}
+	if found != nil {
+		found.b = found.b[:n]
+		return found
+	}
+	c := (n + pageSize - 1) &^ (pageSize - 1)
+	if c >= size {
+		return &recvBuf{b: makeNoZero(size)[:n], class: class}
+	}
+	return &recvBuf{b: makeNoZero(c)[:n], class: class - 1}
 }
 
-// putRecvBuf puts b back in its pool if it was ever filled, and else
-// leaves it to the collector.
+// floorTries is how many buffers of the class below getRecvBuf looks at
+// for one large enough.
+const floorTries = 3
+
+// pageSize is the Go heap's page: large allocations are made of them.
+const pageSize = 8 << 10
+
+// makeNoZero returns a new slice of n bytes that the runtime has not
+// zeroed, for buffers that frames are read into: a received frame's
+// bytes are exactly those read (see above), so zeroing them first is a
+// pass over memory for nothing, and for a buffer that becomes a string's
+// (TextString), one per large Text received. make zeroes memory the heap
+// used before; the runtime's own allocation without zeroing is reached
+// through strings.Builder.Grow, whose buffer this takes over: the
+// Builder and the one-byte string that gives its address are dropped at
+// once, so nothing else ever refers to these bytes. The runtime has used
+// this allocation for its own buffers since Go 1.21 (bytealg.MakeNoZero);
+// a Builder that zeroed would only cost the pass again.
+func makeNoZero(n int) []byte {
+	var sb strings.Builder
+	sb.Grow(n)
+	sb.WriteByte(0)
+	return unsafe.Slice(unsafe.StringData(sb.String()), n)
+}
+
+// putRecvBuf puts b back in its pool if it was ever filled and no string
+// shares it, and else leaves it to the collector.
 func putRecvBuf(b *recvBuf) {
+	if b.shared {
+		return // the strings' memory now
+	}
 	if raceEnabled {
 		poison(b.b[:cap(b.b)])
 	}
 	if b.class >= 0 && b.filled {
+		b.viewed = false // the views ended with the message's release
 		recvPools[b.class].Put(b)
 	}
 }

@@ -53,6 +53,12 @@ package rpcconn
 //     relayRemote takes the peer's exception out of it before it is
 //     relayed, so that the next caller reads the peer's reason alone.
 //     TestRelayRemote.
+//  9. Releasing a received message writes nothing into its bytes:
+//     ReadOnlySingleSegment.Release forgets its data, and the arena of
+//     capnp.Unmarshal (no buffer pool) zeroes nothing on Release. A string
+//     made over a received frame (sharing.go, TextString) outlives the
+//     message's release. TestTextSharesFrame (a released message's Text,
+//     one segment and several, keeps its bytes).
 //
 // Worked around elsewhere, without relying on go-capnp's internals: no
 // path of ours hands go-capnp a nil PipelineCaller (failedCaller,

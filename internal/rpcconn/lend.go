@@ -146,6 +146,9 @@ func (c *Conn) writeExt(w *bufio.Writer, ext *outExt) error {
 		if s.mutable {
 			err = c.writeLent(w, ext, i)
 		} else {
+			if testSegmentWrite != nil {
+				testSegmentWrite(s.b)
+			}
 			err = writeSegment(w, c.rwc, s.b)
 		}
 		if err != nil {
@@ -170,6 +173,22 @@ func SetTestLentWrite(f func([]byte)) (restore func()) {
 	old := testLentWrite
 	testLentWrite = f
 	return func() { testLentWrite = old }
+}
+
+// testSegmentWrite, if set (by tests), sees every lent segment that is
+// not a caller's []byte (a string's bytes, a received message's) as it
+// is handed to writeSegment.
+var testSegmentWrite func([]byte)
+
+// SetTestSegmentWrite makes f see, until restore is called, every lent
+// segment that is not a caller's []byte (a Text's string, Data sent from
+// a call's parameters, Data copied into a segment of its own) as it is
+// written: for tests of package mp that these are written from where
+// they are. Not safe while connections are writing.
+func SetTestSegmentWrite(f func([]byte)) (restore func()) {
+	old := testSegmentWrite
+	testSegmentWrite = f
+	return func() { testSegmentWrite = old }
 }
 
 // writeLent writes lent segment i of ext straight from the caller's
