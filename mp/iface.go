@@ -47,10 +47,27 @@ type dispatch struct {
 	id      uint64
 	name    string
 	methods map[methodKey]*ServerMethod
+	own     []*ServerMethod // the interface's own methods by ordinal (nil where none): no map look-up per call
 }
 
 func (d *dispatch) lookup(iface uint64, method uint16) *ServerMethod {
+	if iface == d.id && int(method) < len(d.own) {
+		if m := d.own[method]; m != nil {
+			return m
+		}
+	}
 	return d.methods[methodKey{iface, method}]
+}
+
+// add adds m to the methods served.
+func (d *dispatch) add(m *ServerMethod) {
+	d.methods[methodKey{m.Method.InterfaceID, m.Method.MethodID}] = m
+	if id := int(m.Method.MethodID); m.Method.InterfaceID == d.id && id < 1024 {
+		for len(d.own) <= id {
+			d.own = append(d.own, nil)
+		}
+		d.own[id] = m
+	}
 }
 
 // An Interface is the runtime's description of a generated interface I:
@@ -82,8 +99,7 @@ func NewInterface[I any](id uint64, name string, newProxy func(*Client) I) *Inte
 func (x *Interface[I]) AddMethods(lists ...[]ServerMethod) struct{} {
 	for _, methods := range lists {
 		for i := range methods {
-			m := &methods[i]
-			x.disp.methods[methodKey{m.Method.InterfaceID, m.Method.MethodID}] = m
+			x.disp.add(&methods[i])
 		}
 	}
 	return struct{}{}

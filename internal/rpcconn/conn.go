@@ -106,7 +106,10 @@ type Conn struct {
 	// role is who reads (role.go); fr reads frames through kr.
 	role readRole
 	fr   *frameReader
-	kr   kickReader
+	// rcall is the template of the last Call received (recvcall.go);
+	// the role's holder's, as fr.
+	rcall recvTemplate
+	kr    kickReader
 	// deadline is rwc's SetReadDeadline, to pull a reading caller out
 	// of Read (role.go); nil if rwc has none: callers never read then.
 	deadline interface{ SetReadDeadline(time.Time) error }

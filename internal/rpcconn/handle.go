@@ -1,8 +1,6 @@
 package rpcconn
 
 import (
-	"time"
-
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/exc"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
@@ -15,6 +13,14 @@ func (c *Conn) handle(w *reader, msg *capnp.Message, size uint64) error {
 	if size == bareReturn.size() && c.handleBareReturn(msg) {
 		return nil
 	}
+	if c.observe == nil {
+		var h callHead
+		if c.rcall.match(msg, &h) {
+			c.role.callSeen = true
+			c.role.stats.templated.Add(1)
+			return c.serveCall(w, msg, &h, size)
+		}
+	}
 	root, err := rpccp.ReadRootMessage(msg)
 	if err != nil {
 		msg.Release()
@@ -26,7 +32,7 @@ func (c *Conn) handle(w *reader, msg *capnp.Message, size uint64) error {
 	which := root.Which()
 	switch which {
 	case rpccp.Message_Which_call, rpccp.Message_Which_bootstrap, rpccp.Message_Which_disembargo:
-		c.role.lastCall = time.Now()
+		c.role.callSeen = true
 	}
 	switch which {
 	case rpccp.Message_Which_call:
@@ -139,60 +145,97 @@ func readCapTable(p rpccp.Payload) (rpccp.CapDescriptor_List, error) {
 }
 
 func (c *Conn) handleCall(w *reader, msg *capnp.Message, root rpccp.Message, size uint64) error {
-	fail := func(err error) error { msg.Release(); return err }
+	h, err := parseCall(root)
+	if err != nil {
+		msg.Release()
+		return err
+	}
+	if c.observe == nil {
+		c.rcall.record(msg, root, &h)
+	}
+	return c.serveCall(w, msg, &h, size)
+}
+
+// A callHead is what serving a received Call needs of its message.
+type callHead struct {
+	qid       uint32
+	redirect  bool // sendResultsTo.yourself
+	promised  bool // the target is paID's answer, with transform; else importID
+	importID  uint32
+	paID      uint32
+	transform []capnp.PipelineOp
+	method    capnp.Method
+	content   capnp.Ptr
+	descs     rpccp.CapDescriptor_List
+}
+
+// parseCall reads and checks a received Call through go-capnp.
+func parseCall(root rpccp.Message) (callHead, error) {
+	var h callHead
 	if !root.HasCall() {
-		return fail(protoErr("call with a null body"))
+		return h, protoErr("call with a null body")
 	}
 	call, err := root.Call()
 	if err != nil {
-		return fail(protoErr("unreadable call: %v", err))
+		return h, protoErr("unreadable call: %v", err)
 	}
 	qid := call.QuestionId()
-	redirect, err := resultsToYourself(call)
-	if err != nil {
-		return fail(err)
+	h.qid = qid
+	if h.redirect, err = resultsToYourself(call); err != nil {
+		return h, err
 	}
 	if !call.HasTarget() {
-		return fail(protoErr("call %d without a target", qid))
+		return h, protoErr("call %d without a target", qid)
 	}
 	tgt, err := call.Target()
 	if err != nil {
-		return fail(protoErr("call %d: unreadable target: %v", qid, err))
+		return h, protoErr("call %d: unreadable target: %v", qid, err)
 	}
-	var transform []capnp.PipelineOp
-	var paID uint32
 	switch tgt.Which() {
 	case rpccp.MessageTarget_Which_importedCap:
+		h.importID = tgt.ImportedCap()
 	case rpccp.MessageTarget_Which_promisedAnswer:
 		if !tgt.HasPromisedAnswer() {
-			return fail(protoErr("call %d: null promisedAnswer", qid))
+			return h, protoErr("call %d: null promisedAnswer", qid)
 		}
 		pa, err := tgt.PromisedAnswer()
 		if err != nil {
-			return fail(protoErr("call %d: unreadable promisedAnswer: %v", qid, err))
+			return h, protoErr("call %d: unreadable promisedAnswer: %v", qid, err)
 		}
-		paID = pa.QuestionId()
-		if transform, err = parseTransform(pa); err != nil {
-			return fail(err)
+		h.promised = true
+		h.paID = pa.QuestionId()
+		if h.transform, err = parseTransform(pa); err != nil {
+			return h, err
 		}
 	default:
-		return fail(protoErr("call %d: unknown target kind %d", qid, tgt.Which()))
+		return h, protoErr("call %d: unknown target kind %d", qid, tgt.Which())
 	}
 	if !call.HasParams() {
-		return fail(protoErr("call %d without params", qid))
+		return h, protoErr("call %d without params", qid)
 	}
 	params, err := call.Params()
 	if err != nil {
-		return fail(protoErr("call %d: unreadable params: %v", qid, err))
+		return h, protoErr("call %d: unreadable params: %v", qid, err)
 	}
-	content, err := params.Content()
-	if err != nil {
-		return fail(protoErr("call %d: unreadable params content: %v", qid, err))
+	if h.content, err = params.Content(); err != nil {
+		return h, protoErr("call %d: unreadable params content: %v", qid, err)
 	}
-	descs, err := readCapTable(params)
-	if err != nil {
-		return fail(err)
+	if h.descs, err = readCapTable(params); err != nil {
+		return h, err
 	}
+	h.method = capnp.Method{InterfaceID: call.InterfaceId(), MethodID: call.MethodId()}
+	return h, nil
+}
+
+// serveCall serves a received Call, msg, read as h.
+func (c *Conn) serveCall(w *reader, msg *capnp.Message, h *callHead, size uint64) error {
+	fail := func(err error) error { msg.Release(); return err }
+	qid := h.qid
+	redirect := h.redirect
+	transform := h.transform
+	paID := h.paID
+	content := h.content
+	descs := h.descs
 
 	var release []capnp.Client
 	var target capnp.Client
@@ -218,8 +261,8 @@ func (c *Conn) handleCall(w *reader, msg *capnp.Message, root rpccp.Message, siz
 		return fail(protoErr("more than %d bytes of calls in flight", c.lim.maxBytes))
 	}
 	var base *answer
-	if tgt.Which() == rpccp.MessageTarget_Which_importedCap {
-		id := tgt.ImportedCap()
+	if !h.promised {
+		id := h.importID
 		e := lc.export(id)
 		if e == nil {
 			lc.unlock()
@@ -263,7 +306,7 @@ func (c *Conn) handleCall(w *reader, msg *capnp.Message, root rpccp.Message, siz
 		a.tail = tailKept
 	}
 	recv := capnp.Recv{
-		Method: capnp.Method{InterfaceID: call.InterfaceId(), MethodID: call.MethodId()},
+		Method: h.method,
 		Args:   content.Struct(),
 		// The parameters are released when the call returns (Return),
 		// not by a method value of a (an allocation per call): every

@@ -35,11 +35,13 @@ import (
 // Nobody reads while the role is free, or busy (its holder runs
 // application code, which may block: the wallet's getBalance waits for
 // calls that arrive on the same connection). The spare bounds that: it
-// takes the role once it has been free or busy for Conn.patience (0.5
-// ms), so a message waits unread that long at most, plus the timer's
-// slack (Go's timers sleep in whole milliseconds: about 1 ms in all). It
-// watches with a timer only while such states come and go: in a steady
-// stream of calls it wakes once per patience, not once per call.
+// takes the role once it has seen it free or busy for Conn.patience (0.5
+// ms), so a message waits unread twice that long at most (a state that
+// began while the spare slept on its timer is timed from when it wakes:
+// the clock is not read per state), plus the timer's slack (Go's timers
+// sleep in whole milliseconds: 1-2 ms in all). It watches with a timer
+// only while such states come and go: in a steady stream of calls it
+// wakes once per patience, not once per call.
 //
 // Only one goroutine may wait in the socket's Read. A caller holding the
 // role whose call ends otherwise (its context canceled) is pulled out of
@@ -50,13 +52,18 @@ import (
 //
 // role.mu is never held together with c.mu or c.qmu.
 type readRole struct {
-	mu      sync.Mutex
-	state   roleState
-	holder  *reader
-	since   time.Time // when state last became free or busy
-	act     uint64    // how many times it did
-	waiters []*reader // callers waiting for their Return, in arrival order
-	spare   *reader   // a connection goroutine waiting for the role
+	mu     sync.Mutex
+	state  roleState
+	holder *reader
+	// since is when the spare first saw the present free or busy
+	// state (act tells a new one from the one it saw): the states come
+	// and go once per call in a stream, too often to read the clock for
+	// each.
+	since    time.Time
+	sinceAct uint64
+	act      uint64    // how many times the state became free or busy
+	waiters  []*reader // callers waiting for their Return, in arrival order
+	spare    *reader   // a connection goroutine waiting for the role
 	// spareTimed: the spare waits with a timer (or was woken to start
 	// one); a state becoming free or busy wakes an untimed spare.
 	spareTimed bool
@@ -71,9 +78,12 @@ type readRole struct {
 
 	stats roleStats
 
-	// Touched only by the holder.
-	lastCall  time.Time // when the peer last called (peerCalling)
-	sawDirect bool      // a direct call's Return was handled
+	// Touched only by the holder. lastCall is when the holder last
+	// found that the peer had called (peerCalling), callSeen whether it
+	// has called since: a call costs a store, not a reading of the clock.
+	lastCall  time.Time
+	callSeen  bool
+	sawDirect bool // a direct call's Return was handled
 }
 
 // RoleStats counts how a connection's messages were read (see
@@ -83,10 +93,11 @@ type RoleStats struct {
 	Inline     uint64 // calls run on the goroutine that read them (TakeInline)
 	Takeovers  uint64 // times a goroutine took the role after the patience ran out
 	HandOffs   uint64 // times the role went to a connection goroutine that had to be woken or started
+	Templated  uint64 // calls received read from the template of the one before (recvTemplate)
 }
 
 type roleStats struct {
-	ownReturns, inline, takeovers, handOffs atomic.Uint64
+	ownReturns, inline, takeovers, handOffs, templated atomic.Uint64
 }
 
 // RoleStats returns the connection's counts so far.
@@ -97,6 +108,7 @@ func (c *Conn) RoleStats() RoleStats {
 		Inline:     s.inline.Load(),
 		Takeovers:  s.takeovers.Load(),
 		HandOffs:   s.handOffs.Load(),
+		Templated:  s.templated.Load(),
 	}
 }
 
@@ -262,7 +274,16 @@ const peerCallWindow = 100 * time.Millisecond
 // peerCalling reports whether the peer has called lately; only the
 // holder may ask.
 func (c *Conn) peerCalling() bool {
-	return time.Since(c.role.lastCall) < peerCallWindow
+	r := &c.role
+	if r.callSeen {
+		// The calls seen since the last look are dated now: later
+		// than they came by at most the time between two looks (a
+		// Return handed to a caller, the role passed on).
+		r.callSeen = false
+		r.lastCall = time.Now()
+		return true
+	}
+	return !r.lastCall.IsZero() && time.Since(r.lastCall) < peerCallWindow
 }
 
 // watchLocked notes that the role became free or busy, and wakes an
@@ -270,7 +291,6 @@ func (c *Conn) peerCalling() bool {
 // state just entered is watched.
 func (c *lockedRole) watchLocked() {
 	r := &c.role
-	r.since = time.Now()
 	r.act++
 	switch {
 	case r.spare != nil:
@@ -377,7 +397,15 @@ func (c *Conn) awaitRole(w *reader) bool {
 		wait := time.Duration(-1)
 		switch r.state {
 		case roleFree, roleBusy:
-			d := c.patience - time.Since(r.since)
+			// A state entered since the spare last looked began no
+			// later than now: it waits a whole patience from now at
+			// most (twice the patience in all, when it slept on its
+			// timer through the change).
+			now := time.Now()
+			if r.sinceAct != r.act {
+				r.since, r.sinceAct = now, r.act
+			}
+			d := c.patience - now.Sub(r.since)
 			if d <= 0 {
 				// Nobody has read for c.patience: take over. A busy
 				// holder finds it lost the role when its delivery ends.
