@@ -109,7 +109,10 @@ type Conn struct {
 	// rcall is the template of the last Call received (recvcall.go);
 	// the role's holder's, as fr.
 	rcall recvTemplate
-	kr    kickReader
+	// bareBatch is handleBareReturn's list of questions, kept for reuse;
+	// the role's holder's, as fr.
+	bareBatch []*question
+	kr        kickReader
 	// deadline is rwc's SetReadDeadline, to pull a reading caller out
 	// of Read (role.go); nil if rwc has none: callers never read then.
 	deadline interface{ SetReadDeadline(time.Time) error }

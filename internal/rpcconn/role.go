@@ -94,10 +94,11 @@ type RoleStats struct {
 	Takeovers  uint64 // times a goroutine took the role after the patience ran out
 	HandOffs   uint64 // times the role went to a connection goroutine that had to be woken or started
 	Templated  uint64 // calls received read from the template of the one before (recvTemplate)
+	BareRead   uint64 // bare Returns taken straight from the read buffer behind another (handleBareReturn)
 }
 
 type roleStats struct {
-	ownReturns, inline, takeovers, handOffs, templated atomic.Uint64
+	ownReturns, inline, takeovers, handOffs, templated, bareRead atomic.Uint64
 }
 
 // RoleStats returns the connection's counts so far.
@@ -109,6 +110,7 @@ func (c *Conn) RoleStats() RoleStats {
 		Takeovers:  s.takeovers.Load(),
 		HandOffs:   s.handOffs.Load(),
 		Templated:  s.templated.Load(),
+		BareRead:   s.bareRead.Load(),
 	}
 }
 

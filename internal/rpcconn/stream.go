@@ -111,17 +111,69 @@ func (c *Conn) handleBareReturn(msg *capnp.Message) bool {
 	if uint64(id) < uint64(len(c.questions)) {
 		q = c.questions[id]
 	}
-	if q == nil || q.dc == nil || !q.dc.stream || q.state != qOpen || q.taking != nil ||
-		len(q.paths) > 0 || len(q.paramCaps) > 0 {
+	if !bareReturnable(q) {
 		lc.unlock()
 		return false
 	}
 	q.to(lc, qReturned)
 	lc.closeQuestion(q)
+	// The bare Returns read already after this one are taken here too,
+	// straight from the read buffer: no message is made for them, and
+	// the connection's lock is taken once for all.
+	batch := c.bareBatch[:0]
+	for {
+		id, ok := c.peekBareReturn()
+		if !ok {
+			break
+		}
+		var q *question
+		if uint64(id) < uint64(len(c.questions)) {
+			q = c.questions[id]
+		}
+		if !bareReturnable(q) {
+			break
+		}
+		c.fr.br.Discard(len(bareReturn.frame))
+		q.to(lc, qReturned)
+		lc.closeQuestion(q)
+		batch = append(batch, q)
+	}
 	lc.unlock()
+	if len(batch) > 0 {
+		c.role.stats.bareRead.Add(uint64(len(batch)))
+	}
 	recycleRecv(msg)
 	q.settle(capnp.Ptr{}, nil, true)
+	for i, q := range batch {
+		q.settle(capnp.Ptr{}, nil, true)
+		batch[i] = nil
+	}
+	c.bareBatch = batch[:0]
 	return true
+}
+
+// bareReturnable reports whether q, named by a bare Return, is a direct
+// stream call's question that such a Return settles with nothing else to
+// do. The caller holds c.mu.
+func bareReturnable(q *question) bool {
+	return q != nil && q.dc != nil && q.dc.stream && q.state == qOpen && q.taking == nil &&
+		len(q.paths) == 0 && len(q.paramCaps) == 0
+}
+
+// peekBareReturn returns the answer ID of the next frame if it is read
+// already and is a bare Return (bareReturn's frame byte for byte); only
+// the role's holder may ask, and only between frames.
+func (c *Conn) peekBareReturn() (uint32, bool) {
+	br, t := c.fr.br, &bareReturn
+	n := len(t.frame)
+	if br == nil || c.fr.pending || br.Buffered() < n {
+		return 0, false
+	}
+	b, err := br.Peek(n)
+	if err != nil || !bytes.Equal(b[:t.idOff], t.frame[:t.idOff]) || !bytes.Equal(b[t.idOff+4:], t.frame[t.idOff+4:]) {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint32(b[t.idOff:]), true
 }
 
 func (t *bareTemplate) append(dst []byte, id uint32) []byte {
