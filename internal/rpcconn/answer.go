@@ -201,25 +201,19 @@ func (a *answer) AllocResults(sz capnp.ObjectSize) (capnp.Struct, error) {
 		return capnp.Struct{}, errors.New("rpcconn: AllocResults called twice")
 	}
 	a.alloced = true
-	msg, root := newMessage()
-	a.ret = msg
-	ret, err := root.NewReturn()
-	if err != nil {
-		return capnp.Struct{}, err
+	if t := retTemplateFor(sz); t != nil {
+		if msg, ret, pay, st, ok := t.build(a.id, sz); ok {
+			a.ret, a.retHdr, a.payload, a.content = msg, ret, pay, st.ToPtr()
+			return st, nil
+		}
 	}
-	ret.SetAnswerId(a.id)
-	ret.SetReleaseParamCaps(false)
-	a.retHdr = ret
-	a.payload, err = ret.NewResults()
-	if err != nil {
-		return capnp.Struct{}, err
-	}
-	st, err := capnp.NewStruct(a.payload.Segment(), sz)
+	msg, ret, pay, st, err := buildReturn(a.id, sz)
+	a.ret, a.retHdr, a.payload = msg, ret, pay
 	if err != nil {
 		return capnp.Struct{}, err
 	}
 	a.content = st.ToPtr()
-	return st, a.payload.SetContent(a.content)
+	return st, nil
 }
 
 // PrepareReturn implements capnp.Returner.
