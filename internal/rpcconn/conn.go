@@ -109,6 +109,7 @@ type Conn struct {
 	// rcall is the template of the last Call received (recvcall.go);
 	// the role's holder's, as fr.
 	rcall recvTemplate
+	rret  retTemplateIn // of the last Return with results received
 	// bareBatch is handleBareReturn's list of questions, kept for reuse;
 	// the role's holder's, as fr.
 	bareBatch []*question

@@ -20,6 +20,10 @@ func (c *Conn) handle(w *reader, msg *capnp.Message, size uint64) error {
 			c.role.stats.templated.Add(1)
 			return c.serveCall(w, msg, &h, size)
 		}
+		if id, _, content, ok := c.rret.match(msg); ok {
+			c.role.stats.templated.Add(1)
+			return c.handleReturned(msg, id, c.rret.noFinish, c.rret.releaseParams, content, rpccp.CapDescriptor_List{}, nil)
+		}
 	}
 	root, err := rpccp.ReadRootMessage(msg)
 	if err != nil {

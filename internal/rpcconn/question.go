@@ -678,7 +678,20 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 		msg.Release()
 		return protoErr("return %d: unsupported kind %v", id, ret.Which())
 	}
+	if c.observe == nil && callErr == nil {
+		if descs.Len() == 0 {
+			c.rret.record(msg, ret, content)
+		} else {
+			c.rret.ok = false
+		}
+	}
+	return c.handleReturned(msg, id, noFinish, releaseParams, content, descs, callErr)
+}
 
+// handleReturned handles a Return read (handleReturn, or from the
+// template of the one before: handle).
+func (c *Conn) handleReturned(msg *capnp.Message, id uint32, noFinish, releaseParams bool, content capnp.Ptr, descs rpccp.CapDescriptor_List, callErr error) error {
+	var err error
 	lc := c.lock()
 	if c.closing {
 		lc.unlock()

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -69,16 +70,29 @@ func callMethod(ctx context.Context, imp *Import, id uint16, s string) (string, 
 }
 
 // Calls of one shape to one export are read from the template of the
-// one before (recvTemplate), each with its own question and parameters;
+// one before (recvTemplate), each with its own question and parameters,
+// and so are their Returns (retTemplateIn), each with its own results;
 // a call that differs from it in its method or its target, or that
 // carries a capability, is read through go-capnp and served as what it
 // is.
 func TestRecvCallTemplate(t *testing.T) {
 	ctx := testCtx(t)
-	h := &hookServer{fn: func(_ context.Context, s string) (string, error) { return s, nil }}
-	_, srv, imp := rolePair(t, h, time.Minute)
+	h := &hookServer{fn: func(_ context.Context, s string) (string, error) {
+		if s == "fail" {
+			return "", errors.New("failed as asked")
+		}
+		return s, nil
+	}}
+	cl, srv, imp := rolePair(t, h, time.Minute)
 	const n = 200
 	for i := range n {
+		if i == n/2 {
+			// An exception between Returns with results: not read
+			// from their template.
+			if _, err := directEcho(ctx, imp, "fail"); err == nil || !strings.Contains(err.Error(), "failed as asked") {
+				t.Fatalf("a failing call returned %v", err)
+			}
+		}
 		// Parameters of several lengths: the template ends where the
 		// parameters struct begins.
 		want := fmt.Sprintf("%d-%s", i, string(make([]byte, i%17)))
@@ -87,8 +101,13 @@ func TestRecvCallTemplate(t *testing.T) {
 			t.Fatalf("call %d: %q, %v", i, got, err)
 		}
 	}
-	if got := srv.RoleStats().Templated; got < n-1 {
-		t.Errorf("%d of %d calls read from the template, want at least %d", got, n, n-1)
+	if got := srv.RoleStats().Templated; got < n {
+		t.Errorf("%d of %d calls read from the template, want at least %d", got, n+1, n)
+	}
+	// Their Returns too, on the caller's side, but the exception and
+	// the first after it.
+	if got := cl.RoleStats().Templated; got < n-2 || got > n-1 {
+		t.Errorf("%d of %d Returns read from the template, want %d or %d", got, n+1, n-2, n-1)
 	}
 
 	// Two methods, alternating: every call reaches the method it was
@@ -108,7 +127,8 @@ func TestRecvCallTemplate(t *testing.T) {
 		t.Errorf("calls served: %d, want 160", rec.n)
 	}
 	// Calls that follow one to the same method: the second of each
-	// pair, and the first of each round but the first.
+	// pair, and the first of each round but the first. (Their Returns
+	// all look alike: the results are text of one size.)
 	if got := srv2.RoleStats().Templated; got != 79 {
 		t.Errorf("%d calls read from the template, want 79", got)
 	}
@@ -191,5 +211,50 @@ func TestRecvTemplateRefusesFarPointer(t *testing.T) {
 				t.Errorf("the message does not match its own template: %+v", h2)
 			}
 		}
+	}
+}
+
+// Calls to one method of several exports, alternating, are read from
+// the template of the one before, and each reaches its own export.
+func TestRecvTemplateAcrossExports(t *testing.T) {
+	ctx := testCtx(t)
+	ts := newTestServer()
+	cl, srv := connPair(t, nil, &Options{BootstrapClient: ts.client()})
+	boot := cl.Bootstrap(ctx)
+	defer boot.Release()
+	var imps []*Import
+	for range 3 {
+		f, rel := schema.Init(boot).MakeEcho(ctx, nil)
+		r, err := f.Struct()
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := r.Result().AddRef()
+		rel()
+		defer e.Release()
+		if err := capnp.Client(e).Resolve(ctx); err != nil {
+			t.Fatal(err)
+		}
+		imp := ImportOf(capnp.Client(e))
+		if imp == nil {
+			t.Fatal("makeEcho's result is not an import")
+		}
+		imps = append(imps, imp)
+	}
+	if imps[0].id == imps[1].id || imps[1].id == imps[2].id {
+		t.Fatalf("the exports share IDs: %d %d %d", imps[0].id, imps[1].id, imps[2].id)
+	}
+	before := srv.RoleStats().Templated
+	const rounds = 50
+	for i := range rounds {
+		for j, imp := range imps {
+			s := fmt.Sprint(i, "/", j)
+			if got, err := directEcho(ctx, imp, s); err != nil || got != s {
+				t.Fatalf("%s: %q, %v", s, got, err)
+			}
+		}
+	}
+	if got := srv.RoleStats().Templated - before; got < 3*rounds-1 {
+		t.Errorf("%d of %d calls read from the template, want at least %d", got, 3*rounds, 3*rounds-1)
 	}
 }

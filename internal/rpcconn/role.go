@@ -93,7 +93,7 @@ type RoleStats struct {
 	Inline     uint64 // calls run on the goroutine that read them (TakeInline)
 	Takeovers  uint64 // times a goroutine took the role after the patience ran out
 	HandOffs   uint64 // times the role went to a connection goroutine that had to be woken or started
-	Templated  uint64 // calls received read from the template of the one before (recvTemplate)
+	Templated  uint64 // Calls and Returns received read from the template of the one before (recvcall.go)
 	BareRead   uint64 // bare Returns taken straight from the read buffer behind another (handleBareReturn)
 }
 
