@@ -111,7 +111,7 @@ func (c *Conn) handleBareReturn(msg *capnp.Message) bool {
 	if uint64(id) < uint64(len(c.questions)) {
 		q = c.questions[id]
 	}
-	if !bareReturnable(q) {
+	if !lc.bareReturnable(q) {
 		lc.unlock()
 		return false
 	}
@@ -130,7 +130,7 @@ func (c *Conn) handleBareReturn(msg *capnp.Message) bool {
 		if uint64(id) < uint64(len(c.questions)) {
 			q = c.questions[id]
 		}
-		if !bareReturnable(q) {
+		if !lc.bareReturnable(q) {
 			break
 		}
 		c.fr.br.Discard(len(bareReturn.frame))
@@ -154,8 +154,8 @@ func (c *Conn) handleBareReturn(msg *capnp.Message) bool {
 
 // bareReturnable reports whether q, named by a bare Return, is a direct
 // stream call's question that such a Return settles with nothing else to
-// do. The caller holds c.mu.
-func bareReturnable(q *question) bool {
+// do.
+func (lc *lockedConn) bareReturnable(q *question) bool {
 	return q != nil && q.dc != nil && q.dc.stream && q.state == qOpen && q.taking == nil &&
 		len(q.paths) == 0 && len(q.paramCaps) == 0
 }
