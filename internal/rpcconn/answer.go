@@ -371,8 +371,8 @@ func (a *answer) Return() {
 		done = true
 	} else if noFinish {
 		lc.removeAnswer(a)
-		if len(c.finishOptional) < c.lim.maxTable {
-			c.finishOptional[a.id] = struct{}{}
+		if c.finishOptional.len() < c.lim.maxTable {
+			c.finishOptional.add(a.id)
 		} else {
 			c.finishOverflow = true
 		}

@@ -96,7 +96,7 @@ type Conn struct {
 	// ID takes it out. finishOverflow says that the set stopped growing
 	// at MaxTableSize, so that such messages for unknown IDs are treated
 	// alike.
-	finishOptional map[uint32]struct{}
+	finishOptional idSet
 	finishOverflow bool
 	embargoes      map[uint32]*embargo
 	nextEmb        uint32
@@ -170,17 +170,16 @@ type outMsg struct {
 // sending of an Abort at the end.
 func NewConn(rwc io.ReadWriteCloser, opts *Options) *Conn {
 	c := &Conn{
-		lim:            opts.limits(),
-		log:            slog.New(slog.DiscardHandler),
-		rwc:            rwc,
-		done:           make(chan struct{}),
-		wdone:          make(chan struct{}),
-		answers:        make(map[uint32]*answer),
-		imports:        make(map[uint32]*importClient),
-		deadPromises:   make(map[uint32]bool),
-		finishOptional: make(map[uint32]struct{}),
-		embargoes:      make(map[uint32]*embargo),
-		wake:           make(chan struct{}, 1),
+		lim:          opts.limits(),
+		log:          slog.New(slog.DiscardHandler),
+		rwc:          rwc,
+		done:         make(chan struct{}),
+		wdone:        make(chan struct{}),
+		answers:      make(map[uint32]*answer),
+		imports:      make(map[uint32]*importClient),
+		deadPromises: make(map[uint32]bool),
+		embargoes:    make(map[uint32]*embargo),
+		wake:         make(chan struct{}, 1),
 	}
 	if opts != nil {
 		if opts.Logger != nil {

@@ -259,7 +259,7 @@ func (c *Conn) serveCall(w *reader, msg *capnp.Message, h *callHead, size uint64
 		lc.unlock()
 		return fail(err)
 	}
-	delete(c.finishOptional, qid)
+	c.finishOptional.remove(qid)
 	if c.active > 0 && c.aBytes+size > c.lim.maxBytes {
 		lc.unlock()
 		return fail(protoErr("more than %d bytes of calls in flight", c.lim.maxBytes))
@@ -282,8 +282,7 @@ func (c *Conn) serveCall(w *reader, msg *capnp.Message, h *callHead, size uint64
 	} else {
 		base = c.answers[paID]
 		if base == nil {
-			_, optional := c.finishOptional[paID]
-			if !optional && !c.finishOverflow {
+			if !c.finishOptional.has(paID) && !c.finishOverflow {
 				lc.unlock()
 				return fail(protoErr("call %d on unknown promised answer %d", qid, paID))
 			}
@@ -354,8 +353,7 @@ func (c *Conn) serveCall(w *reader, msg *capnp.Message, h *callHead, size uint64
 // finishWasOptional reports whether id is that of an answer returned with
 // noFinishNeeded (see Conn.finishOptional), and forgets it.
 func (c *lockedConn) finishWasOptional(id uint32) bool {
-	if _, ok := c.finishOptional[id]; ok {
-		delete(c.finishOptional, id)
+	if c.finishOptional.remove(id) {
 		return true
 	}
 	return c.finishOverflow
@@ -415,7 +413,7 @@ func (c *Conn) handleBootstrap(root rpccp.Message) error {
 		lc.unlock()
 		return err
 	}
-	delete(c.finishOptional, qid)
+	c.finishOptional.remove(qid)
 	a := lc.newAnswer(qid, 0, nil)
 	boot := c.boot.AddRef()
 	lc.unlock()
