@@ -228,15 +228,17 @@ func (call *Call) Decoder() *Decoder { return &call.dec }
 func (call *Call) Send() (capnp.Struct, error) {
 	ctx := call.ctx
 	t := turnOf(ctx)
+	if t != nil && !t.yield() {
+		t = nil
+	}
 	if t != nil {
-		t.yield()
-		if call.dc == nil || call.dc.Conn() != rpcconn.ConnFromContext(t.ctx.Context) {
+		if call.dc == nil || call.dc.Conn() != rpcconn.ConnFromContext(t.Context) {
 			// The call waits on something other than a Return on the
 			// connection that delivered t: if t runs inline on the
 			// goroutine reading that one, another reads meanwhile.
 			// (A direct call on the same connection reads its Return
 			// itself.)
-			rpcconn.HandOff(t.ctx.Context)
+			rpcconn.HandOff(t.Context)
 		}
 	}
 	var err error
@@ -327,9 +329,7 @@ func (call *Call) SendStream() error {
 		return err
 	}
 	ctx := call.ctx
-	t := turnOf(ctx)
-	if t != nil {
-		t.yield()
+	if t := turnOf(ctx); t != nil && t.yield() {
 		defer t.resume()
 	}
 	c.stream.begin()

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 
 	"capnproto.org/go/capnp/v3"
 
@@ -118,6 +119,10 @@ type serverHook struct {
 	mu      sync.Mutex
 	busy    bool         // a call holds the turn
 	waiting []turnWaiter // in arrival order
+
+	// spare is a ServerCall to reuse: one that ran inline and left
+	// nothing behind (see runOne).
+	spare atomic.Pointer[ServerCall]
 }
 
 // A turnWaiter is a call waiting for its object's turn: a new call
@@ -146,8 +151,13 @@ func (h *serverHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCalle
 		r.Reject(err)
 		return rpcconn.FailedCaller(err)
 	}
-	sc := &ServerCall{h: h, m: m, r: r, impl: impl}
-	sc.ctx = handlerCtx{Context: ctx, sc: sc}
+	sc := h.spare.Swap(nil)
+	if sc == nil {
+		sc = &ServerCall{h: h}
+	}
+	sc.m, sc.r, sc.impl = m, r, impl
+	sc.ctxv = handlerCtx{Context: ctx, sc: sc, gen: sc.gen}
+	sc.ctx = &sc.ctxv
 	if impl != h.impl {
 		// A facet's calls keep their own order: one that takes
 		// concurrent calls runs at once, whatever the main value does.
@@ -190,6 +200,12 @@ func (h *serverHook) enter(sc *ServerCall, ctx context.Context) {
 		sc.holding = true
 		h.mu.Unlock()
 		if rpcconn.TakeInline(ctx) {
+			// The connection keeps nothing of an inline delivery (it
+			// drops the PipelineCaller Recv returns): sc may be reused
+			// once it is over, and its method's context is one of its
+			// own, which then stops naming it (handlerCtx.gen).
+			sc.reusable = true
+			sc.ctx = &handlerCtx{Context: ctx, sc: sc, gen: sc.gen}
 			sc.run()
 		} else {
 			go sc.run()
@@ -237,7 +253,8 @@ type ServerCall struct {
 	impl       any  // the value whose method it is
 	concurrent bool // it runs outside the object's turn
 	r          capnp.Recv
-	ctx        handlerCtx
+	ctx        *handlerCtx // its method's context: ctxv, or one of its own for a reusable call
+	ctxv       handlerCtx
 	enc        Encoder
 	dec        Decoder
 
@@ -252,6 +269,11 @@ type ServerCall struct {
 	holding bool
 	out     int
 	over    bool
+	// reusable: it ran inline (enter), so nothing but its method's
+	// context may refer to it once it is over; gen counts its uses, for
+	// contexts of earlier ones to tell (handlerCtx.yield).
+	reusable bool
+	gen      uint64
 
 	mu       sync.Mutex
 	returned bool
@@ -328,12 +350,23 @@ func (sc *ServerCall) runOne() *ServerCall {
 		sc.holding = false
 		next = h.passLocked()
 	}
+	// With no outgoing call of its method still out, nothing refers to
+	// a reusable call but contexts its method kept, which the new
+	// generation disowns: it is cleared (under h.mu, where those
+	// contexts look at it) and kept for the hook's next call.
+	reuse := sc.reusable && sc.out == 0 && !sc.concurrent
+	if reuse {
+		*sc = ServerCall{h: h, gen: sc.gen + 1}
+	}
 	h.mu.Unlock()
+	if reuse {
+		h.spare.Store(sc)
+	}
 	return next
 }
 
 func (sc *ServerCall) serve() (err error) {
-	ctx := context.Context(&sc.ctx)
+	ctx := context.Context(sc.ctx)
 	conn := rpcconn.ConnFromContext(ctx)
 	var size uint64
 	if msg := sc.r.Args.Message(); msg != nil {
@@ -482,15 +515,17 @@ func (p pipelineTarget) String() string     { return "mp pipelined call" }
 type turnKey struct{}
 
 // handlerCtx is the context a method runs with: its delivery's context,
-// plus the call.
+// plus the call, while sc's generation is gen (a reused ServerCall is
+// another call's).
 type handlerCtx struct {
 	context.Context
-	sc *ServerCall
+	sc  *ServerCall
+	gen uint64
 }
 
 func (c *handlerCtx) Value(key any) any {
 	if key == (turnKey{}) {
-		return c.sc
+		return c
 	}
 	return c.Context.Value(key)
 }
@@ -504,27 +539,35 @@ func (c *handlerCtx) AfterFunc(f func()) func() bool {
 	return context.AfterFunc(c.Context, f)
 }
 
-// turnOf returns the served call whose context ctx is (or derives from),
-// or nil.
-func turnOf(ctx context.Context) *ServerCall {
+// turnOf returns the context of the served call that ctx is (or derives
+// from), or nil.
+func turnOf(ctx context.Context) *handlerCtx {
 	if ctx == nil {
 		return nil
 	}
 	if c, ok := ctx.(*handlerCtx); ok {
-		return c.sc
+		return c
 	}
-	sc, _ := ctx.Value(turnKey{}).(*ServerCall)
-	return sc
+	c, _ := ctx.Value(turnKey{}).(*handlerCtx)
+	return c
 }
 
-// yield notes an outgoing call made with sc's context: the first one
-// gives up sc's turn, so that the next call on its object may run.
-func (sc *ServerCall) yield() {
+// yield notes an outgoing call made with the context of c's call: the
+// first one gives up the call's turn, so that the next call on its
+// object may run. It reports whether it counted the call (then resume
+// must follow): not if the call runs outside the turn, or is over and
+// its ServerCall reused.
+func (c *handlerCtx) yield() bool {
+	sc := c.sc
 	h := sc.h
-	if h.concurrent || sc.concurrent {
-		return
+	if h.concurrent {
+		return false
 	}
 	h.mu.Lock()
+	if sc.gen != c.gen || sc.concurrent {
+		h.mu.Unlock()
+		return false
+	}
 	sc.out++
 	if sc.out == 1 && sc.holding {
 		sc.holding = false
@@ -533,16 +576,16 @@ func (sc *ServerCall) yield() {
 		}
 	}
 	h.mu.Unlock()
+	return true
 }
 
-// resume notes that an outgoing call returned: once none is left, sc
-// waits for its object's turn again (behind the calls that arrived
-// meanwhile), unless it has returned already.
-func (sc *ServerCall) resume() {
+// resume notes that an outgoing call counted by yield returned: once
+// none is left, the call waits for its object's turn again (behind the
+// calls that arrived meanwhile), unless it has returned already. (With
+// an outgoing call out, its ServerCall is not reused.)
+func (c *handlerCtx) resume() {
+	sc := c.sc
 	h := sc.h
-	if h.concurrent || sc.concurrent {
-		return
-	}
 	h.mu.Lock()
 	sc.out--
 	if sc.out > 0 || sc.over || sc.holding {
