@@ -39,7 +39,10 @@ type callCtx struct {
 // The capability must have put the call in its place among the calls
 // it serves in order before: the next message may be handled as soon as
 // TakeInline returns. Calls that a caller delivers while reading for its
-// own Return are never inline.
+// own Return are never inline. The connection keeps nothing of an inline
+// call's delivery: the PipelineCaller its Recv returns is dropped (the
+// calls pipelined on it go through the answer), so that package mp may
+// reuse the call's state once it is over.
 func TakeInline(ctx context.Context) bool {
 	x, ok := ctx.(*callCtx)
 	if !ok || x.inline == nil {
