@@ -165,8 +165,11 @@ func (t *recvTemplate) record(msg *capnp.Message, root rpccp.Message, h *callHea
 	}
 	// questionId is the Call's first 32 bits, and importedCap its
 	// target's (the target lies after the Call: go-capnp allocates it
-	// second, and the IDs must be in order for match).
-	if structOff(ts) < structOff(cs)+4 {
+	// second, and the IDs must be in order for match). Each must lie in
+	// its struct's data section, which lies before the content: a peer's
+	// struct with no data section has the ID 0 and its address may be
+	// the content's, or that of a pointer match does not compare.
+	if structOff(ts) < structOff(cs)+4 || cs.Size().DataSize < 4 || ts.Size().DataSize < 4 {
 		return
 	}
 	t.set(seg, n, structOff(cs), structOff(ts), h.content.Struct())
@@ -208,7 +211,11 @@ func (t *retTemplateIn) record(msg *capnp.Message, ret rpccp.Return, content cap
 	if !ok {
 		return
 	}
-	// answerId is the Return's first 32 bits.
+	// answerId is the Return's first 32 bits, in its data section (a
+	// peer's Return with none has the ID 0).
+	if capnp.Struct(ret).Size().DataSize < 4 {
+		return
+	}
 	t.set(seg, n, structOff(capnp.Struct(ret)), 0, content.Struct())
 	t.noFinish, t.releaseParams = ret.NoFinishNeeded(), ret.ReleaseParamCaps()
 }
