@@ -51,14 +51,15 @@ type retTemplateIn struct {
 // and the content, each is reached from the previous one's pointer 0
 // (the first from the root pointer) except where via says another, by a
 // near pointer, the content from the last one's pointer 0, whose pointer
-// 1 (its cap table) is null. It returns where the content begins.
+// 1 (its cap table) is null, within maxRecvPrefix bytes. It returns
+// where the content begins.
 func headerChain(seg *capnp.Segment, content capnp.Struct, chain []capnp.Struct, via []uint32) (uint32, bool) {
 	if content.Segment() != seg {
 		return 0, false
 	}
 	n := structOff(content)
 	data := seg.Data()
-	if n < 8 || int(n) > len(data) {
+	if n < 8 || int(n) > len(data) || n > maxRecvPrefix {
 		return 0, false
 	}
 	word := func(off uint32) uint64 { return binary.LittleEndian.Uint64(data[off:]) }
@@ -82,6 +83,11 @@ func headerChain(seg *capnp.Segment, content capnp.Struct, chain []capnp.Struct,
 	}
 	return n, true
 }
+
+// maxRecvPrefix bounds a template's prefix: ours are about 100 bytes
+// (TestRecvCallTemplate), a peer's larger ones are read through go-capnp
+// rather than kept, for the connection's life, as a copy.
+const maxRecvPrefix = 1 << 10
 
 // set makes the prefix msg's, up to n, with the ID at idOff (and a
 // second at idOff2, if not 0) and the content struct content.

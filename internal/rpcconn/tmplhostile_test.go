@@ -71,3 +71,58 @@ func TestRecvTemplateEmptyTarget(t *testing.T) {
 		}
 	}
 }
+
+// A Call whose header structs are spread over a large message (here 256
+// KiB between the target and the parameters) is no template: the
+// template would keep a copy of those bytes for the connection's life,
+// long after the frame's buffer went back to its pool.
+func TestRecvTemplateLargePrefix(t *testing.T) {
+	msg, root := newMessage()
+	call, err := root.NewCall()
+	if err != nil {
+		t.Fatal(err)
+	}
+	call.SetQuestionId(3)
+	call.SetInterfaceId(echoMethod.InterfaceID)
+	tgt, err := call.NewTarget()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt.SetImportedCap(0)
+	if _, err := capnp.NewStruct(root.Segment(), capnp.ObjectSize{DataSize: 1 << 18}); err != nil {
+		t.Fatal(err)
+	}
+	pay, err := call.NewParams()
+	if err != nil {
+		t.Fatal(err)
+	}
+	params, err := capnp.NewStruct(pay.Segment(), capnp.ObjectSize{DataSize: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pay.SetContent(params.ToPtr()); err != nil {
+		t.Fatal(err)
+	}
+	frame, err := appendFrame(nil, msg, nil)
+	msg.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := capnp.Unmarshal(frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := rpccp.ReadRootMessage(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := parseCall(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tm recvTemplate
+	tm.record(got, r, &h)
+	if tm.ok || cap(tm.prefix) > maxRecvPrefix {
+		t.Errorf("template recorded %v, keeping %d bytes", tm.ok, cap(tm.prefix))
+	}
+}
