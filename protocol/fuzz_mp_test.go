@@ -237,7 +237,14 @@ var errFuzzDeclared = mp.NewError("protocol_test.fuzzDeclared", "a declared erro
 // fzMaker implements Maker for the fuzz target: every method works, and
 // fail fails in each way a method can (a declared error, a plain one, a
 // panic) as its code says.
-type fzMaker struct{ calls *fzCalls }
+// fzMaker's patience is how long its callbacks wait for a call back: a
+// fuzz input never answers one (zero: 100 ms); a recorded session, a real
+// client on a machine perhaps loaded by -race and other tests, always
+// does, so it waits as long as the test.
+type fzMaker struct {
+	calls    *fzCalls
+	patience time.Duration
+}
 
 func (m *fzMaker) MakeEcho(context.Context) (mptestschema.Echo, error) {
 	m.calls.note("makeEcho")
@@ -246,7 +253,7 @@ func (m *fzMaker) MakeEcho(context.Context) (mptestschema.Echo, error) {
 
 func (m *fzMaker) Callback(context.Context) (mptestschema.Callback, error) {
 	m.calls.note("callback")
-	return &fzCallback{m.calls}, nil
+	return &fzCallback{calls: m.calls, patience: m.patience}, nil
 }
 
 func (m *fzMaker) Sink(context.Context) (mptestschema.Sink, error) {
@@ -289,8 +296,11 @@ func (e *fzEcho) Echo(_ context.Context, s string) (string, error) {
 }
 
 // fzCallback calls back with depth-1 until 0, up to a depth of 8; it
-// gives the call back 100 ms (a fuzz input does not answer it).
-type fzCallback struct{ calls *fzCalls }
+// gives the call back its patience (see fzMaker).
+type fzCallback struct {
+	calls    *fzCalls
+	patience time.Duration
+}
 
 func (c *fzCallback) Call(ctx context.Context, depth uint32, back mptestschema.Callback) (uint32, error) {
 	c.calls.note("call")
@@ -302,7 +312,11 @@ func (c *fzCallback) Call(ctx context.Context, depth uint32, back mptestschema.C
 	case back == nil:
 		return 0, errors.New("no callback to call back")
 	}
-	ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	patience := c.patience
+	if patience == 0 {
+		patience = 100 * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(ctx, patience)
 	defer cancel()
 	return back.Call(ctx, depth-1, c)
 }
@@ -345,7 +359,7 @@ func recordMPSession(t *testing.T, run func(ctx context.Context, m *mptestschema
 	served := make(chan error, 1)
 	go func() {
 		served <- protocol.Serve(ctx, srec, func(*protocol.Conn) capnp.Client {
-			return mptestschema.MakerInterface.Capnp(&fzMaker{calls: &fzCalls{}})
+			return mptestschema.MakerInterface.Capnp(&fzMaker{calls: &fzCalls{}, patience: time.Minute})
 		}, nil)
 	}()
 	conn, proxy, err := protocol.Connect(ctx, crec, nil)
@@ -677,7 +691,7 @@ var (
 			return err
 		}
 		defer mp.Release(cb)
-		_, err = cb.Call(ctx, 3, &fzCallback{&fzCalls{}})
+		_, err = cb.Call(ctx, 3, &fzCallback{calls: &fzCalls{}, patience: time.Minute})
 		return err
 	}
 	fzIdentity = func(ctx context.Context, m *mptestschema.MakerClient) error {
