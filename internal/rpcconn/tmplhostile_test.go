@@ -126,3 +126,66 @@ func TestRecvTemplateLargePrefix(t *testing.T) {
 		t.Errorf("template recorded %v, keeping %d bytes", tm.ok, cap(tm.prefix))
 	}
 }
+
+// A Return without a data section (answer ID 0, results) is no template:
+// the bytes where the template would read the next Return's ID are the
+// results pointer's, which the match does not compare.
+func TestRecvTemplateReturnWithoutData(t *testing.T) {
+	msg, root := newMessage()
+	seg := root.Segment()
+	ret, err := capnp.NewStruct(seg, capnp.ObjectSize{PointerCount: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	capnp.Struct(root).SetUint16(0, uint16(rpccp.Message_Which_return))
+	if err := capnp.Struct(root).SetPtr(0, ret.ToPtr()); err != nil {
+		t.Fatal(err)
+	}
+	pay, err := rpccp.NewPayload(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ret.SetPtr(0, capnp.Struct(pay).ToPtr()); err != nil {
+		t.Fatal(err)
+	}
+	content, err := capnp.NewStruct(seg, capnp.ObjectSize{DataSize: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pay.SetContent(content.ToPtr()); err != nil {
+		t.Fatal(err)
+	}
+	frame, err := appendFrame(nil, msg, nil)
+	msg.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := capnp.Unmarshal(frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := rpccp.ReadRootMessage(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Which() != rpccp.Message_Which_return {
+		t.Fatalf("built a %v", r.Which())
+	}
+	rr, err := r.Return()
+	if err != nil || rr.Which() != rpccp.Return_Which_results || rr.AnswerId() != 0 {
+		t.Fatalf("built %v, %v", rr.Which(), err)
+	}
+	p, err := rr.Results()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := p.Content()
+	if err != nil || !c.IsValid() {
+		t.Fatalf("content %v, %v", c.IsValid(), err)
+	}
+	var tm retTemplateIn
+	tm.record(got, rr, c)
+	if tm.ok {
+		t.Errorf("a Return without a data section is a template, its ID read at %d", tm.idOff)
+	}
+}
