@@ -170,8 +170,17 @@ func newConn(ctx context.Context, nc net.Conn, opts *Options, role string, newIn
 	}
 	c.quiet = opts != nil && opts.QuietConnections
 	c.log.Log(context.Background(), c.eventLevel(), "connection opened", "role", role)
-	rc := rpcconn.NewConn(withTimeouts(nc, opts), ro)
+	// The RPC connection serves calls as soon as it exists, and a method
+	// may close this Conn (Close, CloseWithError, a panic) before NewConn
+	// has returned here. Holding c.mu until c.rc is set makes such a
+	// Close wait for it and close rc before the method returns; seeing
+	// c.rc nil, it would only record why and leave the closing to the
+	// check below, after the method's results had gone out.
 	c.mu.Lock()
+	rc := rpcconn.NewConn(withTimeouts(nc, opts), ro)
+	if testNewConnHook != nil {
+		testNewConnHook(role)
+	}
 	c.rc = rc
 	closed := c.why != stillOpen // newInit closed it
 	c.mu.Unlock()
@@ -181,6 +190,11 @@ func newConn(ctx context.Context, nc net.Conn, opts *Options, role string, newIn
 	go c.run(ctx)
 	return c
 }
+
+// testNewConnHook, set by tests only, runs in newConn (with the role,
+// "serve" or "connect") once the RPC connection has started, before c.rc
+// is set.
+var testNewConnHook func(role string)
 
 func addrString(a net.Addr) string {
 	if a == nil {
@@ -286,7 +300,7 @@ func (c *Conn) noteEndLocked() {
 // connection is over. Close is idempotent and returns nil.
 func (c *Conn) Close() error {
 	c.setEnd(weClosed, nil)
-	if rc := c.rpc(); rc != nil { // else newConn closes it
+	if rc := c.rpc(); rc != nil { // else newInit is running: newConn closes it
 		rc.Close()
 	}
 	return nil

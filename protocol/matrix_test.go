@@ -429,3 +429,54 @@ func TestCancelMidCall(t *testing.T) {
 	s.client.Close()
 	s.end(t)
 }
+
+// A method that closes its Conn while the Conn is still being set up
+// (the RPC connection serves calls at once, before newConn has recorded
+// it) must close it before its results can go out: the caller gets a
+// disconnection error. The hook holds the server's newConn at that point
+// until the method has started and the call has ended (or for settle
+// more, if the Close waits for newConn):
+// Close used to find no RPC connection, only record why, and let the
+// method's Return go out, so the call succeeded every time.
+func TestMatrixCloseWhileConnStarting(t *testing.T) {
+	leakCheck(t)
+	entered, callDone := make(chan struct{}), make(chan struct{})
+	defer protocol.SetNewConnHook(func(role string) {
+		if role != "serve" {
+			return
+		}
+		select {
+		case <-entered:
+		case <-time.After(patience):
+			t.Error("the method did not start while the server's Conn was being set up")
+		}
+		select {
+		case <-callDone:
+		case <-time.After(settle):
+		}
+	})()
+	var server atomic.Pointer[protocol.Conn]
+	impl := newMxSlow(func(ctx context.Context) {
+		close(entered)
+		server.Load().Close()
+	})
+	close(impl.release) // return right after the hook
+	a, b := socketpair(t)
+	served := serve(t, testContext(t), b, func(c *protocol.Conn) capnp.Client {
+		server.Store(c)
+		return protocol.NewServer(testschema.Slow_Methods(nil, impl), impl, nil)
+	}, nil)
+	client, proxy := connect(t, a, nil)
+	f, release := sleepCall(testContext(t), testschema.Slow(proxy), 0)
+	_, err := f.Struct()
+	close(callDone)
+	release()
+	proxy.Release()
+	wantDisconnected(t, "the call whose method closed the starting connection", err)
+	waitErr(t, "the method's end", impl.ended)
+	waitDone(t, "client Done", client.Done())
+	waitDone(t, "server Done", server.Load().Done())
+	if err := waitErr(t, "Serve", served); err != nil && !errors.Is(err, protocol.ErrDisconnected) {
+		t.Errorf("Serve = %v, want nil or an error wrapping ErrDisconnected", err)
+	}
+}
