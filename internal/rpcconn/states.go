@@ -50,12 +50,7 @@ const (
 
 var questionStateNames = [numQuestionStates]string{"open", "canceled", "returned", "freed", "canceled-freed"}
 
-func (s questionState) String() string {
-	if s < numQuestionStates {
-		return questionStateNames[s]
-	}
-	return fmt.Sprintf("questionState(%d)", uint8(s))
-}
+func (s questionState) String() string { return questionStates.name(s) }
 
 // questionMoves[from] has bit to set for each transition allowed.
 var questionMoves = [numQuestionStates]uint16{
@@ -64,9 +59,9 @@ var questionMoves = [numQuestionStates]uint16{
 	qReturned: 1 << qFreed,
 }
 
-func (s questionState) canMove(to questionState) bool {
-	return s < numQuestionStates && to < numQuestionStates && questionMoves[s]&(1<<to) != 0
-}
+func (s questionState) canMove(to questionState) bool { return questionStates.canMove(s, to) }
+
+var questionStates = stateTable[questionState]{"question", questionStateNames[:], questionMoves[:]}
 
 // returned reports whether the question's Return came (or it never went
 // out: qFreed from qOpen).
@@ -82,13 +77,7 @@ func (s questionState) canceled() bool { return s == qCanceled || s == qCanceled
 func (s questionState) freed() bool { return s == qFreed || s == qCanceledFreed }
 
 // to moves q to s; see questionState.
-func (q *question) to(c *lockedConn, s questionState) {
-	if !q.state.canMove(s) {
-		c.stateFault("question", q.id, q.state, s)
-		return
-	}
-	q.state = s
-}
+func (q *question) to(c *lockedConn, s questionState) { questionStates.move(c, q.id, &q.state, s) }
 
 // questionHold is what the question's caller holds of it: its place among
 // the calls in flight (MaxCalls, MaxBytesInFlight) until the caller
@@ -116,35 +105,53 @@ const (
 
 var questionHoldNames = [numQuestionHolds]string{"counted", "released", "done"}
 
-func (s questionHold) String() string {
-	if s < numQuestionHolds {
-		return questionHoldNames[s]
-	}
-	return fmt.Sprintf("questionHold(%d)", uint8(s))
-}
+func (s questionHold) String() string { return questionHolds.name(s) }
 
 var questionHoldMoves = [numQuestionHolds]uint16{
 	holdCounted:  1 << holdReleased,
 	holdReleased: 1 << holdDone,
 }
 
-func (s questionHold) canMove(to questionHold) bool {
-	return s < numQuestionHolds && to < numQuestionHolds && questionHoldMoves[s]&(1<<to) != 0
-}
+func (s questionHold) canMove(to questionHold) bool { return questionHolds.canMove(s, to) }
+
+var questionHolds = stateTable[questionHold]{"question hold", questionHoldNames[:], questionHoldMoves[:]}
 
 // toHold moves q's hold to s; see questionHold.
-func (q *question) toHold(c *lockedConn, s questionHold) {
-	if !q.hold.canMove(s) {
-		c.stateFault("question hold", q.id, q.hold, s)
+func (q *question) toHold(c *lockedConn, s questionHold) { questionHolds.move(c, q.id, &q.hold, s) }
+
+// A stateTable is one lifecycle's: the names of its states and, in
+// moves[from], a bit (1<<to) for each transition allowed.
+type stateTable[S ~uint8] struct {
+	what  string // what the states are of, for faults: "answer message"
+	names []string
+	moves []uint16
+}
+
+func (t *stateTable[S]) name(s S) string {
+	if int(s) < len(t.names) {
+		return t.names[s]
+	}
+	return fmt.Sprintf("%s state %d", t.what, uint8(s))
+}
+
+func (t *stateTable[S]) canMove(from, to S) bool {
+	return int(from) < len(t.moves) && int(to) < len(t.moves) && t.moves[from]&(1<<to) != 0
+}
+
+// move sets *cur, the state of the object id, to to if the table allows
+// it, and else records the fault (stateFault) and leaves *cur as it is.
+func (t *stateTable[S]) move(c *lockedConn, id uint32, cur *S, to S) {
+	if !t.canMove(*cur, to) {
+		c.stateFault(t.what, id, t.name(*cur), t.name(to))
 		return
 	}
-	q.hold = s
+	*cur = to
 }
 
 // stateFault records a transition the tables do not allow, for unlock to
 // report once c.mu is let go (the first one only: the connection ends).
-func (c *lockedConn) stateFault(what string, id uint32, from, to fmt.Stringer) {
-	err := fmt.Errorf("rpcconn: %s %d: transition %v -> %v not allowed", what, id, from, to)
+func (c *lockedConn) stateFault(what string, id uint32, from, to string) {
+	err := fmt.Errorf("rpcconn: %s %d: transition %s -> %s not allowed", what, id, from, to)
 	if testStateFault != nil {
 		testStateFault(c.conn(), err)
 	}
@@ -194,12 +201,7 @@ const (
 
 var answerStateNames = [numAnswerStates]string{"running", "draining", "draining-removed", "returned", "removed"}
 
-func (s answerState) String() string {
-	if s < numAnswerStates {
-		return answerStateNames[s]
-	}
-	return fmt.Sprintf("answerState(%d)", uint8(s))
-}
+func (s answerState) String() string { return answerStates.name(s) }
 
 var answerMoves = [numAnswerStates]uint16{
 	aRunning:         1<<aDraining | 1<<aReturned,
@@ -208,9 +210,9 @@ var answerMoves = [numAnswerStates]uint16{
 	aReturned:        1 << aRemoved,
 }
 
-func (s answerState) canMove(to answerState) bool {
-	return s < numAnswerStates && to < numAnswerStates && answerMoves[s]&(1<<to) != 0
-}
+func (s answerState) canMove(to answerState) bool { return answerStates.canMove(s, to) }
+
+var answerStates = stateTable[answerState]{"answer", answerStateNames[:], answerMoves[:]}
 
 // returned reports whether the answer's Return message is queued (or the
 // connection was ending when it returned).
@@ -223,13 +225,7 @@ func (s answerState) draining() bool { return s == aDraining || s == aDrainingRe
 func (s answerState) removed() bool { return s == aDrainingRemoved || s == aRemoved }
 
 // to moves a to s; see answerState.
-func (a *answer) to(c *lockedConn, s answerState) {
-	if !a.state.canMove(s) {
-		c.stateFault("answer", a.id, a.state, s)
-		return
-	}
-	a.state = s
-}
+func (a *answer) to(c *lockedConn, s answerState) { answerStates.move(c, a.id, &a.state, s) }
 
 // answerMsg is what became of an answer's Return message (answer.ret,
 // or for a bare Return the template).
@@ -255,30 +251,19 @@ const (
 
 var answerMsgNames = [numAnswerMsgs]string{"held", "written", "released"}
 
-func (s answerMsg) String() string {
-	if s < numAnswerMsgs {
-		return answerMsgNames[s]
-	}
-	return fmt.Sprintf("answerMsg(%d)", uint8(s))
-}
+func (s answerMsg) String() string { return answerMsgs.name(s) }
 
 var answerMsgMoves = [numAnswerMsgs]uint16{
 	msgHeld:    1<<msgWritten | 1<<msgReleased,
 	msgWritten: 1 << msgReleased,
 }
 
-func (s answerMsg) canMove(to answerMsg) bool {
-	return s < numAnswerMsgs && to < numAnswerMsgs && answerMsgMoves[s]&(1<<to) != 0
-}
+func (s answerMsg) canMove(to answerMsg) bool { return answerMsgs.canMove(s, to) }
+
+var answerMsgs = stateTable[answerMsg]{"answer message", answerMsgNames[:], answerMsgMoves[:]}
 
 // toMsg moves a's Return message to s; see answerMsg.
-func (a *answer) toMsg(c *lockedConn, s answerMsg) {
-	if !a.msg.canMove(s) {
-		c.stateFault("answer message", a.id, a.msg, s)
-		return
-	}
-	a.msg = s
-}
+func (a *answer) toMsg(c *lockedConn, s answerMsg) { answerMsgs.move(c, a.id, &a.msg, s) }
 
 // answerTail says where an answer's results go (tail calls, yourself.go).
 //
@@ -299,26 +284,15 @@ const (
 
 var answerTailNames = [numAnswerTails]string{"none", "kept", "taken"}
 
-func (s answerTail) String() string {
-	if s < numAnswerTails {
-		return answerTailNames[s]
-	}
-	return fmt.Sprintf("answerTail(%d)", uint8(s))
-}
+func (s answerTail) String() string { return answerTails.name(s) }
 
 var answerTailMoves = [numAnswerTails]uint16{
 	tailKept: 1 << tailTaken,
 }
 
-func (s answerTail) canMove(to answerTail) bool {
-	return s < numAnswerTails && to < numAnswerTails && answerTailMoves[s]&(1<<to) != 0
-}
+func (s answerTail) canMove(to answerTail) bool { return answerTails.canMove(s, to) }
+
+var answerTails = stateTable[answerTail]{"answer tail", answerTailNames[:], answerTailMoves[:]}
 
 // toTail moves a's tail to s; see answerTail.
-func (a *answer) toTail(c *lockedConn, s answerTail) {
-	if !a.tail.canMove(s) {
-		c.stateFault("answer tail", a.id, a.tail, s)
-		return
-	}
-	a.tail = s
-}
+func (a *answer) toTail(c *lockedConn, s answerTail) { answerTails.move(c, a.id, &a.tail, s) }
