@@ -21,14 +21,14 @@ func (c *Conn) lock() *lockedConn {
 }
 
 // unlock lets c.mu go. A state transition refused while it was held
-// (states.go) is then taken for a bug: c.bug logs it and ends the
+// (states.go) is then taken for a bug: stateBug logs it and ends the
 // connection.
 func (c *lockedConn) unlock() {
 	fault := c.fault
 	c.fault = nil
 	c.mu.Unlock()
 	if fault != nil {
-		c.conn().bug(fault)
+		c.conn().stateBug(fault)
 	}
 }
 

@@ -774,6 +774,16 @@ func (c *Conn) finish(panicked bool) {
 	close(c.done)
 }
 
+// stateBug ends the connection on a transition the state tables refused
+// (states.go), a bug of this package found by whichever goroutine made it
+// (a reader or a caller), with the stack logged. Unlike bug, nothing
+// panicked: the calls being delivered still return, and the end waits
+// for them as usual.
+func (c *Conn) stateBug(err error) {
+	c.log.Error("rpcconn: bug: refused state transition", "err", err, "stack", string(debug.Stack()))
+	c.shutdown(protoErr("internal error: %v", err), true)
+}
+
 // bug turns a panic in a reading goroutine into an aborted connection,
 // with the stack logged.
 func (c *Conn) bug(v any) {
