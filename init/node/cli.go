@@ -77,9 +77,16 @@ func Main(args []string) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	hupDone := make(chan struct{})
+	defer close(hupDone) // signal.Stop does not close hup
 	go func() {
-		for range hup {
-			cfg.Logger.Info("SIGHUP received; the node keeps running (stop it with SIGINT or SIGTERM)")
+		for {
+			select {
+			case <-hup:
+				cfg.Logger.Info("SIGHUP received; the node keeps running (stop it with SIGINT or SIGTERM)")
+			case <-hupDone:
+				return
+			}
 		}
 	}()
 	if err := Run(ctx, cfg); err != nil {
