@@ -194,6 +194,24 @@ var hostileCases = []struct {
 	{"finish null body", "finish with a null body", func(p *rawPeer) { p.write(rpcmsg.NullBody(4)) }},
 	{"resolve null body", "resolve with a null body", func(p *rawPeer) { p.write(rpcmsg.NullBody(5)) }},
 	{"release null body", "release with a null body", func(p *rawPeer) { p.write(rpcmsg.NullBody(6)) }},
+	// Kinds this package does not know: the error names the kind, read
+	// before the message is released (reading it after crashed the reader
+	// once the message's buffer was recycled).
+	{"resolve unknown kind", "resolve 40: unknown kind", func(p *rawPeer) {
+		p.send(func(m rpccp.Message) {
+			r, _ := m.NewResolve()
+			r.SetPromiseId(40)
+			capnp.Struct(r).SetUint16(4, 9) // the union's discriminant
+		})
+	}},
+	{"return unknown kind", "unsupported kind", func(p *rawPeer) {
+		p.send(func(m rpccp.Message) { b, _ := m.NewBootstrap(); b.SetQuestionId(0) })
+		p.send(func(m rpccp.Message) {
+			r, _ := m.NewReturn()
+			r.SetAnswerId(0)
+			capnp.Struct(r).SetUint16(6, 9) // the union's discriminant
+		})
+	}},
 	{"disembargo null body", "disembargo with a null body", func(p *rawPeer) { p.write(rpcmsg.NullBody(13)) }},
 	{"bootstrap null body", "bootstrap with a null body", func(p *rawPeer) { p.write(rpcmsg.NullBody(8)) }},
 	{"call without target", "without a target", func(p *rawPeer) {

@@ -637,7 +637,8 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 	var content capnp.Ptr
 	var descs rpccp.CapDescriptor_List
 	var callErr error
-	switch ret.Which() {
+	which := ret.Which()
+	switch which {
 	case rpccp.Return_Which_takeFromOtherQuestion:
 		other := ret.TakeFromOtherQuestion()
 		msg.Release()
@@ -676,7 +677,7 @@ func (c *Conn) handleReturn(msg *capnp.Message, root rpccp.Message) error {
 		callErr = exc.New(exc.Failed, "rpcconn", "call canceled")
 	default:
 		msg.Release()
-		return protoErr("return %d: unsupported kind %v", id, ret.Which())
+		return protoErr("return %d: unsupported kind %v", id, which)
 	}
 	if c.observe == nil && callErr == nil {
 		if descs.Len() == 0 {

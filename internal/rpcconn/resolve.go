@@ -121,7 +121,8 @@ func (c *Conn) handleResolve(msg *capnp.Message, root rpccp.Message) error {
 	id := r.PromiseId()
 	var d rpccp.CapDescriptor
 	var rerr error
-	switch r.Which() {
+	which := r.Which()
+	switch which {
 	case rpccp.Resolve_Which_cap:
 		if !r.HasCap() {
 			msg.Release()
@@ -144,7 +145,7 @@ func (c *Conn) handleResolve(msg *capnp.Message, root rpccp.Message) error {
 		rerr = fromException(e)
 	default:
 		msg.Release()
-		return protoErr("resolve %d: unknown kind %v", id, r.Which())
+		return protoErr("resolve %d: unknown kind %v", id, which)
 	}
 	lc := c.lock()
 	if c.closing {
