@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/crc64"
 	"net"
+	"runtime"
 	"runtime/metrics"
 	"sync"
 	"sync/atomic"
@@ -155,5 +156,49 @@ func BenchmarkStreamPush(b *testing.B) {
 	}
 	if err := mp.Flush(ctx, p); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// TestStreamSidesWorkAtOnce: a stream's sender writes its queued calls
+// itself, 8 KiB at a time, rather than leave them to the writer
+// goroutine it woke, which waits behind it on its processor; and the
+// receiver answers at most 64 calls at a time while more are in, rather
+// than the hundreds its read buffer holds, so that the sender learns
+// early that its window has room. With one processor neither happens by
+// chance: the woken writer runs only once the sender waits, and the
+// receiver reads every call the window let through at once.
+func TestStreamSidesWorkAtOnce(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	ctx := testCtx(t)
+	a, b := socketPair(t)
+	p, sconn, cconn := newBlobConns(t, &blob{}, a, b)
+	const n = 20000
+	payload := make([]byte, 64)
+	var want uint64
+	for i := range n {
+		payload[0], payload[1] = byte(i), byte(i>>8)
+		want = crc64.Update(want, crcTable, payload)
+		if err := p.PushData(ctx, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mp.Flush(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := p.Sum(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Count != n || sum.Digest != want {
+		t.Fatalf("the server got %d calls, digest %x: want %d, %x", sum.Count, sum.Digest, n, want)
+	}
+	cs, ss := cconn.RoleStats(), sconn.RoleStats()
+	t.Logf("sender's own writes: %d; Returns written after 64 calls with more in: %d", cs.SenderFlush, ss.CappedFlush)
+	// 20000 calls of about 180 bytes are 3.6 MB, some 440 times 8 KiB.
+	if cs.SenderFlush < 50 {
+		t.Errorf("the sender wrote its queued calls itself %d times, want at least 50", cs.SenderFlush)
+	}
+	if ss.CappedFlush < 10 {
+		t.Errorf("the receiver wrote held Returns with more calls in %d times, want at least 10", ss.CappedFlush)
 	}
 }

@@ -56,7 +56,7 @@ type Conn struct {
 	qBytes    uint64        // their call messages' bytes
 	qWait     chan struct{} // closed when qCount or qBytes drop
 	sWait     chan struct{} // closed when streamOpen drops to sWaitAt
-	sWaitAt   int           // half the window of the senders waiting (stream.go)
+	sWaitAt   int           // seven eighths of the window of the senders waiting (sendMsg)
 	qOpen     int           // questions sent whose Return has not come
 	// plainOpen counts the questions among qOpen that are not calls to
 	// `-> stream` methods (question.plain); the writer reads it without
@@ -128,6 +128,9 @@ type Conn struct {
 	// goroutine reading to write once the messages already in are
 	// handled (answer.deferKick).
 	flushDue atomic.Bool
+	// deferredFor counts the messages read since flushDue was set;
+	// touched only by the role's holder.
+	deferredFor int
 
 	// raw is rwc's file descriptor for a non-blocking write(2) from the
 	// goroutine that queued a message (flush); nil if rwc has none.
@@ -484,24 +487,27 @@ func (c *Conn) enqueueBare(id uint32) bool {
 // the pools of the processor that took them), and the writer writes the
 // bytes of many such messages at once. For the many small messages of a
 // stream. The caller may hold c.mu.
-func (c *Conn) enqueueBytes(msg *capnp.Message) (bool, error) {
+func (c *Conn) enqueueBytes(msg *capnp.Message) (kick bool, queued uint64, err error) {
 	lq := c.lockQueue()
 	if c.stop {
 		lq.unlock()
-		return false, nil
+		return false, 0, nil
 	}
-	kick := len(c.outq) == 0 && !c.writing && len(c.pending) == 0
+	kick = len(c.outq) == 0 && !c.writing && len(c.pending) == 0
 	tail := lq.rawTailLocked()
 	n := len(*tail)
 	b, err := appendFrame(*tail, msg, nil)
 	if err != nil {
 		lq.unlock()
-		return false, err
+		return false, 0, err
 	}
 	*tail = b
 	lq.addRawLocked(len(b) - n)
+	if !c.writing {
+		queued = c.outBytes
+	}
 	lq.unlock()
-	return kick, nil
+	return kick, queued, nil
 }
 
 // maxRawEntry is the most bytes one raw entry takes before the next.

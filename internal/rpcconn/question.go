@@ -172,7 +172,7 @@ func (c *lockedConn) releaseBudget(q *question) {
 	if q.stream {
 		c.streamOpen--
 		c.streamBytes -= q.size
-		if c.sWait != nil && c.streamOpen <= c.sWaitAt && c.streamBytes <= DirectStreamBytes/2 {
+		if c.sWait != nil && c.streamOpen <= c.sWaitAt && c.streamBytes <= DirectStreamBytes-DirectStreamBytes/8 {
 			close(c.sWait)
 			c.sWait = nil
 		}
@@ -441,15 +441,16 @@ func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *c
 			}
 			ch = c.qWait
 		} else {
-			// Only the stream window is full: wait until half of it
-			// is free, so that a stream's sender wakes once per
-			// half a window of answers released rather than once
-			// each.
+			// Only the stream window is full: wait until an eighth
+			// of it is free, so that a stream's sender wakes once
+			// per 64 answers released (of DirectStreamWindow) rather
+			// than once each, and the peer still has most of the
+			// window to work on while this sender refills it.
 			if c.sWait == nil {
 				c.sWait = make(chan struct{})
 				c.sWaitAt = 0
 			}
-			c.sWaitAt = max(c.sWaitAt, window/2)
+			c.sWaitAt = max(c.sWaitAt, window-window/8)
 			ch = c.sWait
 		}
 		// A wait for room that lasts may be a caller's bug: see
@@ -460,6 +461,11 @@ func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *c
 			slow = t.C
 		}
 		lc.unlock()
+		if stream {
+			// What this sender queued goes out before it sleeps
+			// (streamWriteAt).
+			c.flush()
+		}
 		select {
 		case <-ch:
 		case <-slow:
@@ -517,19 +523,21 @@ func (c *Conn) sendMsg(ctx context.Context, t callTarget, m capnp.Method, msg *c
 	if ctx.Done() != nil {
 		lc.watch(q, ctx)
 	}
-	kick, encoded := lc.enqueueCall(msg, ext, stream && dc != nil)
+	kick, encoded, write := lc.enqueueCall(msg, ext, stream && dc != nil)
 	// With other calls in flight, the writer batches.
 	direct := c.qOpen <= 1
 	lc.unlock()
 	if encoded {
 		recycleOut(msg)
 	}
-	if kick {
-		if direct {
-			c.flush()
-		} else {
-			c.wakeWriter()
-		}
+	switch {
+	case write:
+		c.role.stats.senderFlush.Add(1)
+		c.flush()
+	case kick && direct:
+		c.flush()
+	case kick:
+		c.wakeWriter()
 	}
 	return q, nil
 }

@@ -87,18 +87,22 @@ type readRole struct {
 }
 
 // RoleStats counts how a connection's messages were read (see
-// readRole), for tests and benchmarks.
+// readRole), and some of how they were written, for tests and
+// benchmarks.
 type RoleStats struct {
-	OwnReturns uint64 // Returns of direct calls read by their own caller
-	Inline     uint64 // calls run on the goroutine that read them (TakeInline)
-	Takeovers  uint64 // times a goroutine took the role after the patience ran out
-	HandOffs   uint64 // times the role went to a connection goroutine that had to be woken or started
-	Templated  uint64 // Calls and Returns received read from the template of the one before (recvcall.go)
-	BareRead   uint64 // bare Returns taken straight from the read buffer behind another (handleBareReturn)
+	OwnReturns  uint64 // Returns of direct calls read by their own caller
+	Inline      uint64 // calls run on the goroutine that read them (TakeInline)
+	Takeovers   uint64 // times a goroutine took the role after the patience ran out
+	HandOffs    uint64 // times the role went to a connection goroutine that had to be woken or started
+	Templated   uint64 // Calls and Returns received read from the template of the one before (recvcall.go)
+	BareRead    uint64 // bare Returns taken straight from the read buffer behind another (handleBareReturn)
+	SenderFlush uint64 // times a stream's sender had its queued calls written itself (streamWriteAt)
+	CappedFlush uint64 // times held Returns were written after maxDeferred messages, more being in
 }
 
 type roleStats struct {
 	ownReturns, inline, takeovers, handOffs, templated, bareRead atomic.Uint64
+	senderFlush, cappedFlush                                     atomic.Uint64
 }
 
 // RoleStats returns the connection's counts so far.
@@ -111,6 +115,9 @@ func (c *Conn) RoleStats() RoleStats {
 		HandOffs:   s.handOffs.Load(),
 		Templated:  s.templated.Load(),
 		BareRead:   s.bareRead.Load(),
+
+		SenderFlush: s.senderFlush.Load(),
+		CappedFlush: s.cappedFlush.Load(),
 	}
 }
 
@@ -205,14 +212,30 @@ func (c *lockedRole) unkickLocked() {
 
 // next reads the next message as w, which holds the role. Returns whose
 // writing waited for the messages that were already in (deferKick) are
-// written first unless the next one is too.
+// written first unless the next one is too, and at least once every
+// maxDeferred messages.
 func (c *Conn) next(w *reader) (*capnp.Message, uint64, error) {
 	c.kr.holder = w
-	if c.flushDue.Load() && !c.frameBuffered() && c.flushDue.Swap(false) {
-		c.flush()
+	if c.flushDue.Load() {
+		c.deferredFor++
+		buffered := c.frameBuffered()
+		if (!buffered || c.deferredFor >= maxDeferred) && c.flushDue.Swap(false) {
+			if buffered {
+				c.role.stats.cappedFlush.Add(1)
+			}
+			c.flush()
+		}
 	}
 	return c.fr.next()
 }
+
+// maxDeferred is the most messages handled while Returns wait to be
+// written (deferKick). A peer streaming to us has a window of calls in
+// flight, and counts a call in it until its Return arrives: Returns held
+// until the whole read buffer (hundreds of a stream's calls) is handled
+// would empty our side of the window before the peer learns it has room,
+// and the two sides would take turns rather than work at once.
+const maxDeferred = 64
 
 // frameBuffered reports whether the whole of the next frame has been read
 // already; only the holder may ask.
@@ -255,7 +278,9 @@ func (a *answer) deferKick() bool {
 	if w == nil || r.holder != w || r.state != roleBusy || !c.frameBuffered() {
 		return false
 	}
-	c.flushDue.Store(true)
+	if !c.flushDue.Swap(true) {
+		c.deferredFor = 0
+	}
 	return true
 }
 

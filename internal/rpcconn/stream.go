@@ -39,18 +39,29 @@ const StreamWindow = 48
 const streamLookupMin = 8
 
 // enqueueCall queues msg, a Call (ext its lent segments), and reports
-// whether the caller must have the queue written (enqueue) and whether msg
+// whether the caller must have the queue written (enqueue), whether msg
 // was encoded into the queue at once, for the caller to release once it
 // has let go of c.mu: a direct call to a `-> stream` method (stream), one
-// of many small ones (enqueueBytes).
-func (c *lockedConn) enqueueCall(msg *capnp.Message, ext *outExt, stream bool) (kick, encoded bool) {
+// of many small ones (enqueueBytes), and whether the caller should write
+// the queue itself (streamWriteAt).
+func (c *lockedConn) enqueueCall(msg *capnp.Message, ext *outExt, stream bool) (kick, encoded, write bool) {
 	if stream && ext == nil && c.observe == nil {
-		if kick, err := c.conn().enqueueBytes(msg); err == nil {
-			return kick, true
+		if kick, queued, err := c.conn().enqueueBytes(msg); err == nil {
+			return kick, true, queued >= streamWriteAt
 		}
 	}
-	return c.conn().enqueueExt(msg, nil, ext), false
+	return c.conn().enqueueExt(msg, nil, ext), false, false
 }
+
+// streamWriteAt is how many bytes of queued messages, nobody writing
+// them, a stream's sender writes itself (Conn.flush) rather than leave
+// them to the writer goroutine it woke when the queue was empty. A
+// sender that never blocks keeps its processor: the writer it woke waits
+// behind it, in Go's scheduler, for as long as the sender runs (150 us
+// and more were seen, with another processor idle), while the peer has
+// nothing to read. For the same reason, a sender about to wait for room
+// in the window writes what it queued first (sendMsg).
+const streamWriteAt = 8 << 10
 
 // bareReturn is the frame of a Return with empty results and no
 // capabilities that needs no Finish, as AllocResults(capnp.ObjectSize{})
@@ -241,9 +252,10 @@ func newBareTemplate() bareTemplate {
 // StreamWindow's goroutines. At most DirectStreamWindow calls (and half
 // the connection's MaxCalls, for a peer with the same limits), and
 // DirectStreamBytes of their messages, are in flight; a sender held by a
-// full window waits until half of it is free. A stream of small messages
-// then has enough in flight for the writer to send hundreds in one
-// write(2), and for the peer to answer them in one.
+// full window waits until an eighth of it is free. A stream of small
+// messages then goes out 8 KiB at a time (streamWriteAt), the peer
+// answers up to 64 calls in one write (maxDeferred), and the peer always
+// has most of a window to work on while the sender refills it.
 const (
 	DirectStreamWindow = 512
 	DirectStreamBytes  = 1 << 20

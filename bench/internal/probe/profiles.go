@@ -5,15 +5,20 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 )
 
 // With these set to a directory, a child writes its own profiles there
 // when it exits, named <kind>-<pid>.cpu.prof and <kind>-<pid>.allocs.prof
-// (the latter with every allocation sampled, which slows the child): the
-// -cpuprofile and -memprofile of go test cover only the parent.
+// (the latter with every allocation sampled, which slows the child), and
+// its execution trace, <kind>-<pid>.trace: the -cpuprofile, -memprofile
+// and -trace of go test cover only the parent. Both processes' traces
+// are timed by the same monotonic clock, so their goroutines can be
+// lined up (go tool trace -d=parsed).
 const (
 	EnvChildCPUProfile = "MULTIPROCESS_BENCH_CHILD_CPUPROFILE"
 	EnvChildMemProfile = "MULTIPROCESS_BENCH_CHILD_MEMPROFILE"
+	EnvChildTrace      = "MULTIPROCESS_BENCH_CHILD_TRACE"
 )
 
 // RunChild runs a child's main: it starts the profiles that the
@@ -37,9 +42,19 @@ func RunChild(kind string, main func() int) int {
 }
 
 func startProfiles(kind string) (stop func() error, err error) {
-	cpuDir, memDir := os.Getenv(EnvChildCPUProfile), os.Getenv(EnvChildMemProfile)
+	cpuDir, memDir, traceDir := os.Getenv(EnvChildCPUProfile), os.Getenv(EnvChildMemProfile), os.Getenv(EnvChildTrace)
 	name := func(dir, what string) string {
 		return fmt.Sprintf("%s/%s-%d.%s.prof", dir, kind, os.Getpid(), what)
+	}
+	var tr *os.File
+	if traceDir != "" {
+		if tr, err = os.Create(fmt.Sprintf("%s/%s-%d.trace", traceDir, kind, os.Getpid())); err != nil {
+			return nil, err
+		}
+		if err := trace.Start(tr); err != nil {
+			tr.Close()
+			return nil, err
+		}
 	}
 	var cpu *os.File
 	if cpuDir != "" {
@@ -55,6 +70,12 @@ func startProfiles(kind string) (stop func() error, err error) {
 		runtime.MemProfileRate = 1
 	}
 	return func() error {
+		if tr != nil {
+			trace.Stop()
+			if err := tr.Close(); err != nil {
+				return err
+			}
+		}
 		if cpu != nil {
 			pprof.StopCPUProfile()
 			if err := cpu.Close(); err != nil {
