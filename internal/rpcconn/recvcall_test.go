@@ -176,16 +176,7 @@ func TestRecvTemplateRefusesFarPointer(t *testing.T) {
 			slot := structOff(capnp.Struct(pay)) + uint32(capnp.Struct(pay).Size().DataSize)
 			binary.LittleEndian.PutUint64(data[slot:], 2|uint64(padOff/8)<<3)
 		}
-		frame, err := appendFrame(nil, msg, nil)
-		msg.Release()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := capnp.Unmarshal(frame)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got
+		return reframed(t, msg)
 	}
 	for _, far := range []bool{false, true} {
 		msg := build(far)

@@ -94,6 +94,41 @@ func rolePair(t *testing.T, h *hookServer, patience time.Duration) (cl, srv *Con
 	return cl, srv, imp
 }
 
+// blockedCall is a pair from rolePair (a long patience) whose server
+// answers echo("block") only once gate is sent to or closed (it is
+// closed when the test ends), with such a call in flight, made with
+// callCtx: its method has started, and done gets the call's error.
+type blockedCall struct {
+	cl, srv *Conn
+	imp     *Import
+	gate    chan struct{}
+	done    chan error
+}
+
+func startBlockedCall(t *testing.T, ctx, callCtx context.Context) *blockedCall {
+	t.Helper()
+	b := &blockedCall{gate: make(chan struct{}), done: make(chan error, 1)}
+	started := make(chan struct{}, 1)
+	h := &hookServer{fn: func(_ context.Context, s string) (string, error) {
+		if s == "block" {
+			started <- struct{}{}
+			<-b.gate
+		}
+		return s, nil
+	}}
+	b.cl, b.srv, b.imp = rolePair(t, h, time.Minute)
+	t.Cleanup(func() { close(b.gate) })
+	if _, err := directEcho(ctx, b.imp, "warm"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_, err := directEcho(callCtx, b.imp, "block")
+		b.done <- err
+	}()
+	<-started
+	return b
+}
+
 // holderIsCaller reports whether the goroutine reading c is a caller
 // waiting for its Return.
 func holderIsCaller(c *Conn) bool {
@@ -134,27 +169,9 @@ func TestCallerReadsOwnReturn(t *testing.T) {
 // the cancellation); the next caller reads its own Return.
 func TestReadingCallerCanceled(t *testing.T) {
 	ctx := testCtx(t)
-	gate := make(chan struct{})
-	started := make(chan struct{}, 1)
-	h := &hookServer{fn: func(_ context.Context, s string) (string, error) {
-		if s == "block" {
-			started <- struct{}{}
-			<-gate
-		}
-		return s, nil
-	}}
-	cl, _, imp := rolePair(t, h, time.Minute)
-	defer close(gate)
-	if _, err := directEcho(ctx, imp, "warm"); err != nil {
-		t.Fatal(err)
-	}
 	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		_, err := directEcho(cctx, imp, "block")
-		done <- err
-	}()
-	<-started
+	b := startBlockedCall(t, ctx, cctx)
+	cl, imp, gate, done := b.cl, b.imp, b.gate, b.done
 	for !holderIsCaller(cl) {
 		time.Sleep(time.Millisecond)
 	}
@@ -213,26 +230,8 @@ func TestReadingCallerDisconnected(t *testing.T) {
 func readingCallerDisconnected(t *testing.T, who string) (callerRead bool) {
 	t.Run("round", func(t *testing.T) {
 		ctx := testCtx(t)
-		gate := make(chan struct{})
-		defer close(gate)
-		started := make(chan struct{}, 1)
-		h := &hookServer{fn: func(_ context.Context, s string) (string, error) {
-			if s == "block" {
-				started <- struct{}{}
-				<-gate
-			}
-			return s, nil
-		}}
-		cl, srv, imp := rolePair(t, h, time.Minute)
-		if _, err := directEcho(ctx, imp, "warm"); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() {
-			_, err := directEcho(ctx, imp, "block")
-			done <- err
-		}()
-		<-started
+		b := startBlockedCall(t, ctx, ctx)
+		cl, srv, done := b.cl, b.srv, b.done
 		for wait := time.Now().Add(time.Second); time.Now().Before(wait); {
 			if callerRead = holderIsCaller(cl); callerRead {
 				break
@@ -397,26 +396,8 @@ func TestReadingCallerCanceledMidFrame(t *testing.T) {
 // end to fail its call, rather than returning no error and no results.
 func TestReadingCallerFailsDuringClose(t *testing.T) {
 	ctx := testCtx(t)
-	started := make(chan struct{}, 1)
-	gate := make(chan struct{})
-	defer close(gate)
-	h := &hookServer{fn: func(_ context.Context, s string) (string, error) {
-		if s == "block" {
-			started <- struct{}{}
-			<-gate
-		}
-		return s, nil
-	}}
-	cl, srv, imp := rolePair(t, h, time.Minute)
-	if _, err := directEcho(ctx, imp, "warm"); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := directEcho(ctx, imp, "block")
-		done <- err
-	}()
-	<-started
+	b := startBlockedCall(t, ctx, ctx)
+	cl, srv, done := b.cl, b.srv, b.done
 	for !holderIsCaller(cl) {
 		time.Sleep(time.Millisecond)
 	}

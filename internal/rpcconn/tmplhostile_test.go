@@ -32,6 +32,22 @@ func hostileCallFrame(t *testing.T, qid uint32, patch func(data []byte, ptr0, pa
 	return frame
 }
 
+// reframed returns msg as the peer would receive it: framed, and read
+// back from the frame. msg is released.
+func reframed(t *testing.T, msg *capnp.Message) *capnp.Message {
+	t.Helper()
+	frame, err := appendFrame(nil, msg, nil)
+	msg.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := capnp.Unmarshal(frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 // nearStructPtr encodes a struct pointer at from to to, of size sz.
 func nearStructPtr(from, to uint32, sz capnp.ObjectSize) uint64 {
 	rel := (int64(to) - int64(from) - 8) / 8
@@ -103,15 +119,7 @@ func TestRecvTemplateLargePrefix(t *testing.T) {
 	if err := pay.SetContent(params.ToPtr()); err != nil {
 		t.Fatal(err)
 	}
-	frame, err := appendFrame(nil, msg, nil)
-	msg.Release()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := capnp.Unmarshal(frame)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := reframed(t, msg)
 	r, err := rpccp.ReadRootMessage(got)
 	if err != nil {
 		t.Fatal(err)
@@ -155,15 +163,7 @@ func TestRecvTemplateReturnWithoutData(t *testing.T) {
 	if err := pay.SetContent(content.ToPtr()); err != nil {
 		t.Fatal(err)
 	}
-	frame, err := appendFrame(nil, msg, nil)
-	msg.Release()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := capnp.Unmarshal(frame)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := reframed(t, msg)
 	r, err := rpccp.ReadRootMessage(got)
 	if err != nil {
 		t.Fatal(err)
